@@ -1,0 +1,202 @@
+"""The catalog of schema versions, read from the migration files on the host.
+
+files/migrations/ holds one directory per version (v1/, v2/, ...). v1/ is the baseline: it is
+never applied, it tells the engine what a v1 database looks like. Every later version is a set
+of numbered .sql files whose statements each create exactly one object:
+
+    CREATE TABLE name (...)             -> object ("table", name)
+    CREATE INDEX name ON table(...)     -> object ("index", name)
+    ALTER TABLE t ADD COLUMN c ...      -> object ("column", "t.c")
+
+That restriction is what lets the engine compare every object with the database's real state
+and apply only the statements still needed. Header comments carry metadata:
+
+    -- description: one line for the history row
+    -- riskmgr: option=track_unrealized_pnl    (file applied only when that option is on)
+    -- riskmgr: baseline                       (reference schema, never applied)
+    -- used-by: SELECT ...                     (before a CREATE INDEX: the query it serves)
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ansible.module_utils.sqlite_common import MigrationError
+
+VERSION_DIR = re.compile(r"^v(\d+)$")
+CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?\s*\(", re.I)
+CREATE_INDEX = re.compile(
+    r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?\s+ON\s+\"?(\w+)\"?", re.I)
+ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+\"?(\w+)\"?\s+ADD\s+(?:COLUMN\s+)?\"?(\w+)\"?", re.I)
+FORBIDDEN = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|PRAGMA|ATTACH|DETACH|VACUUM)\b", re.I)
+
+
+@dataclass(frozen=True)
+class SchemaObject:
+    kind: str  # table | index | column
+    name: str  # table or index name, or "table.column"
+    table: str  # the table it lives on (itself for a table)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass
+class Statement:
+    sql: str
+    obj: SchemaObject
+    used_by: str | None = None  # for an index: the query it was made for
+
+
+@dataclass
+class MigrationFile:
+    version: int
+    path: Path
+    sha256: str
+    description: str
+    option: str | None
+    baseline: bool
+    statements: list[Statement] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def ledger_name(self) -> str:
+        """The name recorded in the history: v2/030_analytics_indexes.sql."""
+        return f"v{self.version}/{self.path.name}"
+
+
+@dataclass
+class Catalog:
+    directory: Path
+    files: dict[int, list[MigrationFile]]
+
+    @property
+    def newest_version(self) -> int:
+        return max(self.files)
+
+    @property
+    def baseline_version(self) -> int:
+        return min(self.files)
+
+    def files_for(self, version: int, options: dict[str, bool]) -> list[MigrationFile]:
+        """The files that make up a version under the given options, in apply order."""
+        return [f for f in self.files.get(version, []) if f.option is None or options.get(f.option, False)]
+
+    def all_files(self) -> list[MigrationFile]:
+        return [f for version in sorted(self.files) for f in self.files[version]]
+
+    def find(self, ledger_name: str) -> MigrationFile | None:
+        return next((f for f in self.all_files() if f.ledger_name == ledger_name), None)
+
+
+def split_statements(text: str) -> list[tuple[str, str | None]]:
+    """Split SQL text into complete statements, keeping each one's `-- used-by:` annotation.
+
+    sqlite3.complete_statement() is SQLite's own tokenizer: it is not fooled by a semicolon
+    inside a string literal or a comment, which a split on ';' would be.
+    """
+    statements: list[tuple[str, str | None]] = []
+    buffer: list[str] = []
+    used_by: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not buffer and stripped.lower().startswith("-- used-by:"):
+            used_by = stripped.split(":", 1)[1].strip()
+            continue
+        if not buffer and (not stripped or stripped.startswith("--")):
+            continue
+        buffer.append(line)
+        candidate = "\n".join(buffer)
+        if sqlite3.complete_statement(candidate):
+            statements.append((candidate.strip().rstrip(";").strip(), used_by))
+            buffer, used_by = [], None
+    if buffer:
+        raise ValueError(f"unterminated statement: {' '.join(buffer)[:80]}")
+    return statements
+
+
+def statement_object(sql: str) -> SchemaObject:
+    if match := CREATE_TABLE.match(sql):
+        return SchemaObject("table", match.group(1), match.group(1))
+    if match := CREATE_INDEX.match(sql):
+        return SchemaObject("index", match.group(1), match.group(2))
+    if match := ADD_COLUMN.match(sql):
+        return SchemaObject("column", f"{match.group(1)}.{match.group(2)}", match.group(1))
+    raise ValueError("only CREATE TABLE, CREATE INDEX and ALTER TABLE ... ADD COLUMN are allowed, got: "
+                     + " ".join(sql.split())[:80])
+
+
+def header_value(text: str, key: str) -> str | None:
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.lower().startswith(f"-- {key}:"):
+            return stripped.split(":", 1)[1].strip()
+    return None
+
+
+def load_file(version: int, path: Path) -> MigrationFile:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MigrationError(f"{path}: not UTF-8 text ({err}); restore the file from the project") from err
+    flags = header_value(text, "riskmgr") or ""
+    option = None
+    for flag in flags.split():
+        if flag.startswith("option="):
+            option = flag.split("=", 1)[1]
+    migration = MigrationFile(
+        version=version, path=path, sha256=hashlib.sha256(raw).hexdigest(),
+        description=header_value(text, "description") or path.stem,
+        option=option, baseline="baseline" in flags.split())
+    try:
+        for sql, used_by in split_statements(text):
+            if FORBIDDEN.match(sql):
+                raise ValueError("transaction control and pragmas belong to the engine, not to a migration file: "
+                                 + sql.split()[0])
+            migration.statements.append(Statement(sql=sql, obj=statement_object(sql), used_by=used_by))
+    except ValueError as err:
+        raise MigrationError(f"{path}: {err}; fix the migration file (the database was not touched)") from err
+    if not migration.statements:
+        raise MigrationError(f"{path}: no SQL statement in the file; remove it or restore it from the project")
+    return migration
+
+
+def load_catalog(directory: str | Path) -> Catalog:
+    """Read every vN/*.sql under the migrations directory (the files the hosts really get)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MigrationError(f"{directory}: migrations directory not found; point migrations_dir at the "
+                             "project's files/migrations copied to the host")
+    files: dict[int, list[MigrationFile]] = {}
+    for sub in sorted(directory.iterdir()):
+        match = VERSION_DIR.match(sub.name)
+        if not match or not sub.is_dir():
+            continue
+        version = int(match.group(1))
+        files[version] = [load_file(version, path) for path in sorted(sub.glob("*.sql"))]
+    if len(files) < 2 or not files[min(files)] or not all(f.baseline for f in files[min(files)]):
+        raise MigrationError(f"{directory}: expected a baseline v1/ and at least one later vN/ directory of "
+                             ".sql files; copy the project's files/migrations unchanged")
+    return Catalog(directory=directory, files=files)
+
+
+def build_reference(catalog: Catalog, version: int, options: dict[str, bool]) -> sqlite3.Connection:
+    """An in-memory, schema-only database at `version`: the intended shape of every object.
+
+    Only DDL goes in, so this costs kilobytes whatever the size of the real database.
+    """
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    for number in sorted(catalog.files):
+        if number > version:
+            break
+        for migration in catalog.files_for(number, options):
+            for statement in migration.statements:
+                conn.execute(statement.sql)
+    return conn

@@ -1,0 +1,155 @@
+"""Shared plumbing for the riskmgr SQLite modules: errors, safe connections, hashing, disk.
+
+Plain Python, no Ansible import: pytest calls these directly and the modules ship them to
+hosts that have nothing but Python 3 and its sqlite3.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+HASH_CHUNK = 1024 * 1024
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+
+
+class RiskmgrError(Exception):
+    """An expected failure with operator-ready text: what is wrong, with which file, what to do."""
+
+
+class MigrationError(RiskmgrError):
+    """The migration cannot or did not happen; the database was left unchanged."""
+
+
+class VerificationError(RiskmgrError):
+    """A verification could not run (a failed check is a result, not this error)."""
+
+
+class BackupError(RiskmgrError):
+    """A backup or restore cannot or did not happen; no live file was touched."""
+
+
+def require_sqlite_file(path: str | os.PathLike) -> None:
+    """Refuse anything that is not an existing, non-empty SQLite 3 database file.
+
+    sqlite3.connect() silently creates a missing file and happily opens an empty one, so a
+    typo in an inventory would otherwise "migrate" a brand-new empty database.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RiskmgrError(f"{path}: no such file; check riskmgr_db_path for this host")
+    if not path.is_file():
+        raise RiskmgrError(f"{path}: not a regular file; riskmgr_db_path must name the state.db file")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise RiskmgrError(f"{path}: cannot be read ({err.strerror}); run as the database owner (become)") from err
+    if not header:
+        raise RiskmgrError(f"{path}: the file is empty, not a state database; check riskmgr_db_path "
+                           "or restore it from a backup")
+    if header != SQLITE_HEADER:
+        raise RiskmgrError(f"{path}: not a SQLite 3 database (bad file header); check riskmgr_db_path "
+                           "or restore it from a backup")
+
+
+def connect_readonly(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open a database read-only, safe while the daemon writes to it (WAL or rollback journal).
+
+    mode=ro never creates the file and never writes pages; in WAL mode it still needs to be
+    able to create the -shm, so a read-only directory falls back to immutable=0 read-only.
+    """
+    require_sqlite_file(path)
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def connect_writable(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open an existing database for writing, with autocommit off at the Python level.
+
+    isolation_level=None stops Python's sqlite3 from opening and committing transactions
+    behind our back (it would commit before DDL); callers issue BEGIN IMMEDIATE themselves.
+    """
+    require_sqlite_file(path)
+    uri = Path(path).resolve().as_uri() + "?mode=rw"
+    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+    return conn
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a directory (a rename is durable only once its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes for an unprivileged writer on the filesystem holding path (or its parent)."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    stats = os.statvfs(probe)
+    return stats.f_bavail * stats.f_frsize
+
+
+def database_bytes(path: str | os.PathLike) -> int:
+    """Size of the database with its -wal file: what a consistent copy may need to hold."""
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += os.path.getsize(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def quote_identifier(name: str) -> str:
+    """Quote a table or index name read from sqlite_master (never from operator input)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sqlite_error_text(path: str | os.PathLike, err: sqlite3.Error, busy_timeout_s: float) -> str:
+    """Turn a sqlite3 error into one operator line, with the usual causes spelled out."""
+    text = str(err)
+    if "locked" in text or "busy" in text:
+        return (f"{path}: database still locked by another process after {busy_timeout_s:g}s; "
+                "stop the daemon or the other writer (fuser -v on the file shows it) and rerun")
+    if "readonly" in text or "read-only" in text:
+        return (f"{path}: cannot write ({text}); the file and its directory must be writable by the "
+                "user the task runs as (become the database owner)")
+    if "not a database" in text or "malformed" in text:
+        return f"{path}: {text}; the file is damaged: restore it from a backup before migrating"
+    if "disk" in text and "full" in text or "SQLITE_FULL" in text:
+        return f"{path}: {text}; free space on the database's filesystem (and its temp dir) and rerun"
+    return f"{path}: {text}"
+
+
+def table_row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Row count of every ordinary table, read in one transaction so the counts agree."""
+    names = [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    return {name: conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0] for name in names}
+
+
+def readonly_row_counts(path: str | os.PathLike) -> dict[str, int]:
+    with closing(connect_readonly(path)) as conn:
+        conn.execute("BEGIN")
+        try:
+            return table_row_counts(conn)
+        finally:
+            conn.execute("COMMIT")
