@@ -271,8 +271,9 @@ def result_skeleton(inspection: Inspection, steps: list[Step], direction: str, t
         "to_version": target if changing else from_version,
         "direction": direction if changing else "none",
         "steps": [s.as_dict() for s in changing],
-        "skipped": [s.as_dict() for s in steps if s.action == "skip"],
-        "warnings": inspection.warnings,
+        # Not "skipped": Ansible reads a truthy result["skipped"] as "the task was skipped".
+        "skipped_steps": [s.as_dict() for s in steps if s.action == "skip"],
+        "schema_warnings": inspection.warnings,
     }
 
 

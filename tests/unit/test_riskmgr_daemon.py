@@ -1,0 +1,308 @@
+"""riskmgr_daemon against real processes: the stand-in daemon on a real v1/v2 database."""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from ansible_run import run_module
+from riskmgr_daemon import (
+    DaemonError, ensure_started, ensure_stopped, find_log_line, log_size, pid_is_running, process_state,
+    read_log_since, read_pid, run_start_command, scan_log_since, split_command, wait_for_exit)
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDIN = ROOT / "tools" / "riskmgr_standin.py"
+MIGRATIONS = ROOT / "files" / "migrations"
+FAST = {"settle": 0.3, "start_timeout": 5}
+
+
+def enforcement_count(db: Path) -> int:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM enforcement_log").fetchone()[0]
+
+
+class Host:
+    """One host's daemon files under tmp_path; teardown SIGKILLs any stand-in or helper left."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.db = tmp_path / "state.db"
+        with closing(sqlite3.connect(self.db)) as conn:
+            conn.executescript((MIGRATIONS / "v1" / "000_baseline.sql").read_text())
+        self.pidfile = tmp_path / "riskmgr.pid"
+        self.log = tmp_path / "riskmgr.log"
+        self.pids: set[int] = set()
+        self.helpers: list[subprocess.Popen] = []
+
+    def start_command(self, *extra: str) -> list[str]:
+        return [sys.executable, str(STANDIN), "--db", str(self.db), "--pidfile", str(self.pidfile),
+                "--log", str(self.log), "--interval-ms", "20", *extra]
+
+    def make_v2(self) -> None:
+        with closing(sqlite3.connect(self.db)) as conn:
+            for name in ("010_schema_version.sql", "020_enforcement_log_execution_time.sql"):
+                conn.executescript((MIGRATIONS / "v2" / name).read_text())
+            conn.execute("INSERT INTO schema_version (version, applied_at, description) "
+                         "VALUES (2, datetime('now'), 'test')")
+            conn.commit()
+
+    def start(self, *extra: str, **options) -> dict:
+        result = ensure_started(str(self.pidfile), self.start_command(*extra), log_path=str(self.log),
+                                **{**FAST, **options})
+        self.track(result["pid"])
+        return result
+
+    def stop(self, **options) -> dict:
+        return ensure_stopped(str(self.pidfile), options.pop("stop_timeout", 5), log_path=str(self.log), **options)
+
+    def helper(self, argv: list[str]) -> subprocess.Popen:
+        process = subprocess.Popen(argv)
+        self.helpers.append(process)
+        return process
+
+    def track(self, pid: int | None) -> None:
+        if pid:
+            self.pids.add(pid)
+
+    def cleanup(self) -> None:
+        try:
+            self.track(read_pid(str(self.pidfile)))
+        except DaemonError:
+            pass
+        for pid in self.pids:
+            if pid_is_running(pid, "riskmgr_standin"):
+                os.kill(pid, signal.SIGKILL)
+        for process in self.helpers:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def host(tmp_path):
+    files = Host(tmp_path)
+    yield files
+    files.cleanup()
+
+
+# --- pure functions ----------------------------------------------------------------------------
+
+def test_read_pid(tmp_path):
+    pidfile = tmp_path / "x.pid"
+    assert read_pid(str(pidfile)) is None
+    pidfile.write_text("")
+    assert read_pid(str(pidfile)) is None  # being written: not an error yet
+    pidfile.write_text("4242\n")
+    assert read_pid(str(pidfile)) == 4242
+    pidfile.write_text("daemon\n")
+    with pytest.raises(DaemonError, match=rf"^{pidfile}: does not hold a pid \('daemon'\); if the daemon is "
+                                          "stopped, remove the file and rerun$"):
+        read_pid(str(pidfile))
+
+
+def test_pid_is_running_needs_a_live_process_that_matches(host):
+    sleeper = host.helper(["sleep", "30"])
+    assert pid_is_running(sleeper.pid)
+    assert pid_is_running(sleeper.pid, "sleep 30")
+    assert not pid_is_running(sleeper.pid, "riskmgr_standin")  # a reused pid is not our daemon
+    assert not pid_is_running(None)
+
+
+def test_a_zombie_counts_as_exited(host):
+    quick = host.helper(["true"])
+    # Not reaped yet: the process is gone but its /proc entry stays, in state Z.
+    assert wait_for_exit(quick.pid, timeout=5)
+    assert process_state(quick.pid) == "Z"
+    assert not pid_is_running(quick.pid)
+
+
+def test_wait_for_exit_times_out_on_a_live_process(host):
+    sleeper = host.helper(["sleep", "30"])
+    began = time.monotonic()
+    assert not wait_for_exit(sleeper.pid, timeout=0.2)
+    assert 0.2 <= time.monotonic() - began < 2
+
+
+def test_only_complete_lines_written_after_the_offset_count(tmp_path):
+    log = tmp_path / "riskmgr.log"
+    log.write_text("old INFO Database schema version: 2\n")
+    offset = log_size(str(log))
+    with open(log, "a") as handle:
+        handle.write("new INFO Database schema version: 1\nnew INFO Database schema ver")
+    assert read_log_since(str(log), offset) == ["new INFO Database schema version: 1"]
+    assert find_log_line(str(log), offset, "Database schema version: 2") is None
+    with open(log, "a") as handle:
+        handle.write("sion: 2\n")
+    assert find_log_line(str(log), offset, "Database schema version: 2") == "new INFO Database schema version: 2"
+    log.write_text("rotated version: 2\n")  # smaller than the offset: a new file, read it all
+    assert find_log_line(str(log), offset, "version: 2") == "rotated version: 2"
+    assert read_log_since(str(tmp_path / "missing.log"), 0) == []
+
+
+def test_scan_log_since_waits_for_the_line(tmp_path):
+    log = tmp_path / "riskmgr.log"
+    log.write_text("")
+    timer = threading.Timer(0.2, lambda: log.write_text("x INFO Database schema version: 2\n"))
+    timer.start()
+    try:
+        assert scan_log_since(str(log), 0, "Database schema version: 2", timeout=5) == \
+            "x INFO Database schema version: 2"
+    finally:
+        timer.cancel()
+    began = time.monotonic()
+    assert scan_log_since(str(log), 0, "never", timeout=5, keep_waiting=lambda: False) is None
+    assert time.monotonic() - began < 1  # a dead daemon ends the wait at once
+
+
+def test_split_command():
+    assert split_command("/opt/rm/bin/riskmgr --config '/etc/risk manager.yml'") == \
+        ["/opt/rm/bin/riskmgr", "--config", "/etc/risk manager.yml"]
+    assert split_command(["a", 1]) == ["a", "1"]
+    with pytest.raises(DaemonError, match="^start_command is empty"):
+        split_command("  ")
+
+
+def test_start_command_failure_reports_status_and_stderr():
+    with pytest.raises(DaemonError, match=r"exited with status 3 \(stderr: cannot bind \| really\)$"):
+        run_start_command(["sh", "-c", "echo cannot bind >&2; echo really >&2; exit 3"], timeout=5)
+    with pytest.raises(DaemonError, match=r"did not return within 0.3s and was killed \(stdout: started\)"):
+        run_start_command(["sh", "-c", "echo started; exec sleep 30"], timeout=0.3)
+    with pytest.raises(DaemonError, match="could not be run: No such file or directory"):
+        run_start_command(["/nonexistent/riskmgr"], timeout=5)
+
+
+def test_start_command_that_leaves_its_output_open_still_returns(tmp_path):
+    # A badly behaved launcher: its background child keeps stdout open. Pipes would hang here.
+    began = time.monotonic()
+    run_start_command(["sh", "-c", f"sleep 3 & echo $! > {tmp_path}/bg.pid"], timeout=5)
+    assert time.monotonic() - began < 2
+    os.kill(int((tmp_path / "bg.pid").read_text()), signal.SIGKILL)
+
+
+# --- stop and start the stand-in -------------------------------------------------------------
+
+def test_start_then_stop_are_idempotent_and_time_the_downtime(host):
+    started = host.start(expect_log_line="Database schema version: 1")
+    assert started["changed"] and not started["was_running"]
+    assert started["log_line"].endswith("INFO Database schema version: 1")
+    assert started["started_at"] <= started["healthy_at"]
+    assert pid_is_running(started["pid"], "riskmgr_standin")
+    rows = enforcement_count(host.db)
+    time.sleep(0.2)
+    assert enforcement_count(host.db) > rows  # it really writes
+
+    again = host.start(expect_log_line="Database schema version: 1")
+    assert not again["changed"] and again["was_running"] and again["pid"] == started["pid"]
+
+    stopped = host.stop(process_match="riskmgr_standin")
+    assert stopped["changed"] and stopped["was_running"] and not stopped["killed"]
+    assert stopped["pid"] == started["pid"] and not pid_is_running(started["pid"])
+    assert 0 <= stopped["stop_seconds"] < 5 and stopped["stop_requested_at"] <= stopped["stopped_at"]
+    assert "stopped after" in host.log.read_text().splitlines()[-1]
+    assert not host.stop()["changed"]  # nothing left to stop
+
+    back = host.start(expect_log_line="Database schema version: 1")
+    assert back["healthy_at"] - stopped["stop_requested_at"] > 0.3  # downtime includes the settle time
+
+
+def test_check_mode_neither_starts_nor_signals(host):
+    predicted = ensure_started(str(host.pidfile), host.start_command(), log_path=str(host.log), check_mode=True,
+                               **FAST)
+    assert predicted["changed"] and predicted["pid"] is None
+    assert not host.pidfile.exists() and not host.log.exists()
+    pid = host.start()["pid"]
+    assert ensure_stopped(str(host.pidfile), 5, check_mode=True)["changed"]
+    time.sleep(0.1)
+    assert pid_is_running(pid)
+
+
+def test_daemon_that_refuses_the_schema_fails_the_start_with_its_log(host):
+    host.make_v2()
+    with pytest.raises(DaemonError) as caught:
+        host.start("--refuse-version", "2", expect_log_line="Database schema version: 2")
+    message = str(caught.value)
+    assert message.startswith(f"{host.pidfile}: pid ")
+    assert "after the start (before the settle time passed); it had logged 'Database schema version: 2'" in message
+    assert f"last lines of {host.log}: " in message
+    assert "ERROR schema version 2 is not supported by this build; refusing to run" in message
+    assert message.endswith("fix the cause shown in the log, then rerun")
+    assert "\n" not in message
+
+
+def test_old_log_lines_do_not_count_and_a_silent_daemon_is_left_running(host):
+    host.log.write_text("2026-11-01T00:00:00.000Z INFO Database schema version: 2\n")  # an earlier start
+    with pytest.raises(DaemonError) as caught:
+        host.start(expect_log_line="Database schema version: 2", start_timeout=1)
+    message = str(caught.value)
+    assert "is running but did not log 'Database schema version: 2'" in message
+    assert "within 1s of the start and was left running" in message
+    assert "INFO Database schema version: 1" in message and "2026-11-01" not in message
+    assert pid_is_running(read_pid(str(host.pidfile)), "riskmgr_standin")
+
+
+def test_daemon_that_ignores_sigterm_is_left_running_unless_forced(host):
+    pid = host.start("--ignore-sigterm")["pid"]
+    with pytest.raises(DaemonError, match=rf"^{host.pidfile}: pid {pid} is still running 1s after SIGTERM and "
+                                          "was left running .*rerun with stop_force enabled to SIGKILL it$"):
+        host.stop(stop_timeout=1)
+    assert pid_is_running(pid)
+    forced = host.stop(stop_timeout=1, stop_force=True)
+    assert forced["changed"] and forced["killed"]
+    assert not pid_is_running(pid)
+
+
+def test_stale_pidfile_naming_another_process_is_neither_signalled_nor_trusted(host):
+    stranger = host.helper(["sleep", "30"])
+    host.pidfile.write_text(f"{stranger.pid}\n")
+    stopped = host.stop(process_match="riskmgr_standin")
+    assert not stopped["changed"] and not stopped["was_running"]
+    assert stranger.poll() is None  # never signalled
+    started = host.start(process_match="riskmgr_standin")
+    assert started["changed"] and started["pid"] != stranger.pid
+
+
+def test_start_command_that_fails_is_reported(host):
+    with pytest.raises(DaemonError, match=r"start_command `sh -c .*` exited with status 1 \(stderr: no config\)"):
+        ensure_started(str(host.pidfile), ["sh", "-c", "echo no config >&2; exit 1"], **FAST)
+
+
+def test_pidfile_that_never_appears_is_reported(host):
+    with pytest.raises(DaemonError, match=rf"^{host.pidfile}: the start command returned but the pidfile is "
+                                          "missing after the start timeout"):
+        ensure_started(str(host.pidfile), ["true"], settle=0.1, start_timeout=1)
+
+
+# --- through Ansible -----------------------------------------------------------------------------
+
+def test_module_through_ansible(host):
+    args = {"pidfile": str(host.pidfile), "start_command": host.start_command(), "log_path": str(host.log),
+            "expect_log_line": "Database schema version: 1", "settle": 0.3, "start_timeout": 10,
+            "process_match": "riskmgr_standin"}
+    predicted = run_module("riskmgr_daemon", {**args, "state": "started"}, check=True)
+    assert predicted["changed"] and not predicted["failed"] and not host.pidfile.exists()
+
+    started = run_module("riskmgr_daemon", {**args, "state": "started"})
+    host.track(started["pid"])
+    assert started["changed"] and not started["failed"], started
+    assert started["log_line"].endswith("INFO Database schema version: 1")
+    assert pid_is_running(read_pid(str(host.pidfile)), "riskmgr_standin")  # it outlived the task
+
+    stopped = run_module("riskmgr_daemon", {**args, "state": "stopped"})
+    assert stopped["changed"] and stopped["pid"] == started["pid"] and not pid_is_running(started["pid"])
+
+    # A string start_command is split like a shell would, and run without one.
+    refused = run_module("riskmgr_daemon", {**args, "state": "started",
+                                            "start_command": shlex.join(host.start_command("--refuse-version", "1"))})
+    host.track(read_pid(str(host.pidfile)))
+    assert refused["failed"] and not refused["changed"] is None
+    assert refused["msg"].startswith(f"{host.pidfile}: pid ") and "\n" not in refused["msg"]
+    assert "ERROR schema version 1 is not supported" in refused["msg"]
+
+    missing = run_module("riskmgr_daemon", {"state": "started", "pidfile": str(host.pidfile)})
+    assert missing["failed"] and missing["msg"] == "state is started but all of the following are missing: start_command"

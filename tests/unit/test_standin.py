@@ -1,0 +1,249 @@
+"""tools/riskmgr_standin.py as the demo and Molecule use it: real processes on real databases."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDIN = ROOT / "tools" / "riskmgr_standin.py"
+MIGRATIONS = ROOT / "files" / "migrations"
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) .+$")
+
+
+def build_baseline_db(path: Path) -> Path:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript((MIGRATIONS / "v1" / "000_baseline.sql").read_text())
+    return path
+
+
+def mark_version(path: Path, version: int, success: int = 1) -> None:
+    """What the engine leaves behind: the real v2 SQL, then a history row."""
+    with closing(sqlite3.connect(path)) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone():
+            conn.executescript((MIGRATIONS / "v2" / "010_schema_version.sql").read_text())
+            conn.executescript((MIGRATIONS / "v2" / "020_enforcement_log_execution_time.sql").read_text())
+        conn.execute("INSERT INTO schema_version (version, applied_at, description, success) "
+                     "VALUES (?, datetime('now'), 'test', ?)", (version, success))
+        conn.commit()
+
+
+def enforcement_rows(path: Path) -> tuple[int, int | None]:
+    """(count, max id) through a fresh read-only connection: what really reached the disk."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+        return conn.execute("SELECT COUNT(*), MAX(id) FROM enforcement_log").fetchone()
+
+
+def is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class Standin:
+    """Paths of one stand-in, launchers, and a teardown that SIGKILLs whatever is left."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.db = build_baseline_db(tmp_path / "state.db")
+        self.pidfile = tmp_path / "riskmgr.pid"
+        self.log = tmp_path / "riskmgr.log"
+        self.pids: set[int] = set()
+        self.popens: list[subprocess.Popen] = []
+
+    def argv(self, *extra: str) -> list[str]:
+        return [sys.executable, str(STANDIN), "--db", str(self.db), "--pidfile", str(self.pidfile),
+                "--log", str(self.log), "--interval-ms", "20", *extra]
+
+    def launch(self, *extra: str) -> subprocess.CompletedProcess:
+        """Daemonized, as riskmgr_start_command runs it: returns once the pidfile is written."""
+        done = subprocess.run(self.argv(*extra), capture_output=True, text=True, timeout=10)
+        self.remember_pid()
+        return done
+
+    def foreground(self, *extra: str) -> subprocess.Popen:
+        process = subprocess.Popen(self.argv("--foreground", *extra), stdin=subprocess.DEVNULL)
+        self.popens.append(process)
+        self.pids.add(process.pid)
+        return process
+
+    def remember_pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        self.pids.add(pid)
+        return pid
+
+    def log_lines(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def logged(self, text: str) -> str | None:
+        return next((line for line in self.log_lines() if text in line), None)
+
+    def kill_leftovers(self) -> None:
+        self.remember_pid()
+        for pid in self.pids:
+            cmdline = Path(f"/proc/{pid}/cmdline")
+            if cmdline.exists() and b"riskmgr_standin" in cmdline.read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        for process in self.popens:
+            process.wait(timeout=5)
+
+
+@pytest.fixture
+def standin(tmp_path):
+    runner = Standin(tmp_path)
+    yield runner
+    runner.kill_leftovers()
+
+
+def test_daemon_commits_rows_continuously_and_stops_cleanly_on_sigterm(standin):
+    launched = standin.launch()
+    assert launched.returncode == 0, launched.stderr
+    pid = int(standin.pidfile.read_text())  # written before the launcher returned
+    assert is_running(pid)
+    # Detached: a new session it does not lead (double fork), so it can never get a terminal back.
+    assert os.getsid(pid) not in (os.getsid(0), pid)
+    assert wait_for(lambda: standin.logged("INFO Database schema version: 1"))
+
+    counts = [wait_for(lambda: enforcement_rows(standin.db)[0] >= 3 and enforcement_rows(standin.db))]
+    counts.append(wait_for(lambda: enforcement_rows(standin.db)[0] >= counts[0][0] + 3 and enforcement_rows(standin.db)))
+    assert counts[1][0] > counts[0][0]  # rows keep arriving, each one committed on its own
+
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not is_running(pid), timeout=5)
+    last = standin.log_lines()[-1]
+    stopped = re.search(r"INFO stopped after (\d+) rows; last id (\d+)$", last)
+    assert stopped, last
+    assert not Path(f"{standin.db}-wal").exists()  # closed cleanly: the WAL was checkpointed away
+    count, max_id = enforcement_rows(standin.db)
+    assert (count, max_id) == (int(stopped.group(1)), int(stopped.group(2)))  # nothing lost, nothing extra
+    assert not standin.pidfile.exists()
+    assert all(LOG_LINE.match(line) for line in standin.log_lines())
+
+
+def test_log_lines_are_appended_in_the_daemon_format(standin):
+    standin.log.write_text("previous run\n")
+    process = standin.foreground()
+    line = wait_for(lambda: standin.logged("Database schema version"))
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+    assert standin.log_lines()[0] == "previous run"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO Database schema version: 1", line)
+
+
+def test_v2_database_reports_version_2_and_fills_execution_time(standin):
+    mark_version(standin.db, 1)
+    mark_version(standin.db, 2)
+    mark_version(standin.db, 3, success=0)  # a failed attempt does not count
+    process = standin.foreground()
+    assert wait_for(lambda: standin.logged("INFO Database schema version: 2"))
+    wait_for(lambda: enforcement_rows(standin.db)[0] >= 3)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+    with closing(sqlite3.connect(standin.db)) as conn:
+        missing = conn.execute("SELECT COUNT(*) FROM enforcement_log WHERE execution_time_ms IS NULL").fetchone()[0]
+    assert missing == 0
+
+
+def test_refused_version_logs_an_error_and_exits_3(standin):
+    mark_version(standin.db, 2)
+    process = standin.foreground("--refuse-version", "2")
+    assert process.wait(timeout=5) == 3
+    lines = standin.log_lines()
+    assert lines[0].endswith("INFO Database schema version: 2")
+    assert " ERROR schema version 2 is not supported by this build; refusing to run" in lines[-1]
+    assert enforcement_rows(standin.db)[0] == 0
+
+
+def test_refused_version_after_daemonizing_still_launches_then_dies(standin):
+    mark_version(standin.db, 2)
+    launched = standin.launch("--refuse-version", "2")
+    assert launched.returncode == 0  # the launcher only knows the daemon wrote its pidfile
+    pid = int(standin.pidfile.read_text())
+    wait_for(lambda: not is_running(pid), timeout=5)
+    assert standin.logged("ERROR schema version 2 is not supported")
+    assert standin.pidfile.exists()  # like a crashed daemon: left for the next start to replace
+
+
+def test_second_start_is_refused_while_the_first_runs(standin):
+    assert standin.launch().returncode == 0
+    first = int(standin.pidfile.read_text())
+    again = standin.launch()
+    assert again.returncode == 1
+    assert f"already running as pid {first}" in again.stderr
+    assert int(standin.pidfile.read_text()) == first
+
+
+def test_stale_pidfile_is_replaced(standin):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    standin.pidfile.write_text(dead.stdout)
+    assert standin.launch().returncode == 0
+    assert int(standin.pidfile.read_text()) != int(dead.stdout)
+
+
+def test_missing_database_is_never_created(standin, tmp_path):
+    standin.db = tmp_path / "typo.db"
+    process = standin.foreground()
+    assert process.wait(timeout=5) == 2
+    assert not standin.db.exists()
+    assert "ERROR cannot open database" in standin.log_lines()[-1]
+
+
+def test_locked_database_delays_writes_but_loses_none(standin):
+    process = standin.foreground("--busy-timeout-ms", "100")
+    wait_for(lambda: enforcement_rows(standin.db)[0] >= 2)
+    with closing(sqlite3.connect(standin.db, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # what a migration holds
+        time.sleep(0.6)
+        held = enforcement_rows(standin.db)[0]
+        time.sleep(0.2)
+        assert enforcement_rows(standin.db)[0] == held  # nothing got through the lock
+        holder.execute("ROLLBACK")
+    wait_for(lambda: enforcement_rows(standin.db)[0] >= held + 2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+    assert standin.logged("WARNING database is locked; still retrying insert")
+    assert re.search(r"WARNING insert of row \d+ waited \d+\.\ds for the database lock; done, nothing lost",
+                     "\n".join(standin.log_lines()))
+    count, max_id = enforcement_rows(standin.db)
+    assert count == max_id  # ids 1..N with no gap: no write was dropped
+
+
+def test_database_error_it_cannot_retry_exits_2(standin):
+    process = standin.foreground()
+    wait_for(lambda: enforcement_rows(standin.db)[0] >= 2)
+    with closing(sqlite3.connect(standin.db, timeout=5)) as conn:
+        conn.execute("DROP TABLE enforcement_log")
+        conn.commit()
+    assert process.wait(timeout=5) == 2
+    assert "ERROR database error after" in standin.log_lines()[-1]
+
+
+def test_ignore_sigterm_keeps_running(standin):
+    assert standin.launch("--ignore-sigterm").returncode == 0
+    pid = int(standin.pidfile.read_text())
+    assert wait_for(lambda: standin.logged("WARNING ignoring SIGTERM"))
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.3)
+    assert is_running(pid)

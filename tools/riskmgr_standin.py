@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""Stand-in for the risk manager daemon: the demo, Molecule and the fault-injection tests run it.
+
+It is not part of the roles. It behaves like the real daemon where the migration can tell:
+it holds state.db open in WAL mode, logs "Database schema version: N" at start, writes one
+enforcement_log row per --interval-ms in its own committed transaction, never drops a write
+because of a lock, and stops cleanly on SIGTERM. Faults on demand: --refuse-version N makes it
+exit 3 on that schema version (to exercise automatic rollback), --ignore-sigterm makes a daemon
+that will not stop.
+
+Python 3 standard library only: the Molecule hosts run it with nothing else installed.
+
+    riskmgr_standin.py --db state.db --pidfile riskmgr.pid --log riskmgr.log [--interval-ms 50]
+                       [--refuse-version N ...] [--ignore-sigterm] [--foreground]
+                       [--busy-timeout-ms 5000]
+
+Without --foreground it daemonizes (double fork, setsid, stdio to /dev/null, chdir /) and the
+launching command returns 0 only once the pidfile names the daemon: a `command` service
+manager's start command "returns once the daemon is launched". Exit statuses: 0 stopped
+cleanly, 1 could not launch (bad arguments, already running, pidfile not writable),
+2 database error, 3 refused this schema version, 4 unexpected bug (see the log).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import signal
+import sqlite3
+import sys
+import time
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 5000
+PROGRESS_EVERY_S = 5.0
+PROCESS_NAME = "riskmgr_standin"
+EXIT_OK, EXIT_LAUNCH, EXIT_DB_ERROR, EXIT_REFUSED, EXIT_BUG = 0, 1, 2, 3, 4
+RULES = ("MAX_DAILY_LOSS", "MAX_POSITION", "MAX_ORDER_SIZE", "TRADING_HOURS")
+
+
+class StandinError(Exception):
+    """Fatal for the stand-in: logged as ERROR, then the process exits with `status`."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Log:
+    """Appending, line-buffered log in the real daemon's format (UTC, milliseconds)."""
+
+    def __init__(self, path: str) -> None:
+        self.handle = open(path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, level: str, message: str) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        self.handle.write(f"{stamp} {level} {message}\n")
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", required=True, help="existing state.db (never created)")
+    parser.add_argument("--pidfile", required=True)
+    parser.add_argument("--log", required=True, help="log file, appended to")
+    parser.add_argument("--interval-ms", type=int, default=50, help="one enforcement_log row per interval")
+    parser.add_argument("--refuse-version", type=int, action="append", default=[], metavar="N",
+                        help="log an ERROR and exit 3 when the schema version is N (repeatable)")
+    parser.add_argument("--busy-timeout-ms", type=int, default=BUSY_TIMEOUT_MS,
+                        help="SQLite busy_timeout; each retry of a locked write waits this long (tests shorten it)")
+    parser.add_argument("--ignore-sigterm", action="store_true", help="a daemon that will not stop")
+    parser.add_argument("--foreground", action="store_true", help="do not daemonize")
+    args = parser.parse_args(argv)
+    if args.interval_ms < 1:
+        parser.error("--interval-ms must be at least 1")
+    # The daemon chdirs to /, so every path is made absolute before that.
+    for name in ("db", "pidfile", "log"):
+        setattr(args, name, os.path.abspath(getattr(args, name)))
+    return args
+
+
+# --- pidfile ----------------------------------------------------------------------------------
+
+def read_pidfile(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            text = handle.read().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def is_live_standin(pid: int) -> bool:
+    """A live (not zombie) process whose command line names this stand-in."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != b"Z" and PROCESS_NAME.encode() in cmdline
+
+
+def refuse_if_running(pidfile: str) -> None:
+    pid = read_pidfile(pidfile)
+    if pid is not None and pid != os.getpid() and is_live_standin(pid):
+        raise StandinError(f"already running as pid {pid} (pidfile {pidfile}); stop it first", EXIT_LAUNCH)
+
+
+def write_pidfile(path: str) -> None:
+    """Atomic (temp file + rename), so a reader never sees an empty or half-written pidfile."""
+    temp = f"{path}.{os.getpid()}.tmp"
+    with open(temp, "w", encoding="ascii") as handle:
+        handle.write(f"{os.getpid()}\n")
+    os.replace(temp, path)
+
+
+def remove_own_pidfile(path: str) -> None:
+    if read_pidfile(path) == os.getpid():
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+# --- daemonizing -----------------------------------------------------------------------------
+
+def daemonize() -> int:
+    """Double fork; returns, in the daemon, the write end of a pipe to the waiting launcher.
+
+    The launcher blocks on the pipe until the daemon writes "ok" (pidfile in place) or an
+    error text, so its exit status says whether the daemon really launched.
+    """
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        report_launch_and_exit(read_end)
+    os.close(read_end)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)  # the session leader goes; the daemon can never reacquire a terminal
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        # Also releases the launcher's stdout/stderr pipes: a caller reading them to EOF returns.
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return write_end
+
+
+def report_launch_and_exit(read_end: int) -> None:
+    chunks = []
+    while True:
+        chunk = os.read(read_end, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.wait()  # reap the intermediate child
+    message = b"".join(chunks).decode("utf-8", "replace")
+    if message.startswith("ok"):
+        sys.exit(EXIT_OK)
+    sys.stderr.write(f"riskmgr_standin: {message or 'daemon exited before writing its pidfile'}\n")
+    sys.exit(EXIT_LAUNCH)
+
+
+def tell_launcher(pipe_fd: int | None, message: str) -> None:
+    if pipe_fd is not None:
+        os.write(pipe_fd, message.encode("utf-8"))
+        os.close(pipe_fd)
+
+
+# --- database ----------------------------------------------------------------------------------
+
+def is_busy(err: sqlite3.Error) -> bool:
+    text = str(err).lower()
+    return "locked" in text or "busy" in text
+
+
+def open_database(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """Open an existing SQLite file read-write: sqlite3.connect() would create a missing one."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise StandinError(f"cannot open database {path}: {err.strerror}", EXIT_DB_ERROR) from err
+    if header != SQLITE_HEADER:
+        raise StandinError(f"{path} is not a SQLite 3 database", EXIT_DB_ERROR)
+    uri = pathlib.Path(path).as_uri() + "?mode=rw"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    return conn
+
+
+def retry_busy(log: Log, what: str, action, busy_timeout_s: float):
+    """Run action(); on SQLITE_BUSY/locked retry forever (each try already waits busy_timeout).
+
+    Never drops the write: a daemon that loses enforcement records during a lock is the bug
+    this stand-in exists to catch. While waiting it logs a WARNING after busy_timeout, then at
+    most one per PROGRESS_EVERY_S; once through after a long wait, one more saying how long.
+    """
+    started = time.monotonic()
+    next_warning = started + busy_timeout_s
+    while True:
+        try:
+            result = action()
+        except sqlite3.OperationalError as err:
+            if not is_busy(err):
+                raise
+            if time.monotonic() >= next_warning:
+                log.write("WARNING", f"database is locked; still retrying {what} after "
+                                     f"{time.monotonic() - started:.1f}s ({err})")
+                next_warning = time.monotonic() + PROGRESS_EVERY_S
+            time.sleep(0.05)
+            continue
+        waited = time.monotonic() - started
+        if waited >= busy_timeout_s:
+            log.write("WARNING", f"{what} waited {waited:.1f}s for the database lock; done, nothing lost")
+        return result
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if not has_table:
+        return 1
+    row = conn.execute("SELECT MAX(version) FROM schema_version WHERE success = 1").fetchone()
+    return row[0] if row and row[0] is not None else 1
+
+
+def has_execution_time_column(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "execution_time_ms" for row in conn.execute("PRAGMA table_info(enforcement_log)"))
+
+
+def insert_row(conn: sqlite3.Connection, number: int, with_execution_time: bool) -> int:
+    """One enforcement_log row in its own committed transaction; returns its id."""
+    values = {
+        "account_id": 1000 + number % 7,
+        "rule_id": RULES[number % len(RULES)],
+        "action": "CHECK",
+        "reason": f"standin heartbeat {number}",
+        "success": 1,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    if with_execution_time:
+        values["execution_time_ms"] = number % 13
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        cursor = conn.execute(f"INSERT INTO enforcement_log ({columns}) VALUES ({marks})", tuple(values.values()))
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return cursor.lastrowid
+
+
+# --- the daemon ------------------------------------------------------------------------------
+
+class Daemon:
+    def __init__(self, args: argparse.Namespace, log: Log) -> None:
+        self.args = args
+        self.log = log
+        self.stop_requested = False
+        self.rows = 0
+        self.last_id: int | None = None
+
+    def retry_busy(self, what: str, action):
+        return retry_busy(self.log, what, action, self.args.busy_timeout_ms / 1000)
+
+    def request_stop(self, signum: int, _frame) -> None:
+        # Only a flag: the transaction in progress finishes, the loop ends at the next check.
+        self.stop_requested = True
+
+    def install_signals(self) -> None:
+        if self.args.ignore_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.log.write("WARNING", "ignoring SIGTERM (--ignore-sigterm); only SIGKILL stops this process")
+        else:
+            signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def start(self) -> sqlite3.Connection:
+        conn = open_database(self.args.db, self.args.busy_timeout_ms)
+        mode = self.retry_busy("setting WAL mode", lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        version = self.retry_busy("reading the schema version", lambda: schema_version(conn))
+        self.log.write("INFO", f"Database schema version: {version}")
+        if version in self.args.refuse_version:
+            conn.close()
+            raise StandinError(f"schema version {version} is not supported by this build; refusing to run",
+                               EXIT_REFUSED)
+        self.with_execution_time = has_execution_time_column(conn)
+        self.log.write("INFO", f"started pid {os.getpid()}; journal_mode={mode}; one enforcement_log row "
+                               f"every {self.args.interval_ms} ms"
+                               + ("; filling execution_time_ms" if self.with_execution_time else ""))
+        return conn
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        interval = self.args.interval_ms / 1000
+        next_progress = time.monotonic() + PROGRESS_EVERY_S
+        while not self.stop_requested:
+            number = self.rows + 1
+            self.last_id = self.retry_busy(f"insert of row {number}",
+                                           lambda: insert_row(conn, number, self.with_execution_time))
+            self.rows = number
+            if time.monotonic() >= next_progress:
+                self.log.write("INFO", f"progress: {self.rows} rows written; last id {self.last_id}")
+                next_progress = time.monotonic() + PROGRESS_EVERY_S
+            self.sleep(interval)
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+
+def serve(args: argparse.Namespace, log: Log, launcher_pipe: int | None) -> int:
+    daemon = Daemon(args, log)
+    daemon.install_signals()
+    try:
+        refuse_if_running(args.pidfile)
+        write_pidfile(args.pidfile)
+    except (StandinError, OSError) as err:
+        message = str(err) if isinstance(err, StandinError) else f"cannot write pidfile {args.pidfile}: {err}"
+        log.write("ERROR", message)
+        tell_launcher(launcher_pipe, message)
+        return EXIT_LAUNCH
+    tell_launcher(launcher_pipe, "ok")
+    # From here on a failure leaves the pidfile behind, like a crashed daemon: the next start
+    # sees that the pid is gone and overwrites it.
+    try:
+        conn = daemon.start()
+        daemon.run(conn)
+    except StandinError as err:
+        log.write("ERROR", str(err))
+        return err.status
+    except sqlite3.Error as err:
+        log.write("ERROR", f"database error after {daemon.rows} rows (last id {daemon.last_id}): {err}; exiting")
+        return EXIT_DB_ERROR
+    except Exception as err:  # a bug here must still reach the log: stderr is /dev/null
+        log.write("ERROR", f"unexpected {type(err).__name__}: {err}; exiting")
+        return EXIT_BUG
+    conn.close()  # the last connection to close checkpoints the WAL
+    log.write("INFO", f"stopped after {daemon.rows} rows; last id {daemon.last_id}")
+    remove_own_pidfile(args.pidfile)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        refuse_if_running(args.pidfile)  # checked here too, so the launcher's exit status says it
+        log = Log(args.log)
+    except (StandinError, OSError) as err:
+        sys.stderr.write(f"riskmgr_standin: {err}\n")
+        return EXIT_LAUNCH
+    launcher_pipe = None if args.foreground else daemonize()
+    try:
+        return serve(args, log, launcher_pipe)
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
