@@ -85,6 +85,7 @@ holder:
   description:
     - The lock's record after the task, or the record that would be written in check mode. With
       I(state=absent) it is the record found, including another run's. null when there is no lock.
+    - Also returned, with C(acquired=false), when the task fails because another run holds the lock.
   sample: {run_id: 20261124T120000-ctl01-4242, owner: {controller: ctl01, controller_pid: 4242},
            created_at: 1795522051.43, created: "2026-11-24T12:07:31Z", host_pid: 51234}
 acquired:
@@ -107,7 +108,7 @@ broke:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_lock import acquire, describe_holder, release
+from ansible.module_utils.riskmgr_lock import LockError, acquire, describe_holder, release
 from ansible.module_utils.sqlite_common import RiskmgrError
 
 ARGUMENT_SPEC = {
@@ -143,6 +144,9 @@ def main() -> None:
     )
     try:
         result = run(module)
+    except LockError as err:
+        # The holder goes back with the failure, for playbooks that check whether it is alive.
+        module.fail_json(msg=str(err), holder=err.holder, acquired=False)
     except RiskmgrError as err:
         module.fail_json(msg=str(err))
     except Exception as err:  # a bug: one line for the operator, the traceback at -vvv

@@ -11,7 +11,6 @@ them to Ansible.
 from __future__ import annotations
 
 import datetime
-import errno
 import json
 import os
 import time
@@ -22,7 +21,15 @@ LOCK_MODE = 0o600
 
 
 class LockError(RiskmgrError):
-    """The lock could not be taken or released; the text names the file, the holder and what to do."""
+    """The lock could not be taken or released; the text names the file, the holder and what to do.
+
+    holder is the record of the run holding the lock, when there is one: a playbook that
+    tolerates the failure can still look at who holds it (and whether that run is alive).
+    """
+
+    def __init__(self, message: str, holder: dict | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 def read_lock(path: str) -> dict | None:
@@ -152,7 +159,7 @@ def acquire(path: str, run_id: str, owner: dict | str | None, break_stale: bool 
     if holder is not None and holder.get("run_id") == run_id:
         return {**result, "holder": holder, "acquired": True}
     if holder is not None and not (break_stale or is_stale(holder, stale_after)):
-        raise LockError(conflict_message(path, holder))
+        raise LockError(conflict_message(path, holder), holder=holder)
     record = lock_record(run_id, owner)
     result.update(changed=True, acquired=True, broke=holder, holder=record)
     if check_mode:
@@ -162,7 +169,7 @@ def acquire(path: str, run_id: str, owner: dict | str | None, break_stale: bool 
     if not create_lock(path, record):
         # Another run created it between our read and our create: it won, we did not.
         current = read_lock(path) or {"run_id": None}
-        raise LockError(conflict_message(path, current))
+        raise LockError(conflict_message(path, current), holder=current)
     return result
 
 

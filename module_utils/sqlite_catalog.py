@@ -114,7 +114,15 @@ def split_statements(text: str) -> list[tuple[str, str | None]]:
         buffer.append(line)
         candidate = "\n".join(buffer)
         if sqlite3.complete_statement(candidate):
-            statements.append((candidate.strip().rstrip(";").strip(), used_by))
+            # The line that completed the statement may hold more SQL after its ';'
+            # ("CREATE INDEX ...; DROP TABLE orders;"): that would hide a second, unchecked
+            # statement inside the first, so only a trailing comment may follow.
+            end = next(i + 1 for i, char in enumerate(candidate)
+                       if char == ";" and sqlite3.complete_statement(candidate[:i + 1]))
+            rest = candidate[end:].strip()
+            if rest and not rest.startswith("--"):
+                raise ValueError(f"one statement per line, found more SQL after ';': {rest[:80]}")
+            statements.append((candidate[:end].strip().rstrip(";").strip(), used_by))
             buffer, used_by = [], None
     if buffer:
         raise ValueError(f"unterminated statement: {' '.join(buffer)[:80]}")

@@ -190,7 +190,11 @@ def apply_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, b
     for step in steps:
         if step.action in ("create", "drop"):
             begun = time.monotonic()
-            conn.execute(step.sql)
+            try:
+                conn.execute(step.sql)
+            except sqlite3.Error as err:
+                # Same class, so the caller's locked/read-only/disk-full wording still applies.
+                raise type(err)(f"{step.file} failed at {step.object}: {err}") from err
             step.seconds = time.monotonic() - begun
     write_history(conn, catalog, options, steps, int((time.monotonic() - started) * 1000))
 

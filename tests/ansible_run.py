@@ -4,8 +4,10 @@
 
     result = run_module("riskmgr_lock", {"path": str(lock), "run_id": "r1", "owner": "pytest"})
     assert result["changed"] and not result["failed"]
-    result = run_module("riskmgr_lock", {...}, check=True, diff=True)   # --check / --diff
-    assert "this host is locked by run r1" in result["msg"]             # a failed task is a result too
+    result = run_module("riskmgr_lock", {"path": str(lock), "run_id": "r2", "owner": "x"}, check=True)
+    assert result["failed"] and "locked by run r1" in result["msg"]  # a failed task is a result too
+    # diff=True adds --diff; run_ansible() gives the raw CompletedProcess; load_library_module()
+    # imports library/<name>.py for tests that fake the AnsibleModule boundary instead.
 
 What runs: `ansible localhost -M library -m NAME -a '<args as JSON>'` from the repository
 root, so ansible.cfg applies as it does for operators, with ANSIBLE_MODULE_UTILS pointing at
@@ -28,17 +30,31 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 MARKER = "ANSIBLE_RUN_RESULT "
 DEFAULT_TIMEOUT_S = 120
+
+
+def load_library_module(name: str) -> ModuleType:
+    """Import library/<name>.py for tests that fake the AnsibleModule boundary.
+
+    Needed when a module shares its name with its module_utils file (riskmgr_daemon): conftest
+    maps the plain name to the module_utils one, so `import riskmgr_daemon` cannot reach it.
+    """
+    spec = importlib.util.spec_from_file_location(f"library_{name}", ROOT / "library" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class AnsibleRunError(AssertionError):

@@ -11,9 +11,10 @@ import threading
 import time
 from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from ansible_run import run_module
+from ansible_run import load_library_module, run_module
 from riskmgr_daemon import (
     DaemonError, ensure_started, ensure_stopped, find_log_line, log_size, pid_is_running, process_state,
     read_log_since, read_pid, run_start_command, scan_log_since, split_command, wait_for_exit)
@@ -248,11 +249,11 @@ def test_old_log_lines_do_not_count_and_a_silent_daemon_is_left_running(host):
 
 def test_daemon_that_ignores_sigterm_is_left_running_unless_forced(host):
     pid = host.start("--ignore-sigterm")["pid"]
-    with pytest.raises(DaemonError, match=rf"^{host.pidfile}: pid {pid} is still running 1s after SIGTERM and "
+    with pytest.raises(DaemonError, match=rf"^{host.pidfile}: pid {pid} is still running 0.5s after SIGTERM and "
                                           "was left running .*rerun with stop_force enabled to SIGKILL it$"):
-        host.stop(stop_timeout=1)
+        host.stop(stop_timeout=0.5)
     assert pid_is_running(pid)
-    forced = host.stop(stop_timeout=1, stop_force=True)
+    forced = host.stop(stop_timeout=0.5, stop_force=True)
     assert forced["changed"] and forced["killed"]
     assert not pid_is_running(pid)
 
@@ -300,9 +301,27 @@ def test_module_through_ansible(host):
     refused = run_module("riskmgr_daemon", {**args, "state": "started",
                                             "start_command": shlex.join(host.start_command("--refuse-version", "1"))})
     host.track(read_pid(str(host.pidfile)))
-    assert refused["failed"] and not refused["changed"] is None
+    assert refused["failed"]
     assert refused["msg"].startswith(f"{host.pidfile}: pid ") and "\n" not in refused["msg"]
     assert "ERROR schema version 1 is not supported" in refused["msg"]
 
-    missing = run_module("riskmgr_daemon", {"state": "started", "pidfile": str(host.pidfile)})
-    assert missing["failed"] and missing["msg"] == "state is started but all of the following are missing: start_command"
+
+
+def test_unexpected_error_is_one_line_with_the_traceback_kept(host, monkeypatch):
+    library_module = load_library_module("riskmgr_daemon")
+    failures = []
+
+    def fail_json(**kwargs):
+        failures.append(kwargs)
+        raise SystemExit(1)
+
+    # Only the Ansible boundary is faked; it skips argument validation, so a None reaches the code.
+    params = {"state": "started", "pidfile": str(host.pidfile), "start_command": ["true"], "settle": 0.1,
+              "start_timeout": None, "log_path": None, "expect_log_line": None, "process_match": None}
+    fake = SimpleNamespace(params=params, check_mode=False, fail_json=fail_json)
+    monkeypatch.setattr(library_module, "AnsibleModule", lambda **_: fake)
+    with pytest.raises(SystemExit):
+        library_module.main()
+    assert failures[0]["msg"].startswith(f"{host.pidfile}: unexpected TypeError: ")
+    assert failures[0]["msg"].endswith("this is a bug in riskmgr_daemon, rerun with -vvv for the traceback")
+    assert "Traceback (most recent call last)" in failures[0]["exception"]

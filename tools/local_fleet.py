@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""A fleet of local "hosts" for the demo, Molecule and the fault-injection tests.
+
+Each host is a directory on this machine with a realistic v1 state.db and a running stand-in
+daemon (tools/riskmgr_standin.py), reached by Ansible with `ansible_connection: local`:
+
+    ROOT/
+      inventory.yml            hosts and their riskmgr_* variables (ansible-playbook -i ROOT/inventory.yml)
+      fleet.json               the same, for this tool and for tests (stop/status/destroy read it)
+      <prefix>-1/
+        data/state.db          v1, WAL (data/backups/ is left for the playbook to create)
+        logs/daemon.log
+        run/riskmgr.pid
+
+Commands:
+
+    local_fleet.py create  --root DIR --hosts N [--rows R | --target-mb M] [--prefix local] [--group demo]
+                           [--refuse-version V --refuse-host NAME] [--track-pnl] [--interval-ms MS]
+    local_fleet.py start   --root DIR     start every daemon that is not running (same command as create)
+    local_fleet.py stop    --root DIR     SIGTERM every daemon by its pidfile and wait (SIGKILL after 10 s)
+    local_fleet.py destroy --root DIR     stop, then remove DIR (only a directory this tool created)
+    local_fleet.py status  --root DIR [--json]   per host: daemon pid/alive, schema version, row counts
+
+Python 3 standard library only. Paths may contain spaces: the start command is quoted with
+shlex, which is how riskmgr_daemon splits it again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent
+STANDIN = TOOLS / "riskmgr_standin.py"
+sys.path.insert(0, str(TOOLS))
+from make_state_db import build_v1_db  # noqa: E402  (a sibling tool, found through sys.path)
+
+FLEET_FILE = "fleet.json"
+INVENTORY_FILE = "inventory.yml"
+PROCESS_MATCH = "riskmgr_standin"
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.05
+INTERVALS_MS = (20, 30, 40, 50)  # the daemons write at different rates, like real ones
+# Values the playbooks need for a command-managed daemon on a local host.
+COMMON_VARS = {
+    "riskmgr_service_manager": "command",
+    "riskmgr_process_match": PROCESS_MATCH,
+    "riskmgr_start_settle": 0.5,
+    "riskmgr_stop_timeout": 10,
+    "riskmgr_start_timeout": 15,
+    "riskmgr_require_confirmation": True,
+}
+
+
+class FleetError(Exception):
+    """An operator-ready message; main() prints it and exits 1."""
+
+
+# --- create -------------------------------------------------------------------------------------
+
+def host_names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}-{number}" for number in range(1, count + 1)]
+
+
+def standin_argv(host_dir: Path, interval_ms: int, refuse_version: int | None) -> list[str]:
+    argv = [sys.executable, str(STANDIN), "--db", str(host_dir / "data" / "state.db"),
+            "--pidfile", str(host_dir / "run" / "riskmgr.pid"), "--log", str(host_dir / "logs" / "daemon.log"),
+            "--interval-ms", str(interval_ms)]
+    if refuse_version is not None:
+        argv += ["--refuse-version", str(refuse_version)]
+    return argv
+
+
+def host_vars(host_dir: Path, argv: list[str], track_pnl: bool) -> dict:
+    """The inventory variables of one host: its paths, how to start and stop its daemon."""
+    data = host_dir / "data"
+    variables = {
+        "ansible_connection": "local",
+        # The interpreter running this tool: discovery could pick a python3.X shim that does not run.
+        "ansible_python_interpreter": sys.executable,
+        "riskmgr_db_path": str(data / "state.db"),
+        "riskmgr_backup_dir": str(data / "backups"),
+        "riskmgr_start_command": shlex.join(argv),
+        "riskmgr_pidfile": str(host_dir / "run" / "riskmgr.pid"),
+        "riskmgr_log_path": str(host_dir / "logs" / "daemon.log"),
+        **COMMON_VARS,
+    }
+    if track_pnl:
+        variables["riskmgr_track_unrealized_pnl"] = True
+    return variables
+
+
+def build_database(path: str, rows: int, target_mb: float | None, seed: int) -> str:
+    build_v1_db(path, rows=rows, journal="wal", seed=seed, target_mb=target_mb)
+    return path
+
+
+def build_databases(paths: list[Path], rows: int, target_mb: float | None) -> None:
+    """One database per host, built in parallel: a 30 MB database takes a few seconds."""
+    if len(paths) == 1:
+        build_database(str(paths[0]), rows, target_mb, 7)
+        return
+    with ProcessPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+        jobs = [pool.submit(build_database, str(path), rows, target_mb, 7 + number)
+                for number, path in enumerate(paths)]
+        for job in jobs:
+            job.result()
+
+
+def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: str, group: str,
+           refuse_version: int | None, refuse_host: str | None, track_pnl: bool, interval_ms: int | None) -> dict:
+    names = host_names(prefix, count)
+    if (refuse_version is None) != (refuse_host is None):
+        raise FleetError("--refuse-version and --refuse-host go together: name the host whose daemon refuses")
+    if refuse_host is not None and refuse_host not in names:
+        raise FleetError(f"--refuse-host {refuse_host}: not one of this fleet's hosts ({', '.join(names)})")
+    if root.exists() and any(root.iterdir()):
+        raise FleetError(f"{root}: exists and is not empty; run `local_fleet.py destroy --root {root}` first")
+    root.mkdir(parents=True, exist_ok=True)
+    fleet = {"group": group, "hosts": {}}
+    for number, name in enumerate(names):
+        host_dir = root / name
+        for sub in ("data", "logs", "run"):
+            (host_dir / sub).mkdir(parents=True, mode=0o755)
+        rate = interval_ms or INTERVALS_MS[number % len(INTERVALS_MS)]
+        argv = standin_argv(host_dir, rate, refuse_version if name == refuse_host else None)
+        fleet["hosts"][name] = host_vars(host_dir, argv, track_pnl)
+    build_databases([root / name / "data" / "state.db" for name in names], rows, target_mb)
+    # Written before the daemons start, so that a failed start can still be cleaned up by destroy.
+    write_fleet(root, fleet)
+    for name, variables in fleet["hosts"].items():
+        start_daemon(name, variables)
+    return fleet
+
+
+def yaml_scalar(value) -> str:
+    """A YAML scalar: JSON's string, number and boolean forms are all valid YAML."""
+    return json.dumps(value)
+
+
+def yaml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name) else json.dumps(name)
+
+
+def inventory_text(fleet: dict, root: Path) -> str:
+    lines = [
+        "---",
+        f"# Written by tools/local_fleet.py create --root {root}; every host is a directory of this",
+        "# machine with its own state.db and stand-in daemon. Use: ansible-playbook -i <this file> ...",
+        "all:",
+        "  children:",
+        f"    {yaml_key(fleet['group'])}:",
+        "      hosts:",
+    ]
+    for name, variables in fleet["hosts"].items():
+        lines.append(f"        {yaml_key(name)}:")
+        lines += [f"          {key}: {yaml_scalar(value)}" for key, value in variables.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_fleet(root: Path, fleet: dict) -> None:
+    for name, text in ((FLEET_FILE, json.dumps(fleet, indent=2) + "\n"), (INVENTORY_FILE, inventory_text(fleet, root))):
+        temp = root / f".{name}.tmp"
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, root / name)
+
+
+def read_fleet(root: Path) -> dict:
+    try:
+        return json.loads((root / FLEET_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FleetError(f"{root}: no {FLEET_FILE}; not a fleet made by `local_fleet.py create`") from None
+
+
+# --- daemons ------------------------------------------------------------------------------------
+
+def read_pid(pidfile: str) -> int | None:
+    try:
+        text = Path(pidfile).read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def is_alive(pid: int | None) -> bool:
+    """A live (not zombie) process whose command line names the stand-in: a pid can be reused."""
+    if pid is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X") and PROCESS_MATCH.encode() in cmdline
+
+
+def start_daemon(name: str, variables: dict) -> int:
+    """Run the host's start command (it returns once the pidfile names the daemon); its pid."""
+    pid = read_pid(variables["riskmgr_pidfile"])
+    if is_alive(pid):
+        return pid
+    # Not a shell: the command is the same string riskmgr_daemon splits with shlex.
+    launched = subprocess.run(shlex.split(variables["riskmgr_start_command"]), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=30, check=False)
+    pid = read_pid(variables["riskmgr_pidfile"])
+    if launched.returncode != 0 or not is_alive(pid):
+        raise FleetError(f"{name}: the stand-in daemon did not start (exit {launched.returncode}: "
+                         f"{launched.stderr.strip() or 'no output'}); see {variables['riskmgr_log_path']}")
+    return pid
+
+
+def stop_daemon(name: str, variables: dict, timeout: float = STOP_TIMEOUT_S) -> str:
+    """SIGTERM the daemon named by the pidfile and wait for it; SIGKILL one that ignores it."""
+    pid = read_pid(variables["riskmgr_pidfile"])
+    if not is_alive(pid):
+        return f"{name}: not running"
+    os.kill(pid, signal.SIGTERM)
+    if wait_for_exit(pid, timeout):
+        return f"{name}: stopped pid {pid}"
+    os.kill(pid, signal.SIGKILL)  # a fault-injection daemon (--ignore-sigterm) must not outlive the fleet
+    wait_for_exit(pid, timeout)
+    return f"{name}: pid {pid} ignored SIGTERM for {timeout:g}s and was killed"
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def stop(root: Path) -> list[str]:
+    fleet = read_fleet(root)
+    return [stop_daemon(name, variables) for name, variables in fleet["hosts"].items()]
+
+
+def start(root: Path) -> list[str]:
+    fleet = read_fleet(root)
+    return [f"{name}: running as pid {start_daemon(name, variables)}" for name, variables in fleet["hosts"].items()]
+
+
+def destroy(root: Path) -> list[str]:
+    if not root.exists():
+        return [f"{root}: nothing to destroy"]
+    if not (root / FLEET_FILE).is_file():
+        # Never rm -r a directory this tool did not make (a mistyped --root).
+        raise FleetError(f"{root}: has no {FLEET_FILE}; refusing to remove a directory local_fleet.py did not create")
+    lines = stop(root)
+    shutil.rmtree(root)
+    return lines + [f"{root}: removed"]
+
+
+# --- status -------------------------------------------------------------------------------------
+
+def database_facts(path: str) -> dict:
+    """Schema version and row counts, read-only: what the daemon would see."""
+    if not Path(path).is_file():
+        return {"exists": False}
+    uri = Path(path).as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+        tables = [row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        version = 1
+        if "schema_version" in tables:
+            found = conn.execute("SELECT MAX(version) FROM schema_version WHERE success = 1").fetchone()[0]
+            version = found if found is not None else 1
+        counts = {table: conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] for table in tables}
+        indexes = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
+                               "AND name NOT LIKE 'sqlite_%'").fetchone()[0]
+    size = Path(path).stat().st_size + (Path(f"{path}-wal").stat().st_size if Path(f"{path}-wal").exists() else 0)
+    return {"exists": True, "version": version, "size": size, "indexes": indexes, "row_counts": counts}
+
+
+def host_status(name: str, variables: dict) -> dict:
+    pid = read_pid(variables["riskmgr_pidfile"])
+    db = Path(variables["riskmgr_db_path"])
+    backup_dir = Path(variables["riskmgr_backup_dir"])
+    backups = sorted(p.name for p in backup_dir.glob("*.db")) if backup_dir.is_dir() else []
+    kept = sorted(p.name for p in db.parent.glob(f"{db.name}.*_*") if not re.search(r"-(wal|shm)$", p.name))
+    return {"host": name, "pid": pid, "alive": is_alive(pid), "db": str(db), "backups": backups, "kept": kept,
+            **database_facts(str(db))}
+
+
+def status(root: Path) -> list[dict]:
+    fleet = read_fleet(root)
+    return [host_status(name, variables) for name, variables in fleet["hosts"].items()]
+
+
+def status_lines(report: list[dict]) -> list[str]:
+    lines = []
+    for host in report:
+        daemon = f"pid {host['pid']} alive" if host["alive"] else f"DOWN (pidfile: {host['pid'] or 'none'})"
+        if not host["exists"]:
+            lines.append(f"{host['host']}: daemon {daemon}; {host['db']} is missing")
+            continue
+        lines.append(f"{host['host']}: daemon {daemon}; schema v{host['version']}; {host['size'] / 1048576:.1f} MB; "
+                     f"{host['indexes']} indexes; backups {len(host['backups'])}"
+                     + (f"; kept {', '.join(host['kept'])}" if host["kept"] else ""))
+        lines.append("    rows: " + ", ".join(f"{table} {count}" for table, count in host["row_counts"].items()))
+    return lines
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in ("create", "start", "stop", "destroy", "status"):
+        sub = commands.add_parser(command)
+        sub.add_argument("--root", required=True, type=Path, help="the fleet's directory")
+        if command == "status":
+            sub.add_argument("--json", action="store_true", help="machine-readable, for tests")
+        if command == "create":
+            sub.add_argument("--hosts", type=int, required=True, help="number of hosts")
+            size = sub.add_mutually_exclusive_group()
+            size.add_argument("--rows", type=int, default=2000, help="rows per large table (default 2000)")
+            size.add_argument("--target-mb", type=float, help="grow each database to about this size instead")
+            sub.add_argument("--prefix", default="local", help="host names are PREFIX-1..N (default local)")
+            sub.add_argument("--group", default="demo", help="inventory group of the hosts (default demo)")
+            sub.add_argument("--refuse-version", type=int, help="this schema version makes --refuse-host's daemon exit")
+            sub.add_argument("--refuse-host", help="the host whose daemon refuses --refuse-version")
+            sub.add_argument("--track-pnl", action="store_true", help="set riskmgr_track_unrealized_pnl: true")
+            sub.add_argument("--interval-ms", type=int, help="one row per this many ms on every host "
+                                                             "(default 20-50, different per host)")
+    args = parser.parse_args(argv)
+    if args.command == "create" and args.hosts < 1:
+        parser.error("--hosts must be at least 1")
+    args.root = args.root.absolute()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "create":
+            fleet = create(args.root, args.hosts, args.rows, args.target_mb, args.prefix, args.group,
+                           args.refuse_version, args.refuse_host, args.track_pnl, args.interval_ms)
+            print(f"{args.root / INVENTORY_FILE}: {len(fleet['hosts'])} host(s) in group {fleet['group']}")
+            print("\n".join(status_lines(status(args.root))))
+        elif args.command == "status":
+            report = status(args.root)
+            print(json.dumps(report, indent=2) if args.json else "\n".join(status_lines(report)))
+        else:
+            print("\n".join({"start": start, "stop": stop, "destroy": destroy}[args.command](args.root)))
+    except FleetError as err:
+        print(f"local_fleet.py {args.command}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
