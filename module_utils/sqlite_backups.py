@@ -400,6 +400,9 @@ def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, rete
     source, directory = Path(path), Path(backup_dir)
     validate_backup_options(retention_days, max_backups, free_space_margin)
     require_sqlite_file(source)
+    if os.path.realpath(directory) == os.path.realpath(source.parent):
+        raise BackupError(f"{directory}: is the database's own directory; give backups a directory of their own "
+                          "(it is forced to mode 0700)")
     needed = needed_bytes(database_bytes(source), free_space_margin)
     free = free_bytes_of(directory)
     check_free_space(directory, needed, free, f"a backup of {source} ({free_space_margin:g} x database and -wal)")
@@ -521,7 +524,8 @@ def read_manifest(backup: Path) -> dict:
         raise BackupError(f"{target}: not a format {MANIFEST_FORMAT} manifest; pick another backup")
     for key, kind in (("backup", str), ("sha256", str), ("size", int), ("schema_version", int), ("row_counts", dict)):
         if not isinstance(manifest.get(key), kind):
-            raise BackupError(f"{target}: manifest field {key} is missing or not a {kind.__name__}; pick another backup")
+            raise BackupError(f"{target}: manifest field {key} is missing or not a {kind.__name__}; "
+                              "pick another backup")
     if manifest["backup"] != backup.name:
         raise BackupError(f"{target}: the manifest describes {manifest['backup']}, not {backup.name}; "
                           "pick another backup")
@@ -777,8 +781,9 @@ def put_back(live: Path, backup: Path, digest: str, present: list[str], names: d
             os.unlink(linked)  # only the extra name we added; the file itself is still the live one
         remove_temp_database(temp)
         if isinstance(err, OSError):
-            raise BackupError(f"{live}: restore failed ({err.strerror or err}{' on ' + err.filename if err.filename else ''}); "
-                              f"removed the temporary copy {temp}, the live database is as it was") from err
+            where = f" on {err.filename}" if err.filename else ""
+            raise BackupError(f"{live}: restore failed ({err.strerror or err}{where}); removed the temporary copy "
+                              f"{temp}, the live database and its -wal are as they were; fix the cause and rerun") from err
         raise
     finally:
         os.close(fd)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from fixtures import row_counts, sha256, wait_for
+from fixtures import row_counts, sha256
 from make_state_db import commit_rows_only_to_wal
 from sqlite_backups import (
     BackupEntry, backup_database, backup_file_name, check_free_space, create_exclusive, list_backups,
@@ -126,6 +126,23 @@ def test_backup_while_a_writer_commits_is_consistent(v1_db, tmp_path):
         # Both rows of a pair commit together: a consistent snapshot has as many of one as the other.
         assert counts["trade_history"] - 2000 == counts["enforcement_log"] - 2000
     assert row_counts(v1_db)["trade_history"] == 2000 + commits
+    taken = [row_counts(Path(r["backup"]))["trade_history"] for r in results]
+    assert taken == sorted(taken) and taken[-1] < 2000 + commits
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands files to another owner")
+def test_as_root_backups_and_restores_are_owned_like_the_database(v1_db, tmp_path):
+    os.chown(v1_db, 4321, 4322)
+    result = backup_database(v1_db, tmp_path / "backups")
+    for path in (tmp_path / "backups", result["backup"], result["manifest"]):
+        assert (os.stat(path).st_uid, os.stat(path).st_gid) == (4321, 4322)
+    restore_database(v1_db, backup=result["backup"])
+    assert (os.stat(v1_db).st_uid, os.stat(v1_db).st_gid) == (4321, 4322)
+
+
+def test_backups_beside_the_database_are_refused(v1_db, tmp_path):
+    with pytest.raises(BackupError, match=rf"^{tmp_path}: is the database's own directory"):
+        backup_database(v1_db, tmp_path)
 
 
 @pytest.mark.parametrize("fixture, text", [("empty_file", "the file is empty"),
@@ -389,3 +406,15 @@ def test_bad_keep_suffix_is_refused(backed_up):
     live, backup = backed_up
     with pytest.raises(BackupError, match="keep_suffix '../x' must be letters"):
         restore_database(live, backup=backup, keep_suffix="../x")
+
+
+def test_a_held_write_lock_does_not_stop_a_wal_backup_and_its_rows_stay_out(locked_db, tmp_path):
+    result = backup_database(locked_db, tmp_path / "backups", busy_timeout_s=1)
+    with closing(sqlite3.connect(f"file:{result['backup']}?mode=ro", uri=True)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM session_state WHERE key = 'lock.holder'").fetchone()[0] == 0
+
+
+def test_a_rollback_journal_database_in_a_read_only_directory_is_backed_up(readonly_dir_db, tmp_path):
+    result = backup_database(readonly_dir_db, tmp_path / "backups")
+    assert result["source_journal_mode"] == "delete"
+    assert row_counts(Path(result["backup"])) == row_counts(readonly_dir_db)
