@@ -270,8 +270,6 @@ def sqlite_uri(path: Path, mode: str) -> str:
 
 def prepare_backup_dir(backup_dir: Path, owner: tuple[int, int] | None) -> None:
     """Create backup_dir (0700) or force an existing one to 0700; owned like the DB when root."""
-    if os.path.lexists(backup_dir) and not backup_dir.is_dir():
-        raise BackupError(f"{backup_dir}: exists and is not a directory; point backup_dir at a directory")
     if not backup_dir.exists():
         os.makedirs(backup_dir, mode=DIR_MODE)
     os.chmod(backup_dir, DIR_MODE)
@@ -363,14 +361,18 @@ def write_manifest(final: Path, manifest: dict, owner: tuple[int, int] | None,
     return target
 
 
-def prune_backups(entries: list[BackupEntry]) -> list[str]:
+def prune_backups(entries: list[BackupEntry], written: str) -> list[str]:
     """Delete each backup, then its manifest; only regular files the listing matched."""
     pruned = []
     for entry in entries:
-        if is_regular_file(entry.path):
-            os.unlink(entry.path)
-        if is_regular_file(manifest_path(entry.path)):
-            os.unlink(manifest_path(entry.path))
+        try:
+            if is_regular_file(entry.path):
+                os.unlink(entry.path)
+            if is_regular_file(manifest_path(entry.path)):
+                os.unlink(manifest_path(entry.path))
+        except OSError as err:
+            raise BackupError(f"{entry.path}: could not prune it ({err.strerror}); the new backup {written} is "
+                              "written and verified, remove old backups by hand or fix the permissions") from err
         pruned.append(str(entry.path))
     return pruned
 
@@ -400,6 +402,8 @@ def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, rete
     source, directory = Path(path), Path(backup_dir)
     validate_backup_options(retention_days, max_backups, free_space_margin)
     require_sqlite_file(source)
+    if os.path.lexists(directory) and not directory.is_dir():
+        raise BackupError(f"{directory}: exists and is not a directory; point backup_dir at a directory")
     if os.path.realpath(directory) == os.path.realpath(source.parent):
         raise BackupError(f"{directory}: is the database's own directory; give backups a directory of their own "
                           "(it is forced to mode 0700)")
@@ -416,7 +420,7 @@ def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, rete
         now = clock()
         doomed = plan_retention(list_backups(directory, source.stem), now, retention_days, max_backups,
                                 frozenset({Path(result["backup"])}))
-        result["pruned"] = prune_backups(doomed)
+        result["pruned"] = prune_backups(doomed, result["backup"])
         if want_diff:
             result["diff"] = backup_diff(directory, before, [Path(result["backup"]).name,
                                                              Path(result["manifest"]).name], result["pruned"])

@@ -22,11 +22,10 @@ from sqlite_backups import backup_database
 from sqlite_migration import migrate_database
 
 WRITER = r"""
-import sqlite3, sys, time
+import os, sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
-print("writing", flush=True)
-n, deadline = 0, time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
+n = 0
+while not os.path.exists(sys.argv[2]):  # commit pairs until the test creates the stop file
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO trade_history (account_id, contract_id, side, quantity, price, pnl, timestamp) "
                  "VALUES (1, 'CON.F.US.MNQ.Z26', 0, 1, 1.0, 0.0, 'now')")
@@ -34,6 +33,8 @@ while time.monotonic() < deadline:
                  "VALUES (1, 'RULE-LIVE', 'ALERT', 'pair', 1, 'now')")
     conn.execute("COMMIT")
     n += 1
+    if n == 1:
+        print("writing", flush=True)
 print(n, flush=True)
 """
 
@@ -95,9 +96,13 @@ def test_backup_module_copies_wal_only_rows_into_a_private_verified_file(v1_wal_
 
 
 def test_backup_module_while_a_writer_commits_is_consistent(v1_db, tmp_path):
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(v1_db), "2.0"], stdout=subprocess.PIPE, text=True)
-    assert writer.stdout.readline().strip() == "writing"
-    result = run_module("sqlite_backup", {"path": str(v1_db), "backup_dir": str(tmp_path / "backups")})
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(v1_db), str(stop)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        result = run_module("sqlite_backup", {"path": str(v1_db), "backup_dir": str(tmp_path / "backups")})
+    finally:
+        stop.touch()
     commits = int(writer.stdout.readline())
     assert writer.wait(timeout=10) == 0 and commits > 0
     assert result["changed"] and not result["failed"], result.get("msg")

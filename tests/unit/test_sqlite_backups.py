@@ -95,12 +95,10 @@ def test_rows_only_in_the_wal_are_in_the_backup(v1_wal_db, tmp_path):
 
 
 WRITER = r"""
-import sqlite3, sys, time
+import os, sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
-conn.execute("PRAGMA journal_mode=WAL")
-print("writing", flush=True)
-n, deadline = 0, time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
+n = 0
+while not os.path.exists(sys.argv[2]):  # commit pairs until the test creates the stop file
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO trade_history (account_id, contract_id, side, quantity, price, pnl, timestamp) "
                  "VALUES (1, 'CON.F.US.MNQ.Z26', 0, 1, 1.0, 0.0, 'now')")
@@ -108,14 +106,20 @@ while time.monotonic() < deadline:
                  "VALUES (1, 'RULE-LIVE', 'ALERT', 'pair', 1, 'now')")
     conn.execute("COMMIT")
     n += 1
+    if n == 1:
+        print("writing", flush=True)
 print(n, flush=True)
 """
 
 
 def test_backup_while_a_writer_commits_is_consistent(v1_db, tmp_path):
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(v1_db), "1.5"], stdout=subprocess.PIPE, text=True)
-    assert writer.stdout.readline().strip() == "writing"
-    results = [backup_database(v1_db, tmp_path / "backups", max_backups=100) for _ in range(3)]
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(v1_db), str(stop)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        results = [backup_database(v1_db, tmp_path / "backups", max_backups=100) for _ in range(3)]
+    finally:
+        stop.touch()
     commits = int(writer.stdout.readline())
     assert writer.wait(timeout=10) == 0 and commits > 0  # the writer was never blocked into failing
     for result in results:

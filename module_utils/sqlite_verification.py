@@ -1,0 +1,387 @@
+"""Verify a state database against a schema version: DB-SCHEMA-006 Phase 4, made complete.
+
+Every check runs, and every failed one is reported, so one run tells the operator everything
+that is wrong. All of them read one snapshot: a single read transaction on a read-only
+connection, safe while the daemon writes (in WAL mode the daemon is not even slowed down).
+
+The seed's seven checks (schema_version, v1_tables, schema_version_table, optional_table,
+indexes, integrity, sample_queries) plus: definitions (every object has the shape the
+migration files intend, sqlite_schema.inspect), foreign_keys, row_counts (against a backup
+manifest), query_plans (each index is really used for the query named by its `-- used-by:`
+line) and checksums (the applied files recorded in the history are still the files on disk).
+
+Plain Python, no Ansible import: pytest calls verify_database() on real files, and
+library/sqlite_verify.py only wires it to Ansible.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from ansible.module_utils.sqlite_catalog import Catalog, load_catalog
+from ansible.module_utils.sqlite_common import (
+    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, quote_identifier,
+    sqlite_error_text)
+from ansible.module_utils.sqlite_facts import integrity_result
+from ansible.module_utils.sqlite_schema import (
+    DIFFERENT, MISSING, VERSION_TABLE, Inspection, VersionInfo, checksum_problems, current_version, index_names,
+    inspect, read_versions, table_names)
+
+OPTIONAL_TABLE = "daily_unrealized_pnl"
+OPTIONAL_TABLE_OPTION = "track_unrealized_pnl"
+SAMPLE_TABLES = ("enforcement_log", "positions", "orders")
+INTEGRITY_LEVELS = ("integrity", "quick", "none")
+ROW_COUNT_MODES = ("at_least", "equal")
+FOREIGN_KEY_ROWS = 20
+BASELINE_VERSION = 1  # files/migrations/v1: what rollback_v2.yml restores
+CHECK_NAMES = ("schema_version", "v1_tables", "schema_version_table", "optional_table", "indexes", "integrity",
+               "sample_queries", "definitions", "foreign_keys", "row_counts", "query_plans", "checksums")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+    def failure(self) -> str:
+        return f"{self.name}: {self.detail}"
+
+
+def guarded(name: str, check, *args) -> Check:
+    """Run one check; a SQLite error inside it (a damaged page, a missing table) fails only that check."""
+    try:
+        return check(*args)
+    except sqlite3.Error as err:
+        return Check(name, False, f"{type(err).__name__}: {err}")
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+def read_manifest_counts(manifest: str | os.PathLike) -> dict[str, int]:
+    """The row counts a backup manifest recorded (the numbers no table may fall below)."""
+    manifest = Path(manifest)
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise VerificationError(f"{manifest}: no such manifest; pass the manifest the backup task returned, "
+                                "or omit manifest to skip the row count check") from err
+    except (OSError, ValueError) as err:
+        raise VerificationError(f"{manifest}: unreadable manifest ({err}); pass the .manifest.json written next "
+                                "to the backup") from err
+    counts = data.get("row_counts") if isinstance(data, dict) else None
+    if not isinstance(counts, dict) or not all(
+            isinstance(name, str) and isinstance(n, int) and not isinstance(n, bool) for name, n in counts.items()):
+        raise VerificationError(f"{manifest}: the manifest has no row_counts mapping of table to count; pass the "
+                                ".manifest.json written next to the backup")
+    return counts
+
+
+def resolve_target(catalog: Catalog, target_version: int | None, path: str) -> int:
+    target = catalog.newest_version if target_version is None else target_version
+    if target not in catalog.files:
+        raise VerificationError(f"{path}: target_version {target} is not one of the versions in {catalog.directory} "
+                                f"({', '.join(str(v) for v in sorted(catalog.files))}); fix target_version")
+    return target
+
+
+def required_indexes(catalog: Catalog, target: int, options: dict[str, bool]) -> list[tuple[str, str | None]]:
+    """(index, used_by query) for every index the migrations up to the target create.
+
+    The baseline's own indexes are not required here: a field database missing one was like that
+    before the migration (definitions reports it as a warning); this check is about the change.
+    """
+    return [(s.obj.name, s.used_by)
+            for version in range(catalog.baseline_version + 1, target + 1)
+            for migration in catalog.files_for(version, options)
+            for s in migration.statements if s.obj.kind == "index"]
+
+
+# --- the checks: each reads the connection's snapshot and returns one Check -----------------------
+
+def check_schema_version(versions: VersionInfo, target: int, baseline: int) -> Check:
+    recorded = versions.version
+    if versions.table == MISSING:
+        if target == baseline:
+            return Check("schema_version", True, f"no {VERSION_TABLE} table: the v{baseline} baseline")
+        return Check("schema_version", False, f"no {VERSION_TABLE} table (a v{baseline} database), expected v{target}")
+    if recorded is None:
+        return Check("schema_version", False,
+                     f"{VERSION_TABLE} records no successful version (MAX(version) WHERE success = 1 is NULL), "
+                     f"expected v{target}")
+    if recorded != target:
+        return Check("schema_version", False, f"MAX(version) WHERE success = 1 is {recorded}, expected {target}")
+    return Check("schema_version", True, f"MAX(version) WHERE success = 1 is {recorded}")
+
+
+def check_v1_tables(conn: sqlite3.Connection, catalog: Catalog) -> Check:
+    wanted = [s.obj.name for f in catalog.files[catalog.baseline_version] for s in f.statements
+              if s.obj.kind == "table"]
+    missing = [name for name in wanted if name not in table_names(conn)]
+    if missing:
+        return Check("v1_tables", False, f"missing v1 table(s): {', '.join(missing)}")
+    return Check("v1_tables", True, f"all {len(wanted)} v1 tables exist")
+
+
+def check_schema_version_table(conn: sqlite3.Connection, target: int, baseline: int) -> Check:
+    if target == baseline:
+        return Check("schema_version_table", True, f"not required for v{baseline}")
+    if VERSION_TABLE not in table_names(conn):
+        return Check("schema_version_table", False, f"missing {VERSION_TABLE} table")
+    return Check("schema_version_table", True, f"{VERSION_TABLE} table exists")
+
+
+def check_optional_table(conn: sqlite3.Connection, target: int, baseline: int, options: dict[str, bool]) -> Check:
+    if target == baseline:
+        return Check("optional_table", True, f"not required for v{baseline}")
+    if not options.get(OPTIONAL_TABLE_OPTION):
+        return Check("optional_table", True, f"not required ({OPTIONAL_TABLE_OPTION} is false)")
+    if OPTIONAL_TABLE not in table_names(conn):
+        return Check("optional_table", False, f"missing {OPTIONAL_TABLE} table ({OPTIONAL_TABLE_OPTION} is true)")
+    return Check("optional_table", True, f"{OPTIONAL_TABLE} table exists")
+
+
+def check_indexes(conn: sqlite3.Connection, wanted: list[str]) -> Check:
+    if not wanted:
+        return Check("indexes", True, "no index required beyond the baseline")
+    missing = [name for name in wanted if name not in index_names(conn)]
+    if missing:
+        return Check("indexes", False, f"missing index(es): {', '.join(missing)}")
+    return Check("indexes", True, f"all {len(wanted)} required indexes exist: {', '.join(wanted)}")
+
+
+def check_integrity(conn: sqlite3.Connection, level: str) -> Check:
+    if level == "none":
+        return Check("integrity", True, "not run (integrity: none)")
+    try:
+        outcome = integrity_result(conn, level)
+    except sqlite3.DatabaseError as err:  # some damage stops the pragma itself before it can list errors
+        return Check("integrity", False, f"{level}_check could not finish: {err}")
+    if not outcome["ok"]:
+        # One error can span lines ("*** in database main ***\nOn tree page 194 ..."): one line each.
+        lines = [line.strip() for error in outcome["errors"] for line in error.splitlines() if line.strip()]
+        return Check("integrity", False, f"{level}_check reported: " + "; ".join(lines))
+    return Check("integrity", True, f"{level}_check ok in {outcome['seconds']}s")
+
+
+def check_sample_queries(conn: sqlite3.Connection) -> Check:
+    errors, counts = [], []
+    for table in SAMPLE_TABLES:
+        try:
+            counts.append(f"{table} {conn.execute(f'SELECT COUNT(*) FROM {quote_identifier(table)}').fetchone()[0]}")
+        except sqlite3.Error as err:
+            errors.append(f"SELECT COUNT(*) FROM {table} failed: {err}")
+    if errors:
+        return Check("sample_queries", False, "; ".join(errors))
+    return Check("sample_queries", True, "row counts " + ", ".join(counts))
+
+
+def check_definitions(inspection: Inspection, target: int, baseline: int, checksum_texts: list[str]) -> Check:
+    """State must be the target's and every object it requires present with its intended shape."""
+    issues = []
+    if inspection.state != f"v{target}":
+        issues.append(f"state is {inspection.state}, expected v{target}")
+    # Objects of later versions only: a baseline object that differs is inspect()'s warning
+    # (schema_warnings), as it is for sqlite_migrate, or its problem (a missing v1 table).
+    changed = [o for o in inspection.objects if o.required and o.version > baseline]
+    missing = [str(o.obj) for o in changed if o.status == MISSING]
+    different = [f"{o.obj} ({o.detail})" for o in changed if o.status == DIFFERENT]
+    if missing:
+        issues.append(f"missing: {', '.join(missing)}")
+    if different:
+        issues.append(f"different definition: {'; '.join(different)}")
+    if target == baseline:
+        # inspect() calls a v2 database judged against target 1 "v1" (nothing is missing for
+        # v1); a downgrade or a restore is complete only once nothing of a later version remains.
+        remaining = [f"{o.obj} (v{o.version})" for o in inspection.objects if o.version > baseline
+                     and o.status != MISSING]
+        if remaining:
+            issues.append(f"objects of later versions remain: {', '.join(remaining)}")
+    problems = [p for p in inspection.problems if p not in checksum_texts]
+    if problems:
+        issues.append("; ".join(problems))
+    elif inspection.problems and inspection.state == "unknown":
+        issues.append("see checksums")
+    if issues:
+        return Check("definitions", False, "; ".join(issues))
+    return Check("definitions", True, f"state v{target}, {sum(o.required for o in inspection.objects)} "
+                                      "required objects present with their intended definitions")
+
+
+def check_foreign_keys(conn: sqlite3.Connection) -> Check:
+    rows = conn.execute("PRAGMA foreign_key_check").fetchmany(FOREIGN_KEY_ROWS + 1)
+    if rows:
+        shown = [f"{table} rowid {rowid} -> {parent} (constraint {fkid})" for table, rowid, parent, fkid in
+                 rows[:FOREIGN_KEY_ROWS]]
+        more = " (first 20)" if len(rows) > FOREIGN_KEY_ROWS else ""
+        return Check("foreign_keys", False, f"rows without their parent{more}: {'; '.join(shown)}")
+    return Check("foreign_keys", True, "PRAGMA foreign_key_check returned no rows")
+
+
+def check_row_counts(counts: dict[str, int], count_errors: dict[str, str], expected: dict[str, int] | None,
+                     mode: str, manifest: str | None) -> Check:
+    if expected is None:
+        return Check("row_counts", True, "not compared (no manifest given)")
+    relation = ">=" if mode == "at_least" else "=="
+    short = []
+    for table, wanted in sorted(expected.items()):
+        if table in count_errors:
+            short.append(f"{table} cannot be counted ({count_errors[table]}), manifest {wanted}")
+        elif table not in counts:
+            short.append(f"{table} missing now, manifest {wanted}")
+        elif (counts[table] < wanted) if mode == "at_least" else (counts[table] != wanted):
+            short.append(f"{table} {counts[table]} now, manifest {wanted}")
+    if short:
+        return Check("row_counts", False, f"not {relation} the manifest {manifest}: {'; '.join(short)}")
+    return Check("row_counts", True, f"all {len(expected)} tables {relation} the manifest {manifest}")
+
+
+def index_in_plan(index: str, plan: str) -> bool:
+    # A word match: idx_daily_unrealized_pnl_date must not match ..._account_date's plan.
+    return re.search(rf"\bINDEX {re.escape(index)}\b", plan) is not None
+
+
+def check_query_plans(conn: sqlite3.Connection, wanted: list[tuple[str, str | None]]) -> Check:
+    with_query = [(index, query) for index, query in wanted if query]
+    failures = []
+    for index, query in with_query:
+        try:
+            plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
+        except sqlite3.Error as err:
+            failures.append(f"{index}: EXPLAIN QUERY PLAN {query} failed: {err}")
+            continue
+        if not index_in_plan(index, plan):
+            failures.append(f"{index} not used by {query} (plan: {plan})")
+    if failures:
+        return Check("query_plans", False, "; ".join(failures))
+    if not with_query:
+        return Check("query_plans", True, "no index with a used-by query to check")
+    return Check("query_plans", True, f"{len(with_query)} queries use their index: "
+                                      + ", ".join(index for index, _ in with_query))
+
+
+def check_checksums(versions: VersionInfo, problems: list[str]) -> Check:
+    if problems:
+        return Check("checksums", False, "; ".join(problems))
+    if not versions.ledger:
+        return Check("checksums", True, "no applied migration file recorded")
+    return Check("checksums", True, f"{len(versions.ledger)} recorded migration files match their sha256")
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+def count_rows(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, str]]:
+    """Per-table counts, and the tables that could not be counted (a damaged page fails one table)."""
+    counts, errors = {}, {}
+    for name in sorted(table_names(conn)):
+        try:
+            counts[name] = conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0]
+        except sqlite3.Error as err:
+            errors[name] = str(err)
+    return counts, errors
+
+
+def schema_checks(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool],
+                  target: int) -> tuple[list[Check], Inspection | None]:
+    """definitions and checksums, from one inspect() of the snapshot."""
+    try:
+        inspection = inspect(conn, catalog, options, target)
+    except sqlite3.Error as err:
+        text = f"schema could not be read: {type(err).__name__}: {err}"
+        return [Check("definitions", False, text), Check("checksums", False, text)], None
+    checksum_texts = checksum_problems(catalog, inspection.versions)
+    return [check_definitions(inspection, target, catalog.baseline_version, checksum_texts),
+            check_checksums(inspection.versions, checksum_texts)], inspection
+
+
+def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options: dict[str, bool],
+               integrity: str, expected_counts: dict[str, int] | None, row_count_mode: str,
+               manifest: str | None) -> tuple[list[Check], Inspection | None, dict[str, int]]:
+    baseline = catalog.baseline_version
+    indexes = required_indexes(catalog, target, options)
+    versions = read_versions(conn)
+    counts, count_errors = count_rows(conn)
+    (definitions, checksums), inspection = schema_checks(conn, catalog, options, target)
+    checks = [
+        check_schema_version(versions, target, baseline),
+        guarded("v1_tables", check_v1_tables, conn, catalog),
+        guarded("schema_version_table", check_schema_version_table, conn, target, baseline),
+        guarded("optional_table", check_optional_table, conn, target, baseline, options),
+        guarded("indexes", check_indexes, conn, [name for name, _ in indexes]),
+        guarded("integrity", check_integrity, conn, integrity),
+        guarded("sample_queries", check_sample_queries, conn),
+        definitions,
+        guarded("foreign_keys", check_foreign_keys, conn),
+        check_row_counts(counts, count_errors, expected_counts, row_count_mode, manifest),
+        guarded("query_plans", check_query_plans, conn, indexes),
+        checksums,
+    ]
+    return checks, inspection, counts
+
+
+def verify_database(path: str, migrations_dir: str | Path, target_version: int | None = None,
+                    options: dict[str, bool] | None = None, manifest: str | None = None,
+                    integrity: str = "integrity", row_count_mode: str = "at_least",
+                    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
+    """Run every check on one read snapshot and return the module result (never writes a byte).
+
+    A failed check is a result (ok false, failed_checks); VerificationError / RiskmgrError means
+    the verification could not run at all (no such file, not SQLite, bad manifest, locked).
+    """
+    started = time.monotonic()
+    options = options or {}
+    catalog = load_catalog(migrations_dir)
+    target = resolve_target(catalog, target_version, path)
+    expected = read_manifest_counts(manifest) if manifest else None
+    try:
+        with closing(connect_readonly(path, busy_timeout_s)) as conn:
+            # One read transaction: counts, schema and plans all describe the same moment even
+            # while the daemon commits (WAL readers see the snapshot taken at the first read).
+            conn.execute("BEGIN")
+            try:
+                # The first read, outside any check: locked or not-a-database stops the run here.
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                version = current_version(conn)
+                checks, inspection, counts = run_checks(conn, catalog, target, options, integrity, expected,
+                                                        row_count_mode, manifest)
+            finally:
+                conn.execute("ROLLBACK")  # read-only: nothing to commit, just end the snapshot
+    except sqlite3.Error as err:
+        raise VerificationError(sqlite_error_text(path, err, busy_timeout_s)) from err
+    failed = [check.failure() for check in checks if not check.ok]
+    return {
+        "changed": False,
+        "ok": not failed,
+        "target_version": target,
+        "version": version,
+        "state": inspection.state if inspection else "unknown",
+        "checks": [check.as_dict() for check in checks],
+        # Not "failed": Ansible reads result["failed"] as the task's own status (fail_json sets it).
+        "failed_checks": failed,
+        "row_counts": counts,
+        "schema_warnings": inspection.warnings if inspection else [],
+        "seconds": round(time.monotonic() - started, 4),
+    }
+
+
+def failure_message(path: str, result: dict) -> str:
+    """One line: which database, which version, every failed check, and what to do next."""
+    target = result["target_version"]
+    if target == BASELINE_VERSION:
+        remedy = ("keep the daemon stopped and restore another verified v1 backup (rollback_v2.yml), "
+                  "or fix the cause and verify again")
+    else:
+        remedy = ("keep the daemon stopped; roll back with rollback_v2.yml (restores the verified pre-migration "
+                  "backup), or fix the cause and rerun migrate_v2.yml")
+    failed = " | ".join(" ".join(line.split()) for line in result["failed_checks"])  # stays one line
+    return f"{path}: verification against v{target} failed: {failed}; {remedy}"
+
