@@ -141,7 +141,7 @@ def main() -> None:
     for warning in result["schema_warnings"]:
         module.warn(warning)
     if not result["ok"]:
-        module.fail_json(msg=failure_message(module.params["path"], result), exception=None, **result)
+        module.fail_json(msg=failure_message(module.params["path"], result), **result)
     module.exit_json(**result)
 
 

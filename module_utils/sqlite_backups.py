@@ -131,7 +131,9 @@ def check_free_space(directory: str | os.PathLike, needed: int, free: int, what:
 
 def plan_retention(entries: list[BackupEntry], now: datetime, retention_days: int, max_backups: int,
                    protect: frozenset[Path] = frozenset()) -> list[BackupEntry]:
-    """Backups to delete: older than retention_days AND beyond the newest max_backups.
+    """Backups to delete: older than retention_days, or beyond the newest max_backups.
+
+    The seed's config reads "keep 30 days, at most 10": either limit prunes; 0 turns one off.
 
     Only backups with a manifest are considered (others are not ours to judge), the newest
     backup of each schema version is always kept (it is what a rollback to that version
@@ -144,7 +146,8 @@ def plan_retention(entries: list[BackupEntry], now: datetime, retention_days: in
     keep = set(newest_of_version.values()) | set(protect)
     cutoff = now - timedelta(days=retention_days)
     return [entry for rank, entry in enumerate(candidates)
-            if entry.path not in keep and rank >= max_backups and entry.created < cutoff]
+            if entry.path not in keep
+            and ((max_backups > 0 and rank >= max_backups) or (retention_days > 0 and entry.created < cutoff))]
 
 
 def validate_backup_options(retention_days: int, max_backups: int, margin: float) -> None:

@@ -236,14 +236,14 @@ def entry(name: str, days_old: float, version: int = 1, manifest: bool = True) -
     return BackupEntry(Path(name), version, NOW - timedelta(days=days_old), manifest)
 
 
-def test_retention_needs_both_age_and_rank_and_keeps_the_newest_of_each_version():
+def test_retention_prunes_by_age_or_by_count_and_keeps_the_newest_of_each_version():
     entries = [entry("new", 0), entry("mid", 10), entry("old", 40), entry("older", 50),
                entry("v2_only", 60, version=2), entry("no_manifest", 90, manifest=False)]
-    assert [e.path.name for e in plan_retention(entries, NOW, 30, 2)] == ["old", "older"]
-    assert [e.path.name for e in plan_retention(entries, NOW, 30, 3)] == ["older"]  # old is within the newest 3
-    assert [e.path.name for e in plan_retention(entries, NOW, 45, 0)] == ["older"]
-    assert [e.path.name for e in plan_retention(entries, NOW, 0, 0)] == ["mid", "old", "older"]
-    assert plan_retention(entries, NOW, 0, 0, frozenset({Path("mid")}))[0].path.name == "old"
+    assert [e.path.name for e in plan_retention(entries, NOW, 30, 10)] == ["old", "older"]  # age alone
+    assert [e.path.name for e in plan_retention(entries, NOW, 365, 1)] == ["mid", "old", "older"]  # count alone
+    assert [e.path.name for e in plan_retention(entries, NOW, 45, 0)] == ["older"]  # 0: no count limit
+    assert plan_retention(entries, NOW, 0, 0) == []  # both limits off
+    assert [e.path.name for e in plan_retention(entries, NOW, 0, 1, frozenset({Path("mid")}))] == ["old", "older"]
 
 
 def fake_backup(real: Path, directory: Path, version: int, when: datetime, manifest: bool = True) -> Path:
@@ -268,9 +268,9 @@ def test_retention_prunes_old_backups_of_this_db_only(v1_db, tmp_path):
         path.write_text("not ours")
     before = listing(backups)
 
-    check = backup_database(v1_db, backups, retention_days=30, max_backups=2, check_mode=True, clock=lambda: NOW)
+    check = backup_database(v1_db, backups, retention_days=365, max_backups=2, check_mode=True, clock=lambda: NOW)
     assert listing(backups) == before
-    result = backup_database(v1_db, backups, retention_days=30, max_backups=2, clock=lambda: NOW)
+    result = backup_database(v1_db, backups, retention_days=365, max_backups=2, clock=lambda: NOW)
     assert result["pruned"] == check["pruned"] == [str(p) for p in (old[1], old[0], seed)]
     remaining = set(os.listdir(backups))
     for path in [old[1], old[0], seed]:
