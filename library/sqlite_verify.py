@@ -22,11 +22,14 @@ options:
     type: path
     required: true
   migrations_dir:
-    description: Directory on the host holding the project's C(files/migrations); the intended definitions come from there.
+    description:
+      - Directory on the host holding the project's C(files/migrations); the intended definitions come from there.
     type: path
     required: true
   target_version:
-    description: Version the database must be at; defaults to the newest in I(migrations_dir). C(1) verifies the baseline.
+    description:
+      - Version the database must be at; defaults to the newest in I(migrations_dir).
+      - C(1) verifies the baseline (a restored or downgraded database).
     type: int
   manifest:
     description:
@@ -95,8 +98,16 @@ failed_checks:
   elements: str
   returned: always
   sample: ["indexes: missing index(es): idx_positions_updated"]
-row_counts: {description: Current row count of every table., type: dict, returned: always, sample: {orders: 2000, positions: 2000}}
-schema_warnings: {description: Differences of v1 objects that do not fail the verification., type: list, elements: str, returned: always}
+row_counts:
+  description: Current row count of every table, read in the same snapshot as the checks.
+  type: dict
+  returned: always
+  sample: {orders: 2000, positions: 2000}
+schema_warnings:
+  description: Differences of v1 objects that do not fail the verification (also shown as warnings).
+  type: list
+  elements: str
+  returned: always
 seconds: {description: Duration of the verification., type: float, returned: always, sample: 0.0421}
 """
 

@@ -108,7 +108,8 @@ def required_indexes(catalog: Catalog, target: int, options: dict[str, bool]) ->
 
 # --- the checks: each reads the connection's snapshot and returns one Check -----------------------
 
-def check_schema_version(versions: VersionInfo, target: int, baseline: int) -> Check:
+def check_schema_version(conn: sqlite3.Connection, target: int, baseline: int) -> Check:
+    versions = read_versions(conn)
     recorded = versions.version
     if versions.table == MISSING:
         if target == baseline:
@@ -308,11 +309,10 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
                manifest: str | None) -> tuple[list[Check], Inspection | None, dict[str, int]]:
     baseline = catalog.baseline_version
     indexes = required_indexes(catalog, target, options)
-    versions = read_versions(conn)
     counts, count_errors = count_rows(conn)
     (definitions, checksums), inspection = schema_checks(conn, catalog, options, target)
     checks = [
-        check_schema_version(versions, target, baseline),
+        guarded("schema_version", check_schema_version, conn, target, baseline),
         guarded("v1_tables", check_v1_tables, conn, catalog),
         guarded("schema_version_table", check_schema_version_table, conn, target, baseline),
         guarded("optional_table", check_optional_table, conn, target, baseline, options),

@@ -29,10 +29,13 @@ def kept_files(host):
                   if n.startswith(f"{name}.rollback_") and not n.endswith(("-wal", "-shm")))
 
 
-def restart_stamp(host):
-    """Log time of the daemon's last start: rows stamped before it were in the restored file."""
+def rows_before_restart(host, db):
+    """enforcement_log rows stamped before the daemon's last start: those of the restored file.
+    Compared to the millisecond: the log has milliseconds, the daemon's rows microseconds."""
     log = host.file(host.ansible.get_variables()["riskmgr_log_path"]).content_string
-    return [line.split()[0] for line in log.splitlines() if VERSION_LINE in line][-1]
+    started = [line.split()[0] for line in log.splitlines() if VERSION_LINE in line][-1]
+    return int(sql(host, db, f"SELECT COUNT(*) FROM enforcement_log "
+                             f"WHERE substr(timestamp, 1, 23) < substr('{started}', 1, 23)"))
 
 
 def test_database_is_v1_again(host):
@@ -49,8 +52,7 @@ def test_restored_file_is_the_v1_backup(host):
     for table, count in manifest["row_counts"].items():
         if table != "enforcement_log":  # the only table the stand-in writes
             assert sql(host, db, f'SELECT COUNT(*) FROM "{table}"') == str(count), table
-    before_restart = sql(host, db, f"SELECT COUNT(*) FROM enforcement_log WHERE timestamp < '{restart_stamp(host)}'")
-    assert int(before_restart) == manifest["row_counts"]["enforcement_log"]
+    assert rows_before_restart(host, db) == manifest["row_counts"]["enforcement_log"]
 
 
 def test_replaced_v2_file_is_kept_with_the_rows_written_on_v2(host):
@@ -59,7 +61,7 @@ def test_replaced_v2_file_is_kept_with_the_rows_written_on_v2(host):
     db = host.ansible.get_variables()["riskmgr_db_path"]
     assert sql(host, kept[0], "SELECT MAX(version) FROM schema_version WHERE success = 1") == "2"
     kept_rows = int(sql(host, kept[0], "SELECT COUNT(*) FROM enforcement_log"))
-    restored_rows = int(sql(host, db, f"SELECT COUNT(*) FROM enforcement_log WHERE timestamp < '{restart_stamp(host)}'"))
+    restored_rows = rows_before_restart(host, db)
     # Rows the daemon wrote on v2 are not in the restored v1 file, but they are not lost.
     assert kept_rows > restored_rows == v1_manifest(host)["row_counts"]["enforcement_log"]
     assert int(sql(host, kept[0], "SELECT COUNT(*) FROM enforcement_log WHERE execution_time_ms IS NOT NULL")) > 0

@@ -1,0 +1,309 @@
+"""migrate_v2.yml and rollback_v2.yml, run for real by ansible-playbook against a local fleet.
+
+tools/local_fleet.py makes the hosts under tmp_path (in a directory whose name has spaces):
+each one a v1 state.db with a stand-in daemon writing enforcement_log rows, reached with
+`ansible_connection: local`. Every assertion reads what is on disk afterwards, through fresh
+read-only sqlite3 connections, sha256 and directory listings, plus the daemons' pidfiles and
+logs; the playbook's output is only used for its PLAY RECAP and its messages.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import local_fleet
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+FLEET_TOOL = ROOT / "tools" / "local_fleet.py"
+PLAYBOOK_TIMEOUT_S = 300
+HOSTS = 2
+NEW_INDEXES = ["idx_schema_version_applied", "idx_enforcement_log_success", "idx_positions_updated",
+               "idx_orders_state_account"]
+V2_OBJECTS = ["schema_version", "schema_migration_files", *NEW_INDEXES]
+RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+                      r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.MULTILINE)
+STOPPED_RE = re.compile(r"INFO stopped after \d+ rows; last id (\d+)")
+VERSION_LINE = "Database schema version:"
+
+
+# --- the fleet and the runs ---------------------------------------------------------------------
+
+class Fleet:
+    """A local fleet made by tools/local_fleet.py, and ansible-playbook runs against it."""
+
+    def __init__(self, root: Path, *create_args: str) -> None:
+        self.root = root
+        self.reports = root.parent / "reports"
+        subprocess.run([sys.executable, str(FLEET_TOOL), "create", "--root", str(root), "--hosts", str(HOSTS),
+                        "--rows", "2000", *create_args], check=True, capture_output=True, text=True)
+        self.hosts = local_fleet.read_fleet(root)["hosts"]
+
+    def destroy(self) -> None:
+        subprocess.run([sys.executable, str(FLEET_TOOL), "destroy", "--root", str(self.root)], check=False,
+                       capture_output=True)
+
+    def playbook(self, name: str, *extra: str) -> subprocess.CompletedProcess:
+        """ansible-playbook -i <fleet> <name> from the repo root (its ansible.cfg), with no terminal."""
+        env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+        env.pop("ANSIBLE_CONFIG", None)
+        # -e as JSON: the report directory's path has spaces, which k=v would split.
+        report_dir = json.dumps({"riskmgr_report_dir": str(self.reports)})
+        run = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(self.root / "inventory.yml"), name, "-e", report_dir,
+                              *extra], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=PLAYBOOK_TIMEOUT_S, check=False)
+        run.output = run.stdout + run.stderr
+        run.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+                     for m in RECAP_RE.finditer(run.stdout)}
+        return run
+
+    def db(self, host: str) -> Path:
+        return Path(self.hosts[host]["riskmgr_db_path"])
+
+    def pids(self) -> dict[str, int | None]:
+        return {host: local_fleet.read_pid(v["riskmgr_pidfile"]) for host, v in self.hosts.items()}
+
+    def alive(self, host: str) -> bool:
+        return local_fleet.is_alive(local_fleet.read_pid(self.hosts[host]["riskmgr_pidfile"]))
+
+    def log(self, host: str) -> str:
+        return Path(self.hosts[host]["riskmgr_log_path"]).read_text(encoding="utf-8")
+
+    def logged_versions(self, host: str) -> list[int]:
+        return [int(line.split(VERSION_LINE)[1]) for line in self.log(host).splitlines() if VERSION_LINE in line]
+
+    def last_ids_at_stop(self, host: str) -> list[int]:
+        """The last enforcement_log id the daemon committed, at each clean stop, from its own log."""
+        return [int(m.group(1)) for m in STOPPED_RE.finditer(self.log(host))]
+
+    def manifests(self, host: str) -> list[dict]:
+        """The backup manifests of the host, oldest first."""
+        backup_dir = Path(self.hosts[host]["riskmgr_backup_dir"])
+        return [json.loads(p.read_text()) for p in sorted(backup_dir.glob("*.manifest.json"))]
+
+    def kept(self, host: str, suffix: str) -> list[Path]:
+        db = self.db(host)
+        return sorted(p for p in db.parent.glob(f"{db.name}.{suffix}_*") if not p.name.endswith(("-wal", "-shm")))
+
+    def snapshot(self) -> dict:
+        """sha256 of every state.db and -wal, and the listing of every host directory (-shm content
+        is shared memory that readers touch, so only its name counts)."""
+        files = {}
+        for path in sorted(self.root.rglob("*")):
+            relative = str(path.relative_to(self.root))
+            if path.is_dir():
+                files[relative] = "dir"
+            elif path.name.endswith("-shm"):
+                files[relative] = "shm"
+            elif path.name.startswith("state.db") or path.suffix == ".pid":
+                files[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                files[relative] = path.stat().st_size
+        return files
+
+
+def query(db: Path, sql: str, *params) -> list[tuple]:
+    with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def scalar(db: Path, sql: str, *params):
+    return query(db, sql, *params)[0][0]
+
+
+def row_counts(db: Path) -> dict[str, int]:
+    tables = [r[0] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table' "
+                                      "AND name NOT LIKE 'sqlite_%'")]
+    return {t: scalar(db, f'SELECT COUNT(*) FROM "{t}"') for t in tables}
+
+
+def schema_version(db: Path) -> int:
+    if not scalar(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_version'"):
+        return 1
+    return scalar(db, "SELECT MAX(version) FROM schema_version WHERE success = 1")
+
+
+def v2_objects_present(db: Path) -> list[str]:
+    marks = ", ".join("?" for _ in V2_OBJECTS)
+    names = [r[0] for r in query(db, f"SELECT name FROM sqlite_master WHERE name IN ({marks})", *V2_OBJECTS)]
+    columns = [r[0] for r in query(db, "SELECT name FROM pragma_table_info('enforcement_log')")]
+    return sorted(names + [c for c in columns if c == "execution_time_ms"])
+
+
+def enforcement_ids(db: Path, up_to: int) -> int:
+    return scalar(db, "SELECT COUNT(*) FROM enforcement_log WHERE id <= ?", up_to)
+
+
+def assert_ran(run: subprocess.CompletedProcess, hosts) -> None:
+    assert run.returncode == 0, run.output[-6000:]
+    assert set(run.recap) == set(hosts), run.output[-3000:]
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values()), run.recap
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory):
+    """A fleet migrated once by migrate_v2.yml while its daemons wrote; the state before and the run.
+
+    Shared, in file order, by the migrate, rerun and restore tests (each playbook run costs ~20 s).
+    """
+    fleet = Fleet(tmp_path_factory.mktemp("migrated") / "fleet with spaces")
+    try:
+        before = {}
+        for host in fleet.hosts:
+            db = fleet.db(host)
+            before[host] = {"count": scalar(db, "SELECT COUNT(*) FROM enforcement_log"),
+                            "max_id": scalar(db, "SELECT MAX(id) FROM enforcement_log")}
+        pids = fleet.pids()
+        run = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true")
+        yield fleet, before, pids, run
+    finally:
+        fleet.destroy()
+
+
+@pytest.fixture(scope="module")
+def quiet_v1_fleet(tmp_path_factory):
+    """A v1 fleet whose daemons run but write one row only, at start (one row per 10 minutes):
+    then any change to a state.db or its WAL during a test was made by the playbook."""
+    fleet = Fleet(tmp_path_factory.mktemp("quiet") / "fleet with spaces", "--interval-ms", "600000")
+    try:
+        yield fleet
+    finally:
+        fleet.destroy()
+
+
+# --- (a) migrate while the daemons write, (b) rerun, (e) restore: one fleet, in this order -----
+
+def test_migrate_keeps_every_row_committed_before_the_stop(migrated):
+    fleet, before, pids, run = migrated
+    assert_ran(run, fleet.hosts)
+    for host in fleet.hosts:
+        db = fleet.db(host)
+        assert schema_version(db) == 2
+        assert v2_objects_present(db) == sorted(V2_OBJECTS + ["execution_time_ms"])
+        # Every row that existed before the run is still there...
+        assert enforcement_ids(db, before[host]["max_id"]) == before[host]["count"]
+        # ...and every row up to the last one the daemon committed before it was stopped (its own log).
+        stopped_at = fleet.last_ids_at_stop(host)[0]
+        manifest, = fleet.manifests(host)
+        assert manifest["schema_version"] == 1
+        assert enforcement_ids(db, stopped_at) == manifest["row_counts"]["enforcement_log"]
+        assert query(db, "SELECT id FROM enforcement_log WHERE id = ?", stopped_at) == [(stopped_at,)]
+        counts = row_counts(db)
+        for table, count in manifest["row_counts"].items():
+            assert counts[table] >= count, f"{host}: {table} has {counts[table]} rows, the backup {count}"
+        # The daemon runs again, on v2, and writes the new column.
+        assert fleet.alive(host) and fleet.pids()[host] != pids[host]
+        assert fleet.logged_versions(host) == [1, 2]
+        assert scalar(db, "SELECT COUNT(*) FROM enforcement_log WHERE execution_time_ms IS NOT NULL") > 0
+
+
+def test_migrate_writes_a_report_per_host_with_the_downtime(migrated):
+    fleet, _, _, run = migrated
+    assert_ran(run, fleet.hosts)
+    runs = sorted(fleet.reports.iterdir())
+    assert len(runs) == 1
+    for host in fleet.hosts:
+        report = json.loads((runs[0] / f"{host}.json").read_text())
+        assert report["outcome"] == "changed" and report["mode"] == "migrate"
+        assert (report["from_version"], report["to_version"]) == (1, 2)
+        assert isinstance(report["downtime_seconds"], (int, float)) and 0 < report["downtime_seconds"] < 60
+        assert report["backup"] and Path(report["backup"]).is_file()
+
+
+def test_second_migrate_changes_nothing_and_stops_no_daemon(migrated):
+    fleet = migrated[0]
+    pids, manifests = fleet.pids(), {h: fleet.manifests(h) for h in fleet.hosts}
+    run = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true")
+    assert_ran(run, fleet.hosts)
+    assert {h: r["changed"] for h, r in run.recap.items()} == {h: 0 for h in fleet.hosts}, run.recap
+    assert fleet.pids() == pids
+    assert all(fleet.alive(h) and fleet.logged_versions(h) == [1, 2] for h in fleet.hosts)
+    assert {h: fleet.manifests(h) for h in fleet.hosts} == manifests  # no second backup
+
+
+def test_rollback_restores_the_v1_backup_and_keeps_the_v2_file(migrated):
+    fleet = migrated[0]
+    run = fleet.playbook("rollback_v2.yml", "-e", "riskmgr_confirm=true")
+    assert_ran(run, fleet.hosts)
+    for host in fleet.hosts:
+        db = fleet.db(host)
+        assert schema_version(db) == 1 and v2_objects_present(db) == []
+        v1_manifest, = fleet.manifests(host)
+        # The restored file is the v1 backup: its rows, then those the restarted daemon wrote.
+        # Compared to the millisecond: the log has milliseconds, the daemon's rows microseconds.
+        restarted_at = [line.split()[0] for line in fleet.log(host).splitlines() if VERSION_LINE in line][-1]
+        assert scalar(db, "SELECT COUNT(*) FROM enforcement_log WHERE substr(timestamp, 1, 23) < substr(?, 1, 23)",
+                      restarted_at) == v1_manifest["row_counts"]["enforcement_log"]
+        # The v2 file it replaced is kept, with every row the daemon committed on v2 before the stop.
+        kept, = fleet.kept(host, "rollback")
+        assert schema_version(kept) == 2
+        stopped_at = fleet.last_ids_at_stop(host)[-1]
+        assert query(kept, "SELECT MAX(id) FROM enforcement_log") == [(stopped_at,)]
+        assert scalar(kept, "SELECT COUNT(*) FROM enforcement_log") > v1_manifest["row_counts"]["enforcement_log"]
+        assert fleet.alive(host) and fleet.logged_versions(host) == [1, 2, 1]
+
+
+# --- (c) check mode and (d) no confirmation: nothing may change ------------------------------
+
+def test_check_diff_plans_every_index_and_changes_nothing(quiet_v1_fleet):
+    fleet = quiet_v1_fleet
+    files, pids = fleet.snapshot(), fleet.pids()
+    run = fleet.playbook("migrate_v2.yml", "--check", "--diff")
+    assert_ran(run, fleet.hosts)
+    for name in NEW_INDEXES + ["execution_time_ms"]:
+        assert name in run.stdout, f"the plan does not name {name}"
+    assert fleet.snapshot() == files
+    assert fleet.pids() == pids and all(fleet.alive(h) for h in fleet.hosts)
+    assert all(fleet.logged_versions(h) == [1] for h in fleet.hosts)
+    assert not fleet.reports.exists()  # check mode writes no report
+
+
+def test_migrate_without_confirmation_and_terminal_stops_before_any_change(quiet_v1_fleet):
+    fleet = quiet_v1_fleet
+    files, pids = fleet.snapshot(), fleet.pids()
+    run = fleet.playbook("migrate_v2.yml")  # no -e riskmgr_confirm=true, stdin is not a terminal
+    assert run.returncode != 0
+    assert "Not confirmed: nothing was changed on any host" in run.output
+    assert fleet.snapshot() == files
+    assert fleet.pids() == pids and all(fleet.logged_versions(h) == [1] for h in fleet.hosts)
+
+
+# --- (e) downgrade ------------------------------------------------------------------------------
+
+def test_downgrade_keeps_every_row_written_after_the_migration(tmp_path):
+    fleet = Fleet(tmp_path / "fleet with spaces")
+    try:
+        assert_ran(fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true"), fleet.hosts)
+        run = fleet.playbook("rollback_v2.yml", "-e", "riskmgr_confirm=true", "-e", "riskmgr_rollback_method=downgrade")
+        assert_ran(run, fleet.hosts)
+        for host in fleet.hosts:
+            db = fleet.db(host)
+            assert schema_version(db) == 1 and v2_objects_present(db) == []
+            migrate_stop, downgrade_stop = fleet.last_ids_at_stop(host)
+            v1_backup, v2_backup = fleet.manifests(host)
+            assert (v1_backup["schema_version"], v2_backup["schema_version"]) == (1, 2)
+            # Rows the daemon wrote on v2, between the two stops, are all still there.
+            written_on_v2 = scalar(db, "SELECT COUNT(*) FROM enforcement_log WHERE id > ? AND id <= ?",
+                                   migrate_stop, downgrade_stop)
+            assert written_on_v2 > 0
+            assert enforcement_ids(db, downgrade_stop) == v2_backup["row_counts"]["enforcement_log"]
+            counts = row_counts(db)
+            for table, count in v2_backup["row_counts"].items():
+                if table not in ("schema_version", "schema_migration_files"):
+                    assert counts[table] >= count, f"{host}: {table} has {counts[table]} rows, v2 had {count}"
+            assert fleet.alive(host) and fleet.logged_versions(host) == [1, 2, 1]
+            assert fleet.kept(host, "rollback") == []  # in place: no file replaced
+    finally:
+        fleet.destroy()
