@@ -223,3 +223,13 @@ def test_unreadable_manifest_or_bad_target_stops_verification(v2_db, tmp_path):
         verify_database(str(v2_db), MIGRATIONS, manifest=str(tmp_path / "none.json"))
     with pytest.raises(VerificationError, match=f"^{v2_db}: target_version 3 is not one of the versions"):
         verify_database(str(v2_db), MIGRATIONS, target_version=3)
+
+
+def test_downgrade_is_held_to_the_v2_backup_only_for_the_tables_v1_has(v2_db, tmp_path):
+    manifest = write_manifest(v2_db, tmp_path)  # taken on v2: lists schema_version and the ledger too
+    migrate_database(str(v2_db), MIGRATIONS, target_version=1)
+    assert verify_database(str(v2_db), MIGRATIONS, target_version=1, manifest=str(manifest))["ok"]
+    run_sql(v2_db, "DELETE FROM orders WHERE order_id = 1;")  # a v1 row lost is still caught
+    result = verify_database(str(v2_db), MIGRATIONS, target_version=1, manifest=str(manifest))
+    assert failed_names(result) == {"row_counts"}
+    assert f"orders {V1_ROWS - 1} now, manifest {V1_ROWS}" in checks_by_name(result)["row_counts"]["detail"]
