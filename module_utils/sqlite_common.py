@@ -56,15 +56,30 @@ def require_sqlite_file(path: str | os.PathLike) -> None:
                            "or restore it from a backup")
 
 
-def connect_readonly(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
-    """Open a database read-only, safe while the daemon writes to it (WAL or rollback journal).
+def is_wal_database(path: str | os.PathLike) -> bool:
+    """Header bytes 18-19 are 2 for a database in WAL mode."""
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    return len(header) == 20 and header[18] == 2 and header[19] == 2
 
-    mode=ro never creates the file and never writes pages; in WAL mode it still needs to be
-    able to create the -shm, so a read-only directory falls back to immutable=0 read-only.
+
+def connect_readonly(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open a database for reading only, safe while the daemon writes to it; never creates it.
+
+    A WAL database needs its -wal and -shm files even to be read, and a mode=ro connection
+    that has to create them leaves them behind. When they do not exist yet (no one has the
+    database open), the file is opened read-write under query_only instead: nothing can be
+    written, and closing the last connection removes the files SQLite made, so a check-mode
+    run leaves the directory exactly as it found it.
     """
     require_sqlite_file(path)
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+    path = Path(path)
+    mode = "ro"
+    if (is_wal_database(path) and not Path(f"{path}-wal").exists()
+            and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        mode = "rw"
+    conn = sqlite3.connect(path.resolve().as_uri() + f"?mode={mode}", uri=True, timeout=busy_timeout_s,
+                           isolation_level=None)
     conn.execute("PRAGMA query_only = 1")
     return conn
 
