@@ -4,16 +4,23 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: riskmgr_daemon
-short_description: Stop or start the risk manager daemon through its pidfile and start command
+short_description: Stop or start the risk manager daemon, through systemd or its pidfile and start command
 description:
-  - Controls a daemon managed the C(command) way, without systemd - a pidfile and a start
-    command that returns once the daemon is launched.
-  - With I(state=stopped) it sends SIGTERM to the pid in I(pidfile) and waits for the process
-    to exit (a zombie counts as exited). A daemon that does not exit within I(stop_timeout) is
-    left running and the task fails, unless I(stop_force) is set, which sends SIGKILL.
-  - With I(state=started) it runs I(start_command) (no shell), waits for the pidfile, requires
-    the process to stay alive for I(settle) seconds and, when I(expect_log_line) is set, waits
-    for that line to appear in I(log_path). Only lines written after this start count.
+  - Controls the daemon under either service manager, with the same stop wait, health check
+    and timestamps for both.
+  - With I(service_manager=command) (no systemd) the daemon is a pidfile and a start command
+    that returns once the daemon is launched. I(state=stopped) sends SIGTERM to the pid in
+    I(pidfile); I(state=started) runs I(start_command) (no shell) and waits for the pidfile.
+  - With I(service_manager=systemd) the daemon is the C(MainPID) of the unit I(service_name)
+    (C(systemctl show --property=MainPID --value); 0 means not running). I(state=stopped) runs
+    C(systemctl stop --no-block); I(state=started) runs C(systemctl start) and waits for a
+    C(MainPID). C(systemctl) is found on C(PATH) and run without a shell.
+  - Stopping waits for the process to exit (a zombie counts as exited). A daemon that does not
+    exit within I(stop_timeout) is left running and the task fails, unless I(stop_force) is set,
+    which sends SIGKILL (C(systemctl kill --signal=SIGKILL) under systemd).
+  - Starting requires the new process to stay alive for I(settle) seconds and, when
+    I(expect_log_line) is set, waits for that line to appear in I(log_path). Only lines
+    written after this start count.
   - Timestamps are returned as epoch seconds from the host's clock, so the playbook can work
     out the downtime on the host, C(healthy_at - stop_requested_at).
 options:
@@ -22,10 +29,23 @@ options:
     required: true
     choices: [stopped, started]
     description: Whether the daemon should be stopped or started.
+  service_manager:
+    type: str
+    choices: [command, systemd]
+    default: command
+    description:
+      - How the daemon is run. C(command) is a pidfile and a start command; C(systemd) is a
+        systemd unit.
+  service_name:
+    type: str
+    description:
+      - The systemd unit of the daemon, for example C(riskmgr.service).
+      - Required when I(service_manager=systemd); ignored otherwise.
   pidfile:
     type: path
-    required: true
-    description: Pidfile the daemon writes when it starts.
+    description:
+      - Pidfile the daemon writes when it starts.
+      - Required when I(service_manager=command); ignored with C(systemd).
   start_command:
     type: raw
     description:
@@ -33,18 +53,21 @@ options:
         which is split like a shell would split it. It is never run by a shell.
       - A non-zero exit status, or not returning within I(start_timeout), fails the task,
         and the message includes the end of the command's stderr.
-      - Required when I(state=started).
+      - Required when I(state=started) and I(service_manager=command); ignored with C(systemd).
   stop_timeout:
     type: int
     default: 60
-    description: Seconds to wait for the daemon to exit after SIGTERM.
+    description: Seconds to wait for the daemon to exit after SIGTERM (or C(systemctl stop)).
   stop_force:
     type: bool
     default: false
     description:
       - When the daemon is still running I(stop_timeout) seconds after SIGTERM, send SIGKILL
-        and wait for it to exit.
-      - When this is false, the task fails and leaves the daemon running.
+        and wait for it to exit. Under systemd this is C(systemctl kill --signal=SIGKILL), which
+        kills every process of the unit.
+      - When this is false, the task fails and leaves the daemon running. Under systemd the
+        queued stop job stays, so systemd itself may still kill it after the unit's
+        C(TimeoutStopSec).
   settle:
     type: float
     default: 2
@@ -62,14 +85,14 @@ options:
     type: int
     default: 30
     description:
-      - Seconds allowed for I(start_command) to return, for the pidfile to appear and for
-        I(expect_log_line) to be logged, counted from the launch.
+      - Seconds allowed for I(start_command) (or C(systemctl start)) to return, for the pidfile
+        (or C(MainPID)) to appear and for I(expect_log_line) to be logged, counted from the launch.
   process_match:
     type: str
     description:
       - Text that must appear in C(/proc/PID/cmdline) for the pid to count as the daemon.
         This stops a stale pidfile that names a reused pid from being taken for the daemon,
-        and from being signalled.
+        and from being signalled. Under systemd it is checked against C(MainPID) the same way.
 extends_documentation_fragment: [action_common_attributes]
 attributes:
   check_mode: {support: full}
@@ -77,6 +100,8 @@ attributes:
   platform: {platforms: linux}
 notes:
   - Reads C(/proc), so it works on Linux hosts only.
+  - Under systemd the task needs the rights to run C(systemctl stop), C(start) and C(kill) on
+    the unit, usually root (C(become)).
 author: [Risk Platform team]
 """
 
@@ -98,6 +123,26 @@ EXAMPLES = r"""
     expect_log_line: "Database schema version: 2"
     process_match: risk_manager
   register: __daemon_start_result
+
+- name: Stop the risk manager's systemd unit, killing it if it ignores the stop
+  riskmgr_daemon:
+    state: stopped
+    service_manager: systemd
+    service_name: riskmgr.service
+    process_match: risk_manager
+    stop_timeout: 60
+    stop_force: true
+  register: __daemon_stop_result
+
+- name: Start the risk manager's systemd unit and wait until it reports schema v2
+  riskmgr_daemon:
+    state: started
+    service_manager: systemd
+    service_name: riskmgr.service
+    log_path: /opt/risk_manager/logs/riskmgr.log
+    expect_log_line: "Database schema version: 2"
+    process_match: risk_manager
+  register: __daemon_start_result
 """
 
 RETURN = r"""
@@ -114,12 +159,14 @@ was_running:
 killed:
   type: bool
   returned: always
-  description: Whether the daemon had to be stopped with SIGKILL.
+  description: Whether the daemon had to be stopped with SIGKILL (C(systemctl kill) under systemd).
   sample: false
 stop_requested_at:
   type: float
   returned: always
-  description: Host epoch time when SIGTERM was sent. null when nothing was stopped.
+  description:
+    - Host epoch time when SIGTERM was sent (C(systemctl stop --no-block) was run under systemd).
+      null when nothing was stopped.
   sample: 1795522051.4289
 stopped_at:
   type: float
@@ -129,12 +176,14 @@ stopped_at:
 stop_seconds:
   type: float
   returned: always
-  description: Seconds from SIGTERM to exit. null when nothing was stopped.
+  description: Seconds from the stop request to exit. null when nothing was stopped.
   sample: 0.583
 started_at:
   type: float
   returned: always
-  description: Host epoch time when the start command was launched. null when nothing was started.
+  description:
+    - Host epoch time when the start command (C(systemctl start) under systemd) was launched.
+      null when nothing was started.
   sample: 1795522063.9021
 healthy_at:
   type: float
@@ -158,12 +207,15 @@ log_line:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_daemon import ensure_started, ensure_stopped
+from ansible.module_utils.riskmgr_daemon import (
+    DaemonControl, PidfileControl, SystemdControl, split_command, start_daemon, stop_daemon)
 from ansible.module_utils.sqlite_common import RiskmgrError
 
 ARGUMENT_SPEC = {
     "state": {"type": "str", "required": True, "choices": ["stopped", "started"]},
-    "pidfile": {"type": "path", "required": True},
+    "service_manager": {"type": "str", "default": "command", "choices": ["command", "systemd"]},
+    "service_name": {"type": "str"},
+    "pidfile": {"type": "path"},
     "start_command": {"type": "raw"},
     "stop_timeout": {"type": "int", "default": 60},
     "stop_force": {"type": "bool", "default": False},
@@ -175,31 +227,51 @@ ARGUMENT_SPEC = {
 }
 
 
+def daemon_control(params: dict) -> DaemonControl:
+    if params["service_manager"] == "systemd":
+        return SystemdControl(params["service_name"])
+    start_argv = split_command(params["start_command"]) if params["state"] == "started" else None
+    return PidfileControl(params["pidfile"], start_argv)
+
+
 def run(module: AnsibleModule) -> dict:
     params = module.params
+    control = daemon_control(params)
     if params["state"] == "stopped":
-        return ensure_stopped(params["pidfile"], params["stop_timeout"], stop_force=params["stop_force"],
-                              process_match=params["process_match"], log_path=params["log_path"],
-                              check_mode=module.check_mode)
-    return ensure_started(params["pidfile"], params["start_command"], settle=params["settle"],
-                          start_timeout=params["start_timeout"], log_path=params["log_path"],
-                          expect_log_line=params["expect_log_line"], process_match=params["process_match"],
-                          check_mode=module.check_mode)
+        return stop_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
+                           process_match=params["process_match"], log_path=params["log_path"],
+                           check_mode=module.check_mode)
+    return start_daemon(control, settle=params["settle"], start_timeout=params["start_timeout"],
+                        log_path=params["log_path"], expect_log_line=params["expect_log_line"],
+                        process_match=params["process_match"], check_mode=module.check_mode)
+
+
+def subject(params: dict) -> str:
+    """What error messages are about: the pidfile, or the systemd unit."""
+    if params.get("service_manager") == "systemd":
+        return f"systemd unit {params.get('service_name')}"
+    return str(params.get("pidfile"))
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        required_if=[("state", "started", ["start_command"])],
+        required_if=[("service_manager", "command", ["pidfile"]),
+                     ("service_manager", "systemd", ["service_name"])],
         required_by={"expect_log_line": "log_path"},
         supports_check_mode=True,
     )
+    params = module.params
+    if params["service_manager"] == "command" and params["state"] == "started" and not params["start_command"]:
+        # required_if takes one condition; start_command is needed only for this pair of them.
+        module.fail_json(msg="service_manager is command and state is started but all of the following "
+                             "are missing: start_command")
     try:
         result = run(module)
     except RiskmgrError as err:
         module.fail_json(msg=str(err))
     except Exception as err:  # a bug: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{module.params['pidfile']}: unexpected {type(err).__name__}: {err}; "
+        module.fail_json(msg=f"{subject(module.params)}: unexpected {type(err).__name__}: {err}; "
                              "this is a bug in riskmgr_daemon, rerun with -vvv for the traceback",
                          exception=traceback.format_exc())
     module.exit_json(**result)

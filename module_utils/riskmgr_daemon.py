@@ -1,5 +1,10 @@
-"""Stop and start the risk manager daemon when its service manager is `command`: a pidfile
-and a start command that returns once the daemon is launched.
+"""Stop and start the risk manager daemon, whichever service manager runs it.
+
+Two service managers, one seam (DaemonControl: how to find the pid, how to stop, how to start):
+`command` is a pidfile plus a start command that returns once the daemon is launched, and
+`systemd` is a unit whose MainPID is the daemon. Everything else - waiting for the exit, the
+settle time, the log line written since the start, the timestamps - exists once, in
+stop_daemon() and start_daemon(), so both managers get the same health check.
 
 Plain Python, no Ansible import: pytest drives these functions against real processes, and
 library/riskmgr_daemon.py only wires them to Ansible. Every timestamp returned is the host's
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -23,6 +29,8 @@ KILL_WAIT_S = 10.0
 TAIL_LINES = 5
 STDERR_TAIL_CHARS = 400
 MAX_LOG_READ = 1024 * 1024  # lines written since a start: never read a whole multi-GB log
+SYSTEMCTL_TIMEOUT_S = 30.0  # show, stop --no-block and kill return at once; start has start_timeout
+STOPPED_UNIT_STATES = ("inactive", "failed")
 
 
 class DaemonError(RiskmgrError):
@@ -182,41 +190,194 @@ def split_command(start_command: str | list | None) -> list[str]:
     return argv
 
 
-def run_start_command(argv: list[str], timeout: float) -> None:
-    """Run the start command without a shell; it must return, with status 0, within timeout.
+def run_quietly(argv: list[str], timeout: float) -> tuple[int | None, str, str]:
+    """Run argv without a shell: (exit status, stdout, stderr); the status is None when it did
+    not return within timeout and was killed. OSError when it cannot be run at all.
 
     Its output goes to temp files rather than pipes: a daemon that keeps an inherited stdout
     open would otherwise make us wait for an EOF that never comes.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            # start_new_session: the daemon must not share the task's session or process group.
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                       start_new_session=True, close_fds=True)
-        except OSError as error:
-            raise DaemonError(f"start_command `{shlex.join(argv)}` could not be run: {error.strerror}; "
-                              "check the path and permissions of its executable") from error
+        # start_new_session: the daemon must not share the task's session or process group.
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                   start_new_session=True, close_fds=True)
         try:
             status = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise DaemonError(f"start_command `{shlex.join(argv)}` did not return within {timeout:g}s and "
-                              f"was killed ({output_tail(out, err)}); it must return once the daemon is "
-                              "launched (daemonize, or use a wrapper that does)") from None
-        if status != 0:
-            raise DaemonError(f"start_command `{shlex.join(argv)}` exited with status {status} "
-                              f"({output_tail(out, err)})")
+            status = None
+        texts = []
+        for handle in (out, err):
+            handle.seek(0)
+            texts.append(handle.read().decode("utf-8", "replace"))
+    return status, texts[0], texts[1]
 
 
-def output_tail(out, err) -> str:
+def run_start_command(argv: list[str], timeout: float) -> None:
+    """Run the start command without a shell; it must return, with status 0, within timeout."""
+    try:
+        status, out, err = run_quietly(argv, timeout)
+    except OSError as error:
+        raise DaemonError(f"start_command `{shlex.join(argv)}` could not be run: {error.strerror}; "
+                          "check the path and permissions of its executable") from error
+    if status is None:
+        raise DaemonError(f"start_command `{shlex.join(argv)}` did not return within {timeout:g}s and "
+                          f"was killed ({output_tail(out, err)}); it must return once the daemon is "
+                          "launched (daemonize, or use a wrapper that does)")
+    if status != 0:
+        raise DaemonError(f"start_command `{shlex.join(argv)}` exited with status {status} "
+                          f"({output_tail(out, err)})")
+
+
+def output_tail(out: str, err: str) -> str:
     texts = []
-    for name, handle in (("stderr", err), ("stdout", out)):
-        handle.seek(0)
-        text = handle.read().decode("utf-8", "replace").strip()
+    for name, text in (("stderr", err), ("stdout", out)):
+        text = text.strip()
         if text:
             texts.append(f"{name}: " + " | ".join(text[-STDERR_TAIL_CHARS:].splitlines()))
     return "; ".join(texts) or "no output"
+
+
+# --- the seam: how to find the pid, how to stop, how to start --------------------------------
+
+class DaemonControl:
+    """One service manager's way to find, stop and start the daemon.
+
+    label starts every error message (the pidfile, or "systemd unit NAME"); pid_source says
+    where a pid came from; stop_how names what asked the daemon to stop, for messages.
+    """
+
+    label = ""
+    pid_source = ""
+    stop_how = ""
+
+    def find_pid(self) -> int | None:
+        """The pid the service manager names for the daemon now, or None (it may be dead or stale)."""
+        raise NotImplementedError
+
+    def request_stop(self, pid: int) -> None:
+        """Ask the daemon to stop and return at once; the caller waits for pid to exit."""
+        raise NotImplementedError
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL the daemon and return at once."""
+        raise NotImplementedError
+
+    def launch(self, timeout: float) -> None:
+        """Launch the daemon; returns once the service manager says it launched."""
+        raise NotImplementedError
+
+    def wait_for_pid(self, old_pid: int | None, process_match: str | None, deadline: float,
+                     log_path: str | None, log_offset: int) -> int:
+        """The new daemon's pid after launch(); DaemonError when none appears by deadline."""
+        raise NotImplementedError
+
+
+class PidfileControl(DaemonControl):
+    """service_manager=command: the pid is in a pidfile, signals stop it, start_command launches it."""
+
+    pid_source = "from the pidfile"
+    stop_how = "SIGTERM"
+
+    def __init__(self, pidfile: str, start_argv: list[str] | None = None) -> None:
+        self.pidfile = pidfile
+        self.label = pidfile
+        self.start_argv = start_argv
+
+    def find_pid(self) -> int | None:
+        return read_pid(self.pidfile)
+
+    def request_stop(self, pid: int) -> None:
+        send_signal(pid, signal.SIGTERM, self.pidfile)
+
+    def kill(self, pid: int) -> None:
+        send_signal(pid, signal.SIGKILL, self.pidfile)
+
+    def launch(self, timeout: float) -> None:
+        run_start_command(self.start_argv, timeout)
+
+    def wait_for_pid(self, old_pid: int | None, process_match: str | None, deadline: float,
+                     log_path: str | None, log_offset: int) -> int:
+        return wait_for_new_pid(self.pidfile, old_pid, process_match, deadline, log_path, log_offset)
+
+
+class SystemdControl(DaemonControl):
+    """service_manager=systemd: the unit's MainPID is the daemon and systemctl stops and starts it."""
+
+    pid_source = "from MainPID"
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.label = f"systemd unit {unit}"
+        # --no-block: systemd queues the stop job and we time the exit ourselves, as with SIGTERM.
+        self.stop_how = f"`systemctl stop --no-block {unit}`"
+        self.systemctl = shutil.which("systemctl")
+        if not self.systemctl:
+            raise DaemonError(f"{self.label}: systemctl is not on PATH ({os.environ.get('PATH', '')}); "
+                              "service_manager=systemd needs systemd on the host, use "
+                              "service_manager=command on hosts without it")
+
+    def systemctl_output(self, *args: str, timeout: float = SYSTEMCTL_TIMEOUT_S) -> str:
+        """Run systemctl ARGS (an argv list, never a shell) and return its stdout; DaemonError on failure."""
+        shown = shlex.join(["systemctl", *args])
+        try:
+            status, out, err = run_quietly([self.systemctl, *args], timeout)
+        except OSError as error:
+            raise DaemonError(f"{self.label}: {self.systemctl} could not be run: {error.strerror}") from error
+        if status is None:
+            raise DaemonError(f"{self.label}: `{shown}` did not return within {timeout:g}s and was killed "
+                              f"({output_tail(out, err)}); see `journalctl -u {self.unit}`")
+        if status != 0:
+            raise DaemonError(f"{self.label}: `{shown}` exited with status {status} ({output_tail(out, err)}); "
+                              f"see `journalctl -u {self.unit}`")
+        return out
+
+    def show(self, prop: str) -> str:
+        return self.systemctl_output("show", f"--property={prop}", "--value", self.unit).strip()
+
+    def find_pid(self) -> int | None:
+        text = self.show("MainPID")
+        if not text.isdigit():
+            if not text:
+                return None
+            raise DaemonError(f"{self.label}: `systemctl show --property=MainPID` gave {text[:40]!r}, "
+                              "not a pid; check that service_name is a service unit")
+        return int(text) or None  # 0: systemd knows no main process
+
+    def request_stop(self, pid: int) -> None:
+        self.systemctl_output("stop", "--no-block", self.unit)
+
+    def kill(self, pid: int) -> None:
+        self.systemctl_output("kill", "--signal=SIGKILL", self.unit)
+
+    def launch(self, timeout: float) -> None:
+        self.systemctl_output("start", self.unit, timeout=timeout)
+
+    def wait_for_pid(self, old_pid: int | None, process_match: str | None, deadline: float,
+                     log_path: str | None, log_offset: int) -> int:
+        """MainPID once systemd reports one. A unit that is inactive or failed with no MainPID after
+        a successful start has already lost its daemon: say so now rather than at the deadline.
+
+        For Type=simple units systemctl start returns after systemd forks, possibly before the
+        exec, when the pid's command line is not yet the daemon's: process_match gets until the
+        deadline to match, and a pid that never does is returned for the health check to report.
+        """
+        while True:
+            pid = self.find_pid()
+            if pid is not None and (pid_is_running(pid, process_match) or time.monotonic() >= deadline):
+                return pid
+            if pid is not None:
+                time.sleep(POLL_S)
+                continue
+            state = self.show("ActiveState")
+            if state in STOPPED_UNIT_STATES or time.monotonic() >= deadline:
+                what = (f"is {state} with no MainPID: the daemon exited at once" if state in STOPPED_UNIT_STATES
+                        else f"still has no MainPID (ActiveState {state or 'unknown'}) after the start timeout")
+                raise DaemonError(f"{self.label}: `systemctl start {self.unit}` returned but the unit {what} "
+                                  f"({log_tail_text(log_path, log_offset)}); fix the cause shown in the log "
+                                  f"and in `journalctl -u {self.unit}`, then rerun")
+            time.sleep(POLL_S)
 
 
 # --- stop and start ----------------------------------------------------------------------------
@@ -231,7 +392,25 @@ def ensure_stopped(pidfile: str, stop_timeout: float, stop_force: bool = False,
                    process_match: str | None = None, log_path: str | None = None,
                    check_mode: bool = False) -> dict:
     """SIGTERM the daemon and wait for it to exit; with stop_force, SIGKILL it after stop_timeout."""
-    pid = read_pid(pidfile)
+    return stop_daemon(PidfileControl(pidfile), stop_timeout, stop_force=stop_force,
+                       process_match=process_match, log_path=log_path, check_mode=check_mode)
+
+
+def ensure_started(pidfile: str, start_command: str | list | None, settle: float = 2.0,
+                   start_timeout: float = 30.0, log_path: str | None = None,
+                   expect_log_line: str | None = None, process_match: str | None = None,
+                   check_mode: bool = False) -> dict:
+    """Start the daemon unless it runs; require it alive after settle s and, if asked, its log line."""
+    control = PidfileControl(pidfile, split_command(start_command))
+    return start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
+                        expect_log_line=expect_log_line, process_match=process_match, check_mode=check_mode)
+
+
+def stop_daemon(control: DaemonControl, stop_timeout: float, stop_force: bool = False,
+                process_match: str | None = None, log_path: str | None = None,
+                check_mode: bool = False) -> dict:
+    """Ask the daemon to stop and wait for it to exit; with stop_force, SIGKILL it after stop_timeout."""
+    pid = control.find_pid()
     if not pid_is_running(pid, process_match):
         return empty_result()
     result = empty_result(pid=pid, was_running=True)
@@ -241,31 +420,29 @@ def ensure_stopped(pidfile: str, stop_timeout: float, stop_force: bool = False,
     log_offset = log_size(log_path)
     result["stop_requested_at"] = time.time()
     began = time.monotonic()
-    send_signal(pid, signal.SIGTERM, pidfile)
+    control.request_stop(pid)
     if not wait_for_exit(pid, stop_timeout):
         if not stop_force:
-            raise DaemonError(f"{pidfile}: pid {pid} is still running {stop_timeout:g}s after SIGTERM and was "
-                              f"left running ({log_tail_text(log_path, log_offset)}); find out why it does not "
-                              "stop, or rerun with stop_force enabled to SIGKILL it")
-        send_signal(pid, signal.SIGKILL, pidfile)
+            raise DaemonError(f"{control.label}: pid {pid} is still running {stop_timeout:g}s after "
+                              f"{control.stop_how} and was left running ({log_tail_text(log_path, log_offset)}); "
+                              "find out why it does not stop, or rerun with stop_force enabled to SIGKILL it")
+        control.kill(pid)
         result["killed"] = True
         if not wait_for_exit(pid, KILL_WAIT_S):
-            raise DaemonError(f"{pidfile}: pid {pid} survived SIGKILL for {KILL_WAIT_S:g}s (state "
+            raise DaemonError(f"{control.label}: pid {pid} survived SIGKILL for {KILL_WAIT_S:g}s (state "
                               f"{process_state(pid)}: stuck in the kernel, usually on I/O); check the host")
     result["stopped_at"] = time.time()
     result["stop_seconds"] = round(time.monotonic() - began, 3)
     return result
 
 
-def ensure_started(pidfile: str, start_command: str | list | None, settle: float = 2.0,
-                   start_timeout: float = 30.0, log_path: str | None = None,
-                   expect_log_line: str | None = None, process_match: str | None = None,
-                   check_mode: bool = False) -> dict:
+def start_daemon(control: DaemonControl, settle: float = 2.0, start_timeout: float = 30.0,
+                 log_path: str | None = None, expect_log_line: str | None = None,
+                 process_match: str | None = None, check_mode: bool = False) -> dict:
     """Start the daemon unless it runs; require it alive after settle s and, if asked, its log line."""
-    argv = split_command(start_command)
     if expect_log_line and not log_path:
-        raise DaemonError(f"{pidfile}: expect_log_line needs log_path, the daemon's log file")
-    old_pid = read_pid(pidfile)
+        raise DaemonError(f"{control.label}: expect_log_line needs log_path, the daemon's log file")
+    old_pid = control.find_pid()
     if pid_is_running(old_pid, process_match):
         return empty_result(pid=old_pid, was_running=True)
     result = empty_result()
@@ -275,10 +452,10 @@ def ensure_started(pidfile: str, start_command: str | list | None, settle: float
     log_offset = log_size(log_path)
     result["started_at"] = time.time()
     began = time.monotonic()
-    run_start_command(argv, start_timeout)
-    pid = wait_for_new_pid(pidfile, old_pid, process_match, began + start_timeout, log_path, log_offset)
+    control.launch(start_timeout)
+    pid = control.wait_for_pid(old_pid, process_match, began + start_timeout, log_path, log_offset)
     result["pid"] = pid
-    result["log_line"] = wait_until_healthy(pid, pidfile, process_match, began, settle, start_timeout,
+    result["log_line"] = wait_until_healthy(pid, control, process_match, began, settle, start_timeout,
                                             log_path, expect_log_line, log_offset)
     result["healthy_at"] = time.time()
     result["start_seconds"] = round(time.monotonic() - began, 3)
@@ -300,7 +477,7 @@ def wait_for_new_pid(pidfile: str, old_pid: int | None, process_match: str | Non
         time.sleep(POLL_S)
 
 
-def wait_until_healthy(pid: int, pidfile: str, process_match: str | None, began: float, settle: float,
+def wait_until_healthy(pid: int, control: DaemonControl, process_match: str | None, began: float, settle: float,
                        start_timeout: float, log_path: str | None, expected: str | None,
                        log_offset: int) -> str | None:
     """Poll until pid has stayed alive for settle s and (if expected) logged the line since the start.
@@ -316,27 +493,27 @@ def wait_until_healthy(pid: int, pidfile: str, process_match: str | None, began:
         if expected and line is None:
             line = find_log_line(log_path, log_offset, expected)
         if not alive:
-            raise DaemonError(exited_message(pid, pidfile, process_match, began, expected, line,
+            raise DaemonError(exited_message(pid, control, process_match, began, expected, line,
                                              log_path, log_offset))
         now = time.monotonic()
         if now >= settled_at and (line is not None or not expected):
             return line
         if now >= deadline:
-            raise DaemonError(f"{pidfile}: pid {pid} is running but did not log {expected!r} to {log_path} "
+            raise DaemonError(f"{control.label}: pid {pid} is running but did not log {expected!r} to {log_path} "
                               f"within {start_timeout:g}s of the start and was left running "
                               f"({log_tail_text(log_path, log_offset)}); check the log and the database")
         time.sleep(POLL_S)
 
 
-def exited_message(pid: int, pidfile: str, process_match: str | None, began: float, expected: str | None,
-                   line: str | None, log_path: str | None, log_offset: int) -> str:
+def exited_message(pid: int, control: DaemonControl, process_match: str | None, began: float,
+                   expected: str | None, line: str | None, log_path: str | None, log_offset: int) -> str:
     after = time.monotonic() - began
     if process_state(pid) is not None and process_match and process_match not in process_cmdline(pid):
-        what = f"pid {pid} from the pidfile is not a process matching {process_match!r}"
+        what = f"pid {pid} {control.pid_source} is not a process matching {process_match!r}"
     else:
         what = f"pid {pid} exited {after:.1f}s after the start (before the settle time passed)"
     seen = ""
     if expected:
         seen = f"; it had logged {expected!r}" if line else f"; it never logged {expected!r}"
-    return (f"{pidfile}: {what}{seen} ({log_tail_text(log_path, log_offset)}); fix the cause shown in the "
+    return (f"{control.label}: {what}{seen} ({log_tail_text(log_path, log_offset)}); fix the cause shown in the "
             "log, then rerun")

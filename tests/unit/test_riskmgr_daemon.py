@@ -1,6 +1,7 @@
 """riskmgr_daemon against real processes: the stand-in daemon on a real v1/v2 database."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -14,10 +15,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ansible.module_utils.testing import patch_module_args
 from ansible_run import load_library_module, run_module
 from riskmgr_daemon import (
-    DaemonError, ensure_started, ensure_stopped, find_log_line, log_size, pid_is_running, process_state,
-    read_log_since, read_pid, run_start_command, scan_log_since, split_command, wait_for_exit)
+    DaemonError, SystemdControl, ensure_started, ensure_stopped, find_log_line, log_size, pid_is_running,
+    process_cmdline, process_state, read_log_since, read_pid, run_start_command, scan_log_since, split_command,
+    start_daemon, stop_daemon, wait_for_exit)
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tools" / "riskmgr_standin.py"
@@ -66,6 +69,12 @@ class Host:
     def helper(self, argv: list[str]) -> subprocess.Popen:
         process = subprocess.Popen(argv)
         self.helpers.append(process)
+        # Popen returns once the exec has begun, but the kernel publishes the new /proc/PID/cmdline
+        # a moment later (it reads empty until then): wait, or a process_match check races it.
+        deadline = time.monotonic() + 5
+        while (argv[0] not in process_cmdline(process.pid) and process_state(process.pid) not in (None, "Z")
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
         return process
 
     def track(self, pid: int | None) -> None:
@@ -316,7 +325,8 @@ def test_unexpected_error_is_one_line_with_the_traceback_kept(host, monkeypatch)
         raise SystemExit(1)
 
     # Only the Ansible boundary is faked; it skips argument validation, so a None reaches the code.
-    params = {"state": "started", "pidfile": str(host.pidfile), "start_command": ["true"], "settle": 0.1,
+    params = {"state": "started", "service_manager": "command", "pidfile": str(host.pidfile),
+              "start_command": ["true"], "settle": 0.1,
               "start_timeout": None, "log_path": None, "expect_log_line": None, "process_match": None}
     fake = SimpleNamespace(params=params, check_mode=False, fail_json=fail_json)
     monkeypatch.setattr(library_module, "AnsibleModule", lambda **_: fake)
@@ -325,3 +335,251 @@ def test_unexpected_error_is_one_line_with_the_traceback_kept(host, monkeypatch)
     assert failures[0]["msg"].startswith(f"{host.pidfile}: unexpected TypeError: ")
     assert failures[0]["msg"].endswith("this is a bug in riskmgr_daemon, rerun with -vvv for the traceback")
     assert "Traceback (most recent call last)" in failures[0]["exception"]
+
+
+# --- service_manager=systemd, against a fake systemctl that runs the real stand-in ---------------
+
+# The one fake is systemctl itself: a real executable first on PATH, so the module's argv reach it
+# exactly as they would reach systemd. It knows the units in units.json next to it; a unit is the
+# stand-in daemonized with its pidfile, and MainPID is that pidfile's pid while it is alive.
+# Any argv it does not implement fails loudly (status 64), so the exact systemctl calls are tested.
+FAKE_SYSTEMCTL = '''#!{python}
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STANDIN = {standin!r}
+
+
+def unit_config(unit):
+    return json.loads((HERE / "units.json").read_text()).get(unit)
+
+
+def main_pid(config):
+    """The pidfile's pid while it is a live (not zombie) process, else 0, as systemd reports it."""
+    try:
+        pid = int(Path(config["pidfile"]).read_text().split()[0])
+        with open(f"/proc/{{pid}}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0 if state == b"Z" else pid
+
+
+def active_state(config):
+    if main_pid(config):
+        return "active"
+    return "failed" if Path(config["pidfile"]).exists() else "inactive"  # a clean stop removes it
+
+
+def start(config):
+    if main_pid(config):
+        return 0
+    argv = [sys.executable, STANDIN, "--db", config["db"], "--pidfile", config["pidfile"],
+            "--log", config["log"], "--interval-ms", "20", *config["extra"]]
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
+
+
+def signal_main(config, signum):
+    pid = main_pid(config)
+    if pid:
+        os.kill(pid, signum)
+    return 0
+
+
+def main(args):
+    unit = args[-1] if args else ""
+    config = unit_config(unit)
+    if args == ["show", "--property=MainPID", "--value", unit]:
+        print(main_pid(config) if config else 0)
+        return 0
+    if args == ["show", "--property=ActiveState", "--value", unit]:
+        print(active_state(config) if config else "inactive")
+        return 0
+    if args[:-1] not in (["start"], ["stop", "--no-block"], ["kill", "--signal=SIGKILL"]):
+        sys.stderr.write(f"fake systemctl: unsupported arguments {{args}}\\n")
+        return 64
+    if config is None:
+        sys.stderr.write(f"Failed to {{args[0]}} {{unit}}: Unit {{unit}} not found.\\n")
+        return 5
+    if args[0] == "start":
+        return start(config)
+    return signal_main(config, signal.SIGTERM if args[0] == "stop" else signal.SIGKILL)
+
+
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+class SystemdHost(Host):
+    """Host files plus a fake systemctl in tmp_path/bin that manages them as riskmgr.service."""
+
+    unit = "riskmgr.service"
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        systemctl = self.bin / "systemctl"
+        systemctl.write_text(FAKE_SYSTEMCTL.format(python=sys.executable, standin=str(STANDIN)))
+        systemctl.chmod(0o755)
+        self.path = f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.configure()
+
+    def configure(self, *extra: str) -> None:
+        """The unit's definition: the stand-in's files and extra flags such as --ignore-sigterm."""
+        config = {self.unit: {"db": str(self.db), "pidfile": str(self.pidfile), "log": str(self.log),
+                              "extra": list(extra)}}
+        (self.bin / "units.json").write_text(json.dumps(config))
+
+    def start(self, *extra: str, **options) -> dict:
+        self.configure(*extra)
+        try:
+            result = start_daemon(SystemdControl(self.unit), log_path=str(self.log), **{**FAST, **options})
+        finally:
+            self.track(read_pid(str(self.pidfile)))
+        self.track(result["pid"])
+        return result
+
+    def stop(self, **options) -> dict:
+        return stop_daemon(SystemdControl(self.unit), options.pop("stop_timeout", 5), log_path=str(self.log),
+                           **options)
+
+
+@pytest.fixture
+def systemd(tmp_path, monkeypatch):
+    files = SystemdHost(tmp_path)
+    monkeypatch.setenv("PATH", files.path)
+    yield files
+    files.cleanup()
+
+
+def test_systemd_round_trip_has_the_same_health_check_and_timestamps(systemd):
+    started = systemd.start(expect_log_line="Database schema version: 1")
+    assert started["changed"] and not started["was_running"]
+    assert started["log_line"].endswith("INFO Database schema version: 1")
+    assert started["started_at"] <= started["healthy_at"] and started["start_seconds"] >= FAST["settle"]
+    assert started["pid"] == read_pid(str(systemd.pidfile))  # MainPID is the daemon that wrote the pidfile
+    assert pid_is_running(started["pid"], "riskmgr_standin")
+    rows = enforcement_count(systemd.db)
+    time.sleep(0.2)
+    assert enforcement_count(systemd.db) > rows
+
+    again = systemd.start(expect_log_line="Database schema version: 1")
+    assert not again["changed"] and again["was_running"] and again["pid"] == started["pid"]
+    assert again["started_at"] is None
+
+    stranger = systemd.stop(process_match="not_the_daemon")  # MainPID is checked like a pidfile's pid
+    assert not stranger["changed"] and not stranger["was_running"]
+    time.sleep(0.1)
+    assert pid_is_running(started["pid"], "riskmgr_standin")
+
+    stopped = systemd.stop(process_match="riskmgr_standin")
+    assert stopped["changed"] and stopped["was_running"] and not stopped["killed"]
+    assert stopped["pid"] == started["pid"] and not pid_is_running(started["pid"])
+    assert 0 <= stopped["stop_seconds"] < 5 and stopped["stop_requested_at"] <= stopped["stopped_at"]
+    assert "stopped after" in systemd.log.read_text().splitlines()[-1]  # SIGTERM, a clean stop
+    assert not systemd.stop()["changed"]
+
+    back = systemd.start(expect_log_line="Database schema version: 1")
+    assert back["changed"] and back["pid"] != started["pid"]
+    assert back["healthy_at"] - stopped["stop_requested_at"] > FAST["settle"]
+
+
+def test_systemd_start_of_a_daemon_that_refuses_the_schema_fails_at_once_with_its_log(systemd):
+    systemd.make_v2()
+    began = time.monotonic()
+    with pytest.raises(DaemonError) as caught:
+        systemd.start("--refuse-version", "2", expect_log_line="Database schema version: 2", start_timeout=10)
+    assert time.monotonic() - began < 5  # it saw the exit; it did not wait out start_timeout
+    message = str(caught.value)
+    # Whether MainPID was read before the daemon exited is a race; both messages say it exited.
+    assert message.startswith(f"systemd unit {systemd.unit}: ")
+    assert ("after the start (before the settle time passed)" in message
+            or f"`systemctl start {systemd.unit}` returned but the unit is failed with no MainPID: the daemon "
+               "exited at once" in message)
+    assert f"last lines of {systemd.log}: " in message
+    assert "ERROR schema version 2 is not supported by this build; refusing to run" in message
+    assert "\n" not in message
+    assert not pid_is_running(read_pid(str(systemd.pidfile)))
+
+
+def test_systemctl_start_failure_is_one_line_with_stderr_and_the_journal_hint(systemd):
+    with pytest.raises(DaemonError) as caught:
+        start_daemon(SystemdControl("nosuch.service"), **FAST)
+    assert str(caught.value) == (
+        "systemd unit nosuch.service: `systemctl start nosuch.service` exited with status 5 (stderr: Failed to "
+        "start nosuch.service: Unit nosuch.service not found.); see `journalctl -u nosuch.service`")
+
+
+def test_systemd_daemon_that_ignores_sigterm_is_left_running_unless_forced(systemd):
+    pid = systemd.start("--ignore-sigterm")["pid"]
+    with pytest.raises(DaemonError) as caught:
+        systemd.stop(stop_timeout=0.5)
+    assert str(caught.value) == (
+        f"systemd unit {systemd.unit}: pid {pid} is still running 0.5s after `systemctl stop --no-block "
+        f"{systemd.unit}` and was left running (nothing written to {systemd.log} since the start); find out why "
+        "it does not stop, or rerun with stop_force enabled to SIGKILL it")
+    time.sleep(0.1)
+    assert pid_is_running(pid, "riskmgr_standin")
+    forced = systemd.stop(stop_timeout=0.5, stop_force=True)
+    assert forced["changed"] and forced["killed"] and forced["stopped_at"] >= forced["stop_requested_at"]
+    assert not pid_is_running(pid)
+    assert not systemd.stop()["changed"]
+
+
+def test_systemd_check_mode_neither_starts_nor_stops(systemd):
+    predicted = start_daemon(SystemdControl(systemd.unit), log_path=str(systemd.log), check_mode=True, **FAST)
+    assert predicted["changed"] and predicted["pid"] is None and predicted["started_at"] is None
+    assert not systemd.pidfile.exists() and not systemd.log.exists()
+    pid = systemd.start()["pid"]
+    predicted = stop_daemon(SystemdControl(systemd.unit), 5, check_mode=True)
+    assert predicted["changed"] and predicted["pid"] == pid and predicted["stop_requested_at"] is None
+    time.sleep(0.1)
+    assert pid_is_running(pid, "riskmgr_standin")
+
+
+def test_systemd_without_systemctl_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DaemonError, match=rf"^systemd unit riskmgr.service: systemctl is not on PATH "
+                                          rf"\({tmp_path}\); service_manager=systemd needs systemd on the host"):
+        SystemdControl("riskmgr.service")
+
+
+def test_systemd_module_through_ansible(systemd):
+    env = {"PATH": systemd.path}
+    args = {"service_manager": "systemd", "service_name": systemd.unit, "log_path": str(systemd.log),
+            "expect_log_line": "Database schema version: 1", "settle": 0.3, "start_timeout": 10,
+            "process_match": "riskmgr_standin"}
+    predicted = run_module("riskmgr_daemon", {**args, "state": "started"}, check=True, env=env)
+    assert predicted["changed"] and not predicted["failed"], predicted
+    assert not systemd.pidfile.exists()
+
+    started = run_module("riskmgr_daemon", {**args, "state": "started"}, env=env)
+    systemd.track(started.get("pid"))
+    assert started["changed"] and not started["failed"], started
+    assert started["log_line"].endswith("INFO Database schema version: 1")
+    assert started["pid"] == read_pid(str(systemd.pidfile)) and pid_is_running(started["pid"], "riskmgr_standin")
+
+    stopped = run_module("riskmgr_daemon", {**args, "state": "stopped"}, env=env)
+    assert stopped["changed"] and stopped["pid"] == started["pid"] and not pid_is_running(started["pid"])
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"state": "stopped", "service_manager": "systemd"},
+     "service_manager is systemd but all of the following are missing: service_name"),
+    ({"state": "stopped"}, "service_manager is command but all of the following are missing: pidfile"),
+    ({"state": "started", "pidfile": "/run/riskmgr.pid"},
+     "service_manager is command and state is started but all of the following are missing: start_command"),
+])
+def test_arguments_each_service_manager_needs(args, message, capsys):
+    # The real AnsibleModule, in process: ansible-core's patch_module_args feeds it the arguments.
+    library_module = load_library_module("riskmgr_daemon")
+    with patch_module_args(args), pytest.raises(SystemExit):
+        library_module.main()
+    result = json.loads(capsys.readouterr().out)
+    assert result["failed"] and result["msg"] == message
