@@ -204,12 +204,11 @@ log_line:
   sample: "2026-11-24T12:00:00.123Z INFO Database schema version: 2"
 """
 
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.riskmgr_daemon import (
     DaemonControl, PidfileControl, SystemdControl, split_command, start_daemon, stop_daemon)
-from ansible.module_utils.sqlite_common import RiskmgrError
+from ansible.module_utils.sqlite_common import run_module_guarded
 
 ARGUMENT_SPEC = {
     "state": {"type": "str", "required": True, "choices": ["stopped", "started"]},
@@ -266,14 +265,7 @@ def main() -> None:
         # required_if takes one condition; start_command is needed only for this pair of them.
         module.fail_json(msg="service_manager is command and state is started but all of the following "
                              "are missing: start_command")
-    try:
-        result = run(module)
-    except RiskmgrError as err:
-        module.fail_json(msg=str(err))
-    except Exception as err:  # a bug: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{subject(module.params)}: unexpected {type(err).__name__}: {err}; "
-                             "this is a bug in riskmgr_daemon, rerun with -vvv for the traceback",
-                         exception=traceback.format_exc())
+    result = run_module_guarded(module, run, subject(module.params), "see the daemon's log")
     module.exit_json(**result)
 
 

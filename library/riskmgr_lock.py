@@ -105,11 +105,10 @@ broke:
   sample: null
 """
 
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_lock import LockError, acquire, describe_holder, release
-from ansible.module_utils.sqlite_common import RiskmgrError
+from ansible.module_utils.riskmgr_lock import acquire, describe_holder, release
+from ansible.module_utils.sqlite_common import run_module_guarded
 
 ARGUMENT_SPEC = {
     "path": {"type": "path", "required": True},
@@ -142,17 +141,7 @@ def main() -> None:
         required_if=[("state", "present", ["owner"])],
         supports_check_mode=True,
     )
-    try:
-        result = run(module)
-    except LockError as err:
-        # The holder goes back with the failure, for playbooks that check whether it is alive.
-        module.fail_json(msg=str(err), holder=err.holder, acquired=False)
-    except RiskmgrError as err:
-        module.fail_json(msg=str(err))
-    except Exception as err:  # a bug: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{module.params['path']}: unexpected {type(err).__name__}: {err}; "
-                             "this is a bug in riskmgr_lock, rerun with -vvv for the traceback",
-                         exception=traceback.format_exc())
+    result = run_module_guarded(module, run, module.params["path"], "the lock was left as it was")
     module.exit_json(**result)
 
 

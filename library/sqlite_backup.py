@@ -149,12 +149,10 @@ pruned:
   sample: [/opt/risk_manager/data/backups/state_v1_20261001T120000000000Z.db]
 """
 
-import sqlite3
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_backups import backup_database
-from ansible.module_utils.sqlite_common import RiskmgrError, sqlite_error_text
+from ansible.module_utils.sqlite_common import run_module_guarded
 
 
 def run(module: AnsibleModule) -> dict:
@@ -177,17 +175,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        result = run(module)
-    except RiskmgrError as err:
-        module.fail_json(msg=str(err))
-    except sqlite3.Error as err:
-        module.fail_json(msg=f"{sqlite_error_text(module.params['path'], err, module.params['busy_timeout'])}; "
-                             "no backup was written")
-    except Exception as err:  # a bug: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{module.params['path']}: unexpected error {type(err).__name__}: {err}; "
-                             f"check {module.params['backup_dir']} for a leftover .tmp- file",
-                         exception=traceback.format_exc())
+    result = run_module_guarded(module, run, module.params["path"],
+                                f"no backup was written (check {module.params['backup_dir']} for a leftover .tmp- file)")
     module.exit_json(**result)
 
 

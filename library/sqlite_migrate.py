@@ -82,10 +82,9 @@ data_dropped:
 schema_warnings: {description: Differences that did not block the migration., type: list, elements: str, returned: always}
 """
 
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_common import RiskmgrError
+from ansible.module_utils.sqlite_common import run_module_guarded
 from ansible.module_utils.sqlite_migration import migrate_database
 
 
@@ -108,13 +107,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        result = run(module)
-    except RiskmgrError as err:
-        module.fail_json(msg=str(err))
-    except Exception as err:  # an engine bug: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{module.params['path']}: unexpected error {type(err).__name__}: {err}; "
-                             "the transaction was not committed", exception=traceback.format_exc())
+    result = run_module_guarded(module, run, module.params["path"], "the transaction was not committed")
     for warning in result.get("schema_warnings", []):
         module.warn(warning)
     module.exit_json(**result)

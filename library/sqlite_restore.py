@@ -146,12 +146,10 @@ seconds:
   sample: 0.31
 """
 
-import sqlite3
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_backups import restore_database
-from ansible.module_utils.sqlite_common import RiskmgrError, sqlite_error_text
+from ansible.module_utils.sqlite_common import run_module_guarded
 
 
 def run(module: AnsibleModule) -> dict:
@@ -177,17 +175,7 @@ def main() -> None:
         required_together=[["backup_dir", "schema_version"]],
         supports_check_mode=True,
     )
-    try:
-        result = run(module)
-    except RiskmgrError as err:
-        module.fail_json(msg=str(err))
-    except sqlite3.Error as err:
-        module.fail_json(msg=f"{sqlite_error_text(module.params['path'], err, module.params['busy_timeout'])}; "
-                             "nothing was restored")
-    except Exception as err:  # a bug: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{module.params['path']}: unexpected error {type(err).__name__}: {err}; "
-                             "check the database directory for a leftover .tmp- file and kept files",
-                         exception=traceback.format_exc())
+    result = run_module_guarded(module, run, module.params["path"], "nothing was restored")
     for pid, files in sorted(result["open_by"].items()):
         module.warn(f"{module.params['path']}: pid {pid} has {', '.join(files)} open; a real run refuses until "
                     "the daemon is stopped")

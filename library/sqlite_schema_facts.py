@@ -107,10 +107,9 @@ integrity:
   sample: {level: integrity, ok: true, errors: [], seconds: 0.4}
 """
 
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_common import RiskmgrError
+from ansible.module_utils.sqlite_common import run_module_guarded
 from ansible.module_utils.sqlite_facts import gather
 
 
@@ -139,13 +138,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        result = run(module)
-    except RiskmgrError as err:
-        module.fail_json(msg=str(err))
-    except Exception as err:  # an engine bug: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{module.params['path']}: unexpected error {type(err).__name__}: {err}",
-                         exception=traceback.format_exc())
+    result = run_module_guarded(module, run, module.params["path"], "nothing was written")
     module.exit_json(**result)
 
 

@@ -111,10 +111,9 @@ schema_warnings:
 seconds: {description: Duration of the verification., type: float, returned: always, sample: 0.0421}
 """
 
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_common import RiskmgrError
+from ansible.module_utils.sqlite_common import run_module_guarded
 from ansible.module_utils.sqlite_verification import (
     INTEGRITY_LEVELS, ROW_COUNT_MODES, failure_message, verify_database)
 
@@ -141,14 +140,8 @@ def main() -> None:
         },
         supports_check_mode=True,  # read-only: check mode runs the very same checks
     )
-    try:
-        result = run(module)
-    except RiskmgrError as err:
-        module.fail_json(msg=str(err))
-    except Exception as err:  # a bug in the checks: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{module.params['path']}: unexpected error {type(err).__name__}: {err}; "
-                             "nothing was written, the verification did not finish",
-                         exception=traceback.format_exc())
+    result = run_module_guarded(module, run, module.params["path"],
+                                "nothing was written, the verification did not finish")
     for warning in result["schema_warnings"]:
         module.warn(warning)
     if not result["ok"]:

@@ -30,6 +30,7 @@ class LockError(RiskmgrError):
     def __init__(self, message: str, holder: dict | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+        self.fail_result = {"holder": holder, "acquired": False}
 
 
 def read_lock(path: str) -> dict | None:

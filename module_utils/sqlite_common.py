@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import traceback
 from contextlib import closing
 from pathlib import Path
 
@@ -17,7 +18,13 @@ DEFAULT_BUSY_TIMEOUT_S = 10.0
 
 
 class RiskmgrError(Exception):
-    """An expected failure with operator-ready text: what is wrong, with which file, what to do."""
+    """An expected failure with operator-ready text: what is wrong, with which file, what to do.
+
+    fail_result holds extra keys for the task result (a lock's holder, say), for playbooks
+    that tolerate the failure and look closer.
+    """
+
+    fail_result: dict = {}
 
 
 class MigrationError(RiskmgrError):
@@ -168,3 +175,23 @@ def readonly_row_counts(path: str | os.PathLike) -> dict[str, int]:
             return table_row_counts(conn)
         finally:
             conn.execute("COMMIT")
+
+
+def run_module_guarded(module, work, subject: str, after_failure: str) -> dict:
+    """Run a module's work; every failure ends as one fail_json line naming subject, never a traceback.
+
+    module is the AnsibleModule (only fail_json and params are used, so module_utils stays
+    free of Ansible imports); after_failure says what the operator can rely on, such as
+    "no backup was written". An unexpected error keeps its traceback for -vvv.
+    """
+    try:
+        return work(module)
+    except RiskmgrError as err:
+        module.fail_json(msg=str(err), **err.fail_result)
+    except sqlite3.Error as err:
+        busy = module.params.get("busy_timeout") or DEFAULT_BUSY_TIMEOUT_S
+        module.fail_json(msg=f"{sqlite_error_text(subject, err, busy)}; {after_failure}")
+    except Exception as err:  # a bug: one line for the operator, the traceback at -vvv
+        module.fail_json(msg=f"{subject}: unexpected {type(err).__name__}: {err}; {after_failure}; "
+                             "this is a bug, rerun with -vvv for the traceback", exception=traceback.format_exc())
+    raise AssertionError("fail_json returned")  # fail_json exits; a fake that does not is a test bug

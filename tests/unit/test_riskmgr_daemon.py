@@ -333,7 +333,7 @@ def test_unexpected_error_is_one_line_with_the_traceback_kept(host, monkeypatch)
     with pytest.raises(SystemExit):
         library_module.main()
     assert failures[0]["msg"].startswith(f"{host.pidfile}: unexpected TypeError: ")
-    assert failures[0]["msg"].endswith("this is a bug in riskmgr_daemon, rerun with -vvv for the traceback")
+    assert failures[0]["msg"].endswith("this is a bug, rerun with -vvv for the traceback")
     assert "Traceback (most recent call last)" in failures[0]["exception"]
 
 
