@@ -280,6 +280,17 @@ def test_migrate_without_confirmation_and_terminal_stops_before_any_change(quiet
     assert fleet.pids() == pids and all(fleet.logged_versions(h) == [1] for h in fleet.hosts)
 
 
+def test_rehearsal_measures_the_migration_on_a_copy_and_leaves_nothing_behind(quiet_v1_fleet):
+    fleet = quiet_v1_fleet
+    files, pids = fleet.snapshot(), fleet.pids()
+    run = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_rehearse=true")  # measured, then not confirmed
+    assert run.returncode != 0 and "Not confirmed: nothing was changed on any host" in run.output
+    measured = re.findall(r"expected downtime: ([0-9.]+) s of migration measured on a copy", run.stdout)
+    assert len(measured) == len(fleet.hosts) and all(float(seconds) > 0 for seconds in measured)
+    assert fleet.snapshot() == files  # the copy lived in the private staging directory, now removed
+    assert fleet.pids() == pids and all(fleet.logged_versions(h) == [1] for h in fleet.hosts)
+
+
 # --- (e) downgrade ------------------------------------------------------------------------------
 
 def test_downgrade_keeps_every_row_written_after_the_migration(tmp_path):
