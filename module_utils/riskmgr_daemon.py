@@ -508,7 +508,8 @@ def wait_until_healthy(pid: int, control: DaemonControl, process_match: str | No
 def exited_message(pid: int, control: DaemonControl, process_match: str | None, began: float,
                    expected: str | None, line: str | None, log_path: str | None, log_offset: int) -> str:
     after = time.monotonic() - began
-    if process_state(pid) is not None and process_match and process_match not in process_cmdline(pid):
+    # A zombie has exited too: its cmdline reads empty until it is reaped, which is no mismatch.
+    if process_state(pid) not in (None, "Z", "X", "x") and process_match and process_match not in process_cmdline(pid):
         what = f"pid {pid} {control.pid_source} is not a process matching {process_match!r}"
     else:
         what = f"pid {pid} exited {after:.1f}s after the start (before the settle time passed)"
