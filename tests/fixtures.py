@@ -134,6 +134,25 @@ def missing_db(tmp_path) -> Path:
     return tmp_path / "state.db"
 
 
+# A writer that commits row pairs until the test creates its stop file (argv: db, stop file).
+WRITER = r"""
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+n = 0
+while not os.path.exists(sys.argv[2]):  # commit pairs until the test creates the stop file
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO trade_history (account_id, contract_id, side, quantity, price, pnl, timestamp) "
+                 "VALUES (1, 'CON.F.US.MNQ.Z26', 0, 1, 1.0, 0.0, 'now')")
+    conn.execute("INSERT INTO enforcement_log (account_id, rule_id, action, reason, success, timestamp) "
+                 "VALUES (1, 'RULE-LIVE', 'ALERT', 'pair', 1, 'now')")
+    conn.execute("COMMIT")
+    n += 1
+    if n == 1:
+        print("writing", flush=True)
+print(n, flush=True)
+"""
+
+
 LOCK_HOLDER = r"""
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)

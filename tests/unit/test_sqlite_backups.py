@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from fixtures import row_counts, sha256
+from fixtures import WRITER, row_counts, sha256
 from make_state_db import commit_rows_only_to_wal
 from sqlite_backups import (
     BackupEntry, backup_database, backup_file_name, check_free_space, create_exclusive, list_backups,
@@ -92,24 +92,6 @@ def test_rows_only_in_the_wal_are_in_the_backup(v1_wal_db, tmp_path):
     assert not Path(f"{backup}-wal").exists()
     assert json.loads(manifest_path(backup).read_text())["row_counts"]["enforcement_log"] == 2025
     assert Path(f"{v1_wal_db}-wal").stat().st_size > 0  # the live WAL was not checkpointed by us
-
-
-WRITER = r"""
-import os, sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
-n = 0
-while not os.path.exists(sys.argv[2]):  # commit pairs until the test creates the stop file
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO trade_history (account_id, contract_id, side, quantity, price, pnl, timestamp) "
-                 "VALUES (1, 'CON.F.US.MNQ.Z26', 0, 1, 1.0, 0.0, 'now')")
-    conn.execute("INSERT INTO enforcement_log (account_id, rule_id, action, reason, success, timestamp) "
-                 "VALUES (1, 'RULE-LIVE', 'ALERT', 'pair', 1, 'now')")
-    conn.execute("COMMIT")
-    n += 1
-    if n == 1:
-        print("writing", flush=True)
-print(n, flush=True)
-"""
 
 
 def test_backup_while_a_writer_commits_is_consistent(v1_db, tmp_path):
