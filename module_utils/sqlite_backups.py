@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, HASH_CHUNK, SQLITE_HEADER, BackupError, RiskmgrError, connect_readonly,
-    database_bytes, free_bytes, fsync_path, require_sqlite_file, sqlite_error_text, table_row_counts)
+    database_bytes, free_bytes, fsync_path, require_sqlite_file, sha256_file, sqlite_error_text, table_row_counts)
 from ansible.module_utils.sqlite_schema import current_version
 
 MANIFEST_FORMAT = 1
@@ -245,14 +245,6 @@ def sha256_fd(fd: int) -> tuple[str, int]:
             return digest.hexdigest(), offset
         digest.update(chunk)
         offset += len(chunk)
-
-
-def sha256_path(path: str | os.PathLike) -> str:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        return sha256_fd(fd)[0]
-    finally:
-        os.close(fd)
 
 
 def same_file(fd: int, path: Path) -> bool:
@@ -545,7 +537,7 @@ def verify_backup(backup: str | os.PathLike) -> tuple[dict, str]:
     if not is_regular_file(backup):
         raise BackupError(f"{backup}: no such backup file (or not a regular file); check the backup path")
     manifest = read_manifest(backup)
-    digest = sha256_path(backup)
+    digest = sha256_file(backup)
     if digest != manifest["sha256"]:
         raise BackupError(f"{backup}: sha256 is {digest} but its manifest records {manifest['sha256']}; the backup "
                           "was changed or truncated and will not be restored: pick another backup")
@@ -719,7 +711,7 @@ def restore_database(path: str | os.PathLike, backup: str | os.PathLike | None =
 
     holders = processes_holding(live_file_names(live))
     present = existing_live_files(live)
-    live_sha = sha256_path(live) if "" in present else None
+    live_sha = sha256_file(live) if "" in present else None
     identical = live_sha == digest and wal_is_empty(live)
     before_counts = live_row_counts(live, busy_timeout_s) if "" in present else None
     missing_rows = rows_not_in_backup(before_counts, manifest["row_counts"])

@@ -9,7 +9,6 @@ import hashlib
 import os
 import sqlite3
 import traceback
-from contextlib import closing
 from pathlib import Path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -166,15 +165,6 @@ def table_row_counts(conn: sqlite3.Connection) -> dict[str, int]:
     names = [row[0] for row in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     return {name: conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0] for name in names}
-
-
-def readonly_row_counts(path: str | os.PathLike) -> dict[str, int]:
-    with closing(connect_readonly(path)) as conn:
-        conn.execute("BEGIN")
-        try:
-            return table_row_counts(conn)
-        finally:
-            conn.execute("COMMIT")
 
 
 def run_module_guarded(module, work, subject: str, after_failure: str) -> dict:
