@@ -21,14 +21,17 @@ description:
   - Starting requires the new process to stay alive for I(settle) seconds and, when
     I(expect_log_line) is set, waits for that line to appear in I(log_path). Only lines
     written after this start count.
+  - I(state=restarted) stops then starts the daemon in this one process, with no round trip
+    between the two (the online upgrade's only downtime).
   - Timestamps are returned as epoch seconds from the host's clock, so the playbook can work
-    out the downtime on the host, C(healthy_at - stop_requested_at).
+    out the downtime on the host, C(serving_at - stop_requested_at); I(settle) only confirms
+    afterwards that the daemon stays up.
 options:
   state:
     type: str
     required: true
-    choices: [stopped, started]
-    description: Whether the daemon should be stopped or started.
+    choices: [stopped, started, restarted]
+    description: Whether the daemon should be stopped, started, or stopped and started again.
   service_manager:
     type: str
     choices: [command, systemd]
@@ -185,6 +188,18 @@ started_at:
     - Host epoch time when the start command (C(systemctl start) under systemd) was launched.
       null when nothing was started.
   sample: 1795522063.9021
+serving_at:
+  type: float
+  returned: always
+  description:
+    - Host epoch time when the started daemon was first seen serving, that is when it logged
+      I(expect_log_line) (or was alive, without one). null when nothing was started.
+  sample: 1795522064.1377
+downtime_seconds:
+  type: float
+  returned: when state is restarted and the daemon was restarted
+  description: C(serving_at - stop_requested_at), on the host's clock.
+  sample: 0.201
 healthy_at:
   type: float
   returned: always
@@ -206,36 +221,23 @@ log_line:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_daemon import (
-    DaemonControl, PidfileControl, SystemdControl, split_command, start_daemon, stop_daemon)
+from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control, restart_daemon, start_daemon, stop_daemon
 from ansible.module_utils.sqlite_common import run_module_guarded
 
 ARGUMENT_SPEC = {
-    "state": {"type": "str", "required": True, "choices": ["stopped", "started"]},
-    "service_manager": {"type": "str", "default": "command", "choices": ["command", "systemd"]},
-    "service_name": {"type": "str"},
-    "pidfile": {"type": "path"},
-    "start_command": {"type": "raw"},
-    "stop_timeout": {"type": "int", "default": 60},
-    "stop_force": {"type": "bool", "default": False},
-    "settle": {"type": "float", "default": 2.0},
-    "log_path": {"type": "path"},
-    "expect_log_line": {"type": "str"},
-    "start_timeout": {"type": "int", "default": 30},
-    "process_match": {"type": "str"},
+    "state": {"type": "str", "required": True, "choices": ["stopped", "started", "restarted"]},
+    **DAEMON_SPEC,
 }
-
-
-def daemon_control(params: dict) -> DaemonControl:
-    if params["service_manager"] == "systemd":
-        return SystemdControl(params["service_name"])
-    start_argv = split_command(params["start_command"]) if params["state"] == "started" else None
-    return PidfileControl(params["pidfile"], start_argv)
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    control = daemon_control(params)
+    control = daemon_control(params, can_start=params["state"] != "stopped")
+    if params["state"] == "restarted":
+        return restart_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
+                              settle=params["settle"], start_timeout=params["start_timeout"],
+                              log_path=params["log_path"], expect_log_line=params["expect_log_line"],
+                              process_match=params["process_match"], check_mode=module.check_mode)
     if params["state"] == "stopped":
         return stop_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
                            process_match=params["process_match"], log_path=params["log_path"],
@@ -261,10 +263,10 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    if params["service_manager"] == "command" and params["state"] == "started" and not params["start_command"]:
+    if params["service_manager"] == "command" and params["state"] != "stopped" and not params["start_command"]:
         # required_if takes one condition; start_command is needed only for this pair of them.
-        module.fail_json(msg="service_manager is command and state is started but all of the following "
-                             "are missing: start_command")
+        module.fail_json(msg=f"service_manager is command and state is {params['state']} but all of the "
+                             "following are missing: start_command")
     result = run_module_guarded(module, run, subject(module.params), "see the daemon's log")
     module.exit_json(**result)
 

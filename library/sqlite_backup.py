@@ -23,8 +23,8 @@ description:
   - I(backup_dir) is created with mode 0700 or forced to 0700; backups and manifests are 0600.
     Run as root, the directory, backup and manifest are owned like the database file.
   - After a successful backup, retention deletes (backup and manifest) the backups of this
-    database (same stem, with a manifest) that are both older than I(retention_days) and beyond
-    the newest I(max_backups). The newest backup of each schema version and the one just written
+    database (same stem, with a manifest) that are older than I(retention_days) or beyond the
+    newest I(max_backups) ("keep 30 days, at most 10": either limit prunes). The newest backup of each schema version and the one just written
     are always kept, and no other file is ever touched.
 options:
   path:
@@ -37,14 +37,14 @@ options:
     required: true
   retention_days:
     description:
-      - A backup is only pruned when it is older than this many days (and beyond I(max_backups)).
-      - 0 prunes on count alone.
+      - A backup older than this many days is pruned.
+      - 0 turns the age limit off (I(max_backups) alone prunes).
     type: int
     default: 30
   max_backups:
     description:
-      - A backup is only pruned when it is beyond the newest this many (and older than I(retention_days)).
-      - 0 prunes on age alone.
+      - A backup beyond the newest this many is pruned.
+      - 0 turns the count limit off (I(retention_days) alone prunes).
     type: int
     default: 10
   busy_timeout:

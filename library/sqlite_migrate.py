@@ -21,9 +21,20 @@ options:
     type: path
     required: true
   migrations_dir:
-    description: Directory on the host holding the project's C(files/migrations) (C(v1/), C(v2/), ...).
+    description:
+      - Directory on the host holding the project's C(files/migrations) (C(v1/), C(v2/), ...).
+      - One of I(migrations_dir) and I(migrations) is required.
     type: path
-    required: true
+  migrations:
+    description:
+      - The migration files themselves, a dict from C(vN/NAME.sql) (C(v2/030_analytics_indexes.sql)) to its text, as the
+        controller read them (the playbooks send them this way; nothing is staged on the host).
+        Checksums are those of the texts in UTF-8. Mutually exclusive with I(migrations_dir).
+    type: dict
+  migrations_origin:
+    description: Where the texts of I(migrations) came from, so that messages name a file the operator can fix.
+    type: str
+    default: files/migrations
   target_version:
     description: Version to reach; defaults to the newest in I(migrations_dir). The baseline version downgrades.
     type: int
@@ -31,6 +42,16 @@ options:
     description: Also create the optional daily_unrealized_pnl table and its indexes.
     type: bool
     default: false
+  transactions:
+    description:
+      - C(single) applies every statement and the history rows in one transaction (all or nothing).
+      - C(per_step) (online mode, the daemon still writing) commits each object in its own short
+        transaction and the history rows last, so the daemon's writes wait at most for the longest
+        single step; every intermediate state is a C(partial) database that a rerun finishes and
+        a downgrade undoes. Upgrades only.
+    type: str
+    choices: [single, per_step]
+    default: single
   busy_timeout:
     description: Seconds to wait for the write lock before refusing.
     type: float
@@ -73,7 +94,11 @@ skipped_steps:
   type: list
   elements: dict
   returned: always
-seconds: {description: Duration of the write transaction., type: float, returned: when changed and not in check mode}
+seconds: {description: Duration of the write transaction(s)., type: float, returned: when changed and not in check mode}
+longest_transaction_seconds:
+  description: The longest single write transaction, which is the longest the daemon's writes waited.
+  type: float
+  returned: with transactions=per_step, when changed and not in check mode
 data_dropped:
   description: For a downgrade, rows of dropped tables and non-null values of dropped columns.
   type: dict
@@ -84,28 +109,32 @@ schema_warnings: {description: Differences that did not block the migration., ty
 
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_catalog import MIGRATION_SOURCE_SPEC, catalog_of_params
 from ansible.module_utils.sqlite_common import run_module_guarded
 from ansible.module_utils.sqlite_migration import migrate_database
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    return migrate_database(params["path"], params["migrations_dir"], params["target_version"],
+    return migrate_database(params["path"], catalog_of_params(params), params["target_version"],
                             {"track_unrealized_pnl": params["track_unrealized_pnl"]},
                             check_mode=module.check_mode, want_diff=module._diff,
-                            busy_timeout_s=params["busy_timeout"])
+                            busy_timeout_s=params["busy_timeout"], transactions=params["transactions"])
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
+            **MIGRATION_SOURCE_SPEC,
             "path": {"type": "path", "required": True},
-            "migrations_dir": {"type": "path", "required": True},
             "target_version": {"type": "int"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
+            "transactions": {"type": "str", "choices": ["single", "per_step"], "default": "single"},
             "busy_timeout": {"type": "float", "default": 10.0},
         },
         supports_check_mode=True,
+        mutually_exclusive=[("migrations_dir", "migrations")],
+        required_one_of=[("migrations_dir", "migrations")],
     )
     result = run_module_guarded(module, run, module.params["path"], "the transaction was not committed")
     for warning in result.get("schema_warnings", []):

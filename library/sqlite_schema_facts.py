@@ -24,6 +24,20 @@ options:
   backup_dir:
     description: Backup directory whose free space is reported.
     type: path
+  migrations:
+    description:
+      - The migration files themselves, a dict from C(vN/NAME.sql) (C(v2/030_analytics_indexes.sql)) to its text, as the
+        controller read them (the playbooks send them this way; nothing is staged on the host).
+        Checksums are those of the texts in UTF-8. Mutually exclusive with I(migrations_dir).
+    type: dict
+  migrations_origin:
+    description: Where the texts of I(migrations) came from, so that messages name a file the operator can fix.
+    type: str
+    default: files/migrations
+  process_match:
+    description:
+      - Only processes whose C(/proc/PID/cmdline) contains this text count in I(open_by) (the daemon).
+    type: str
   target_version:
     description: Version the state is judged against; defaults to the newest in I(migrations_dir).
     type: int
@@ -73,6 +87,14 @@ version:
   type: int
   returned: always
   sample: 1
+open_by:
+  description:
+    - Processes that have the database, its C(-wal) or C(-shm) open (only those matching
+      I(process_match) when given), each with C(pid), C(cmdline) and C(files). Processes of
+      other users are only seen when the module runs as root.
+  type: list
+  elements: dict
+  returned: always
 newest_version: {description: Newest version in I(migrations_dir)., type: int, returned: always, sample: 2}
 target_version: {description: Version the state was judged against., type: int, returned: always, sample: 2}
 migration_needed:
@@ -109,15 +131,16 @@ integrity:
 
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_catalog import MIGRATION_SOURCE_SPEC, catalog_of_params
 from ansible.module_utils.sqlite_common import run_module_guarded
 from ansible.module_utils.sqlite_facts import gather
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    facts = gather(params["path"], params["migrations_dir"], params["backup_dir"],
+    facts = gather(params["path"], catalog_of_params(params), params["backup_dir"],
                    {"track_unrealized_pnl": params["track_unrealized_pnl"]}, params["target_version"],
-                   params["integrity"], params["count_rows"], params["busy_timeout"])
+                   params["integrity"], params["count_rows"], params["busy_timeout"], params["process_match"])
     # Not "path": exit_json() overwrites state, mode and size of any result with a "path" key
     # with the stat of that file (state would always read "file").
     facts["db_path"] = facts.pop("path")
@@ -127,16 +150,18 @@ def run(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
+            **MIGRATION_SOURCE_SPEC,
             "path": {"type": "path", "required": True},
-            "migrations_dir": {"type": "path"},
             "backup_dir": {"type": "path"},
             "target_version": {"type": "int"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
             "integrity": {"type": "str", "choices": ["integrity", "quick", "none"], "default": "none"},
             "count_rows": {"type": "bool", "default": True},
             "busy_timeout": {"type": "float", "default": 10.0},
+            "process_match": {"type": "str"},
         },
         supports_check_mode=True,
+        mutually_exclusive=[("migrations_dir", "migrations")],
     )
     result = run_module_guarded(module, run, module.params["path"], "nothing was written")
     module.exit_json(**result)

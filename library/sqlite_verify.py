@@ -24,8 +24,18 @@ options:
   migrations_dir:
     description:
       - Directory on the host holding the project's C(files/migrations); the intended definitions come from there.
+      - One of I(migrations_dir) and I(migrations) is required.
     type: path
-    required: true
+  migrations:
+    description:
+      - The migration files themselves, a dict from C(vN/NAME.sql) (C(v2/030_analytics_indexes.sql)) to its text, as the
+        controller read them (the playbooks send them this way; nothing is staged on the host).
+        Checksums are those of the texts in UTF-8. Mutually exclusive with I(migrations_dir).
+    type: dict
+  migrations_origin:
+    description: Where the texts of I(migrations) came from, so that messages name a file the operator can fix.
+    type: str
+    default: files/migrations
   target_version:
     description:
       - Version the database must be at; defaults to the newest in I(migrations_dir).
@@ -113,6 +123,7 @@ seconds: {description: Duration of the verification., type: float, returned: alw
 
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sqlite_catalog import MIGRATION_SOURCE_SPEC, catalog_of_params
 from ansible.module_utils.sqlite_common import run_module_guarded
 from ansible.module_utils.sqlite_verification import (
     INTEGRITY_LEVELS, ROW_COUNT_MODES, failure_message, verify_database)
@@ -120,7 +131,7 @@ from ansible.module_utils.sqlite_verification import (
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    return verify_database(params["path"], params["migrations_dir"], params["target_version"],
+    return verify_database(params["path"], catalog_of_params(params), params["target_version"],
                            {"track_unrealized_pnl": params["track_unrealized_pnl"]}, manifest=params["manifest"],
                            integrity=params["integrity"], row_count_mode=params["row_counts"],
                            busy_timeout_s=params["busy_timeout"])
@@ -129,8 +140,8 @@ def run(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
+            **MIGRATION_SOURCE_SPEC,
             "path": {"type": "path", "required": True},
-            "migrations_dir": {"type": "path", "required": True},
             "target_version": {"type": "int"},
             "manifest": {"type": "path"},
             "row_counts": {"type": "str", "choices": list(ROW_COUNT_MODES), "default": "at_least"},

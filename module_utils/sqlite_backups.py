@@ -17,11 +17,13 @@ import hashlib
 import json
 import math
 import os
+import queue
 import re
 import secrets
 import socket
 import sqlite3
 import stat
+import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -32,7 +34,8 @@ from urllib.parse import quote
 
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, HASH_CHUNK, SQLITE_HEADER, BackupError, RiskmgrError, connect_readonly,
-    database_bytes, free_bytes, fsync_path, require_sqlite_file, sha256_file, sqlite_error_text, table_row_counts)
+    connect_writable, database_bytes, free_bytes, fsync_path, require_sqlite_file, sha256_file, sqlite_error_text,
+    table_row_counts)
 from ansible.module_utils.sqlite_schema import current_version
 
 MANIFEST_FORMAT = 1
@@ -48,6 +51,10 @@ KEEP_SUFFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 EXCLUSIVE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 TEMP_ATTEMPTS = 5
 NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+COPY_CHUNK = 64 * 1024 * 1024
+NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF}
+# Header bytes 18-19 (file format write/read version): 2 = WAL, 1 = rollback journal.
+WAL_FORMAT, ROLLBACK_FORMAT = b"\x02\x02", b"\x01\x01"
 
 
 # --- names, times and the listing of a backup directory ----------------------------------------
@@ -295,6 +302,105 @@ def snapshot_copy(source: Path, temp: Path, busy_timeout_s: float) -> tuple[str,
     return journal_mode.lower(), source_counts
 
 
+def copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
+    """length bytes at offset from src to dst: in the kernel where it can, else through a buffer."""
+    done = 0
+    while done < length:
+        try:
+            copied = os.copy_file_range(src_fd, dst_fd, length - done, offset + done, offset + done)
+        except OSError as err:
+            if err.errno not in NO_KERNEL_COPY:
+                raise
+            data = os.pread(src_fd, min(HASH_CHUNK * 8, length - done), offset + done)
+            copied = os.pwrite(dst_fd, data, offset + done) if data else 0
+        if copied == 0:
+            raise BackupError(f"the database shrank while it was copied (at byte {offset + done}); "
+                              "something else writes to it")
+        done += copied
+
+
+def copy_hashing(src_fd: int, dst_fd: int, size: int) -> str:
+    """Copy size bytes and return the sha256 of what landed in dst, hashed while the copy goes on.
+
+    The kernel copies chunk n+1 while a second thread hashes chunk n back from dst (both release
+    the GIL), so the copy and its checksum cost about one pass. A WAL-format header becomes a
+    rollback-journal one, as PRAGMA journal_mode=DELETE would make it: the backup is one
+    self-contained file whatever mode the live database is in.
+    """
+    digest = hashlib.sha256()
+    pending: queue.Queue = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+
+    def hash_chunks() -> None:
+        while (item := pending.get()) is not None:
+            if failure:
+                continue
+            offset, length = item
+            try:
+                while length:
+                    data = os.pread(dst_fd, min(HASH_CHUNK * 8, length), offset)
+                    if not data:
+                        raise BackupError("the copy is shorter than what was written to it")
+                    digest.update(data)
+                    offset, length = offset + len(data), length - len(data)
+            except BaseException as err:  # reported by the copying thread
+                failure.append(err)
+
+    hasher = threading.Thread(target=hash_chunks, name="backup-sha256", daemon=True)
+    hasher.start()
+    try:
+        for offset in range(0, size, COPY_CHUNK):
+            length = min(COPY_CHUNK, size - offset)
+            copy_range(src_fd, dst_fd, offset, length)
+            if offset == 0:
+                header_format = os.pread(dst_fd, 2, 18)
+                if header_format == WAL_FORMAT:
+                    os.pwrite(dst_fd, ROLLBACK_FORMAT, 18)
+                elif header_format != ROLLBACK_FORMAT:
+                    raise BackupError(f"unknown file format bytes {header_format.hex()} in the database header")
+            pending.put((offset, length))
+            if failure:
+                break
+    finally:
+        pending.put(None)
+        hasher.join()
+    if failure:
+        raise failure[0]
+    return digest.hexdigest()
+
+
+def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | None:
+    """Copy the database file itself under SQLite's write lock; None when its -wal holds rows.
+
+    For a stopped daemon: the write lock keeps any other writer out and an empty -wal means the
+    main file is the whole database, so the bytes copied are one consistent state (a hot
+    rollback journal is replayed by SQLite when the lock is taken). Rows still in -wal (a daemon
+    that was killed) need the backup API instead, which reads them through SQLite.
+    """
+    with closing(connect_writable(source, busy_timeout_s)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not wal_is_empty(source):
+                return None
+            journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
+            version, counts = current_version(conn), table_row_counts(conn)
+            with open(source, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                digest = copy_hashing(handle.fileno(), fd, size)
+        finally:
+            conn.execute("ROLLBACK")
+    return {"journal_mode": journal_mode, "schema_version": version, "row_counts": counts, "sha256": digest,
+            "size": size}
+
+
+def confirm_backup(result: dict, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+    """quick_check the published backup and match its version and row counts with its manifest."""
+    version, counts = check_backup_file(Path(result["backup"]), busy_timeout_s)
+    if version != result["schema_version"] or counts != result["row_counts"]:
+        raise BackupError(f"{result['backup']}: the copy reads v{version} with row counts {counts}, its manifest says "
+                          f"v{result['schema_version']} with {result['row_counts']}; do not restore it")
+
+
 def check_backup_file(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> tuple[int, dict[str, int]]:
     """Header, quick_check, schema version and row counts of a finished copy; raise when it is not sound."""
     with open(path, "rb") as handle:
@@ -388,9 +494,13 @@ def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, rete
                     max_backups: int = 10, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
                     free_space_margin: float = 1.1, check_mode: bool = False, want_diff: bool = False,
                     clock: Callable[[], datetime] = utc_now, token: Callable[[], str] = new_token,
-                    free_bytes_of: Callable[[Path], int] = free_bytes) -> dict:
+                    free_bytes_of: Callable[[Path], int] = free_bytes, daemon_stopped: bool = False,
+                    finish_later: bool = False) -> dict:
     """Write a verified backup of `path` and its manifest into backup_dir, then apply retention.
 
+    daemon_stopped allows the file copy (see write_backup). finish_later leaves the check of
+    that copy and the retention to the caller (finish_backup), which runs them while it goes on
+    with the migration; nothing old is pruned before the new backup is confirmed.
     clock, token and free_bytes_of exist for tests (planted names, a full disk).
     """
     started = time.monotonic()
@@ -411,15 +521,29 @@ def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, rete
         result.update(predict_backup(source, directory, before, retention_days, max_backups, busy_timeout_s,
                                      clock(), want_diff))
     else:
-        result.update(write_backup(source, directory, busy_timeout_s, clock, token))
-        now = clock()
-        doomed = plan_retention(list_backups(directory, source.stem), now, retention_days, max_backups,
-                                frozenset({Path(result["backup"])}))
-        result["pruned"] = prune_backups(doomed, result["backup"])
+        result.update(write_backup(source, directory, busy_timeout_s, clock, token, daemon_stopped))
+        result["seconds"] = round(time.monotonic() - started, 4)
+        if finish_later:
+            return result
+        finish_backup(result, source, directory, retention_days, max_backups, busy_timeout_s, clock)
         if want_diff:
             result["diff"] = backup_diff(directory, before, [Path(result["backup"]).name,
                                                              Path(result["manifest"]).name], result["pruned"])
     result["seconds"] = round(time.monotonic() - started, 4)
+    return result
+
+
+def finish_backup(result: dict, source: Path, directory: Path, retention_days: int, max_backups: int,
+                  busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, clock: Callable[[], datetime] = utc_now) -> dict:
+    """Confirm a backup published unchecked, then prune what retention no longer keeps."""
+    if not result["confirmed"]:
+        started = time.monotonic()
+        confirm_backup(result, busy_timeout_s)
+        result["confirmed"] = True
+        result["confirm_seconds"] = round(time.monotonic() - started, 4)
+    doomed = plan_retention(list_backups(directory, source.stem), clock(), retention_days, max_backups,
+                            frozenset({Path(result["backup"])}))
+    result["pruned"] = prune_backups(doomed, result["backup"])
     return result
 
 
@@ -447,8 +571,15 @@ def predict_backup(source: Path, directory: Path, before: list[BackupEntry], ret
 
 
 def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Callable[[], datetime],
-                 token: Callable[[], str]) -> dict:
-    """Copy, check, hash, publish and describe one backup; on any failure remove what we wrote."""
+                 token: Callable[[], str], daemon_stopped: bool = False) -> dict:
+    """Copy, check, hash, publish and describe one backup; on any failure remove what we wrote.
+
+    daemon_stopped: the caller stopped the daemon, so the file itself is copied under the write
+    lock (one kernel copy, hashed on the way) unless -wal holds rows. That copy is published
+    unchecked (result["confirmed"] false): the caller runs confirm_backup() on it, in parallel
+    with the migration, before anything relies on it. Otherwise the backup API takes a
+    snapshot that the daemon's writes do not disturb, and it is checked before it is published.
+    """
     owner = owner_for_root(source)
     try:
         prepare_backup_dir(directory, owner)
@@ -461,15 +592,23 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
     final: Path | None = None
     published = False
     try:
-        journal_mode, source_counts = snapshot_copy(source, temp, busy_timeout_s)
-        if not same_file(fd, temp):
-            raise BackupError(f"{temp}: the temporary copy was replaced while it was written")
-        os.fsync(fd)
-        version, counts = check_backup_file(temp, busy_timeout_s)
-        if counts != source_counts:
-            raise BackupError(f"{temp}: row counts of the copy {counts} differ from the snapshot it was copied "
-                              f"from {source_counts}")
-        digest, size = sha256_fd(fd)
+        copied = locked_file_copy(source, fd, busy_timeout_s) if daemon_stopped else None
+        if copied is not None:
+            if not same_file(fd, temp):
+                raise BackupError(f"{temp}: the temporary copy was replaced while it was written")
+            os.fsync(fd)
+            journal_mode, version, counts = copied["journal_mode"], copied["schema_version"], copied["row_counts"]
+            digest, size = copied["sha256"], copied["size"]
+        else:
+            journal_mode, source_counts = snapshot_copy(source, temp, busy_timeout_s)
+            if not same_file(fd, temp):
+                raise BackupError(f"{temp}: the temporary copy was replaced while it was written")
+            os.fsync(fd)
+            version, counts = check_backup_file(temp, busy_timeout_s)
+            if counts != source_counts:
+                raise BackupError(f"{temp}: row counts of the copy {counts} differ from the snapshot it was copied "
+                                  f"from {source_counts}")
+            digest, size = sha256_fd(fd)
         final = directory / backup_file_name(source.stem, version, created)
         publish_exclusive(temp, final)
         published = True
@@ -486,7 +625,8 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
     finally:
         os.close(fd)
     return {"backup": str(final), "manifest": str(manifest), "sha256": digest, "size": size,
-            "schema_version": version, "row_counts": counts, "source_journal_mode": journal_mode}
+            "schema_version": version, "row_counts": counts, "source_journal_mode": journal_mode,
+            "method": "file copy" if copied is not None else "backup API", "confirmed": copied is None}
 
 
 def undo_backup(temp: Path, final: Path | None) -> list[Path]:

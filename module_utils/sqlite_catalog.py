@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ansible.module_utils.sqlite_common import MigrationError
 
+MIGRATIONS_ORIGIN = "files/migrations"  # how messages name texts sent without an origin
 VERSION_DIR = re.compile(r"^v(\d+)$")
 CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?\s*\(", re.I)
 CREATE_INDEX = re.compile(
@@ -148,8 +149,9 @@ def header_value(text: str, key: str) -> str | None:
     return None
 
 
-def load_file(version: int, path: Path) -> MigrationFile:
-    raw = path.read_bytes()
+def load_file(version: int, path: Path, raw: bytes | None = None) -> MigrationFile:
+    """One migration file, from disk or (raw given) from the text the controller sent as it is on disk."""
+    raw = path.read_bytes() if raw is None else raw
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -189,10 +191,65 @@ def load_catalog(directory: str | Path) -> Catalog:
             continue
         version = int(match.group(1))
         files[version] = [load_file(version, path) for path in sorted(sub.glob("*.sql"))]
+    return checked_catalog(directory, files)
+
+
+MIGRATION_KEY = re.compile(r"^v(\d+)/[^/]+\.sql$")
+
+
+def load_catalog_texts(texts: dict[str, str], origin: str) -> Catalog:
+    """The catalog from {"v2/030_analytics_indexes.sql": text, ...} as the controller sent it.
+
+    Nothing is staged on the host: the checksums are those of the files' bytes (UTF-8, line ends
+    kept), and messages name the file under `origin`, where the operator can fix it.
+    """
+    directory = Path(origin)
+    files: dict[int, list[MigrationFile]] = {}
+    for key in sorted(texts):
+        match = MIGRATION_KEY.match(key)
+        if not match:
+            raise MigrationError(f"{directory / key}: not a vN/NAME.sql migration file; send only the project's "
+                                 "files/migrations/vN/*.sql")
+        version = int(match.group(1))
+        files.setdefault(version, []).append(load_file(version, directory / key, texts[key].encode("utf-8")))
+    return checked_catalog(directory, files)
+
+
+def checked_catalog(directory: Path, files: dict[int, list[MigrationFile]]) -> Catalog:
     if len(files) < 2 or not files[min(files)] or not all(f.baseline for f in files[min(files)]):
         raise MigrationError(f"{directory}: expected a baseline v1/ and at least one later vN/ directory of "
                              ".sql files; copy the project's files/migrations unchanged")
     return Catalog(directory=directory, files=files)
+
+
+def as_catalog(migrations: Catalog | str | Path) -> Catalog:
+    """A catalog already loaded (one module doing several steps reads the SQL once), or a directory."""
+    return migrations if isinstance(migrations, Catalog) else load_catalog(migrations)
+
+
+def catalog_from(migrations_dir: str | Path | None = None, migrations: dict[str, str] | None = None,
+                 origin: str | None = None) -> Catalog:
+    """The modules' one way in: the texts sent by the controller, or a directory on the host."""
+    if migrations:
+        return load_catalog_texts(migrations, origin or MIGRATIONS_ORIGIN)
+    if migrations_dir:
+        return load_catalog(migrations_dir)
+    raise MigrationError("no migrations given: pass migrations (the texts of files/migrations) or migrations_dir")
+
+
+# The argument_spec entries every module that reads the migrations shares.
+MIGRATION_SOURCE_SPEC = {
+    "migrations_dir": {"type": "path"},
+    "migrations": {"type": "dict"},
+    "migrations_origin": {"type": "str", "default": MIGRATIONS_ORIGIN},
+}
+
+
+def catalog_of_params(params: dict) -> Catalog | None:
+    """The catalog a module's parameters name (None when they name none)."""
+    if not params.get("migrations") and not params.get("migrations_dir"):
+        return None
+    return catalog_from(params.get("migrations_dir"), params.get("migrations"), params.get("migrations_origin"))
 
 
 def build_reference(catalog: Catalog, version: int, options: dict[str, bool]) -> sqlite3.Connection:

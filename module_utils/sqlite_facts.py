@@ -7,7 +7,9 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from ansible.module_utils.sqlite_catalog import load_catalog
+from ansible.module_utils.riskmgr_daemon import process_cmdline
+from ansible.module_utils.sqlite_backups import live_file_names, processes_holding
+from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly, database_bytes, free_bytes, sqlite_error_text,
     table_row_counts)
@@ -40,17 +42,34 @@ def file_facts(path: str, backup_dir: str | None) -> dict:
     return facts
 
 
+def open_by(path: str, process_match: str | None) -> list[dict]:
+    """The processes that have the database (or its -wal/-shm) open, those matching process_match only.
+
+    A running daemon holds its database open, whatever manages it: a host whose database needs
+    no change and is open by its daemon needs nothing at all (not even the run lock). Processes
+    of other users are invisible without root, so an empty list means "not seen", not "down".
+    """
+    found = []
+    for pid, files in sorted(processes_holding(live_file_names(Path(path))).items()):
+        cmdline = process_cmdline(pid)
+        if not process_match or process_match in cmdline:
+            found.append({"pid": pid, "cmdline": cmdline, "files": files})
+    return found
+
+
 def gather(path: str, migrations_dir: str | None = None, backup_dir: str | None = None,
            options: dict[str, bool] | None = None, target_version: int | None = None,
            integrity: str = "none", count_rows: bool = True,
-           busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
+           busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, process_match: str | None = None) -> dict:
     """Everything known about the database, from one read snapshot. Never writes a byte."""
     options = options or {}
-    catalog = load_catalog(migrations_dir) if migrations_dir else None
+    catalog = as_catalog(migrations_dir) if migrations_dir else None
     facts = {"path": path, "exists": os.path.exists(path)}
     if not facts["exists"]:
         raise RiskmgrError(f"{path}: no such file; check riskmgr_db_path for this host")
     facts.update(file_facts(path, backup_dir))
+    # Before our own connection opens it (it would not count anyway: processes_holding skips us).
+    facts["open_by"] = open_by(path, process_match)
     try:
         with closing(connect_readonly(path, busy_timeout_s)) as conn:
             conn.execute("BEGIN")  # one snapshot: schema, history and counts agree with each other

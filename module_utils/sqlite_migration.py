@@ -12,8 +12,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
-from ansible.module_utils.sqlite_catalog import Catalog, MigrationFile, SchemaObject, load_catalog
+from ansible.module_utils.sqlite_catalog import Catalog, MigrationFile, SchemaObject, as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, MigrationError, connect_readonly, connect_writable, quote_identifier,
     sqlite_error_text)
@@ -21,6 +22,7 @@ from ansible.module_utils.sqlite_schema import (
     LEDGER_TABLE, PRESENT, VERSION_TABLE, Inspection, inspect)
 
 DROP_COLUMN_MIN_SQLITE = (3, 35, 0)
+TRANSACTION_MODES = ("single", "per_step")
 
 
 @dataclass
@@ -199,12 +201,21 @@ def apply_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, b
     write_history(conn, catalog, options, steps, int((time.monotonic() - started) * 1000))
 
 
-def migrate_database(path: str, migrations_dir: str | Path, target_version: int | None = None,
+def migrate_database(path: str, migrations_dir: Catalog | str | Path, target_version: int | None = None,
                      options: dict[str, bool] | None = None, check_mode: bool = False,
-                     want_diff: bool = False, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
-    """Bring the database to target_version, or refuse and change nothing. Returns the module result."""
+                     want_diff: bool = False, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+                     before_commit: Callable[[], None] | None = None, transactions: str = "single") -> dict:
+    """Bring the database to target_version, or refuse and change nothing. Returns the module result.
+
+    before_commit runs inside the write transaction just before COMMIT; whatever it raises rolls
+    the migration back (riskmgr_upgrade waits there for the check of the backup it runs meanwhile).
+    transactions="per_step" (online mode) commits each object on its own instead (see
+    write_in_steps); the daemon's writes then wait at most for the longest single step.
+    """
+    if transactions not in TRANSACTION_MODES:
+        raise MigrationError(f"transactions must be one of {', '.join(TRANSACTION_MODES)}, not {transactions!r}")
     options = options or {}
-    catalog = load_catalog(migrations_dir)
+    catalog = as_catalog(migrations_dir)
     target = target_version if target_version is not None else catalog.newest_version
     if target not in catalog.files:
         raise MigrationError(f"{path}: target_version {target} is not one of the versions in {catalog.directory} "
@@ -228,14 +239,21 @@ def migrate_database(path: str, migrations_dir: str | Path, target_version: int 
             conn.execute("COMMIT")
             if not result["changed"] or check_mode:
                 return result
-            write_transaction(conn, catalog, options, target, path, busy_timeout_s, result)
+            if transactions == "per_step":
+                if direction != "up":
+                    raise MigrationError(f"{path}: a downgrade runs in one transaction (transactions=single); "
+                                         "nothing was changed")
+                write_in_steps(conn, catalog, options, target, path, busy_timeout_s, result)
+            else:
+                write_transaction(conn, catalog, options, target, path, busy_timeout_s, result, before_commit)
             return result
     except sqlite3.Error as err:
         raise MigrationError(sqlite_error_text(path, err, busy_timeout_s) + "; database left unchanged") from err
 
 
 def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
-                      path: str, busy_timeout_s: float, result: dict) -> None:
+                      path: str, busy_timeout_s: float, result: dict,
+                      before_commit: Callable[[], None] | None = None) -> None:
     """One BEGIN IMMEDIATE transaction: re-plan under the write lock, apply, record, commit.
 
     Python's sqlite3 would commit an open transaction before DDL and executescript() always
@@ -249,6 +267,8 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
         if direction == "down":
             result["data_dropped"] = data_dropped(conn, steps)
         apply_steps(conn, catalog, options, steps)
+        if before_commit is not None:
+            before_commit()
         conn.execute("COMMIT")
     except BaseException as err:
         if conn.in_transaction:
@@ -262,6 +282,49 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
     result.update(result_skeleton(inspection, steps, direction, target, catalog))
     result["seconds"] = round(time.monotonic() - started, 4)
     result["to_version"] = target
+
+
+def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
+                   path: str, busy_timeout_s: float, result: dict) -> None:
+    """Online mode: one short BEGIN IMMEDIATE transaction per object, then one for the history rows.
+
+    Every v2 object is additive (a nullable column, indexes, new tables), so v1 code keeps
+    working on each intermediate state, and each of them is a "partial" database the engine
+    recognises: a rerun finishes it, a downgrade undoes it. The version row comes last, so
+    nothing claims v2 before all of v2 is there. Each transaction plans again under its lock,
+    so a step done meanwhile (by hand, or by a run that died) is skipped, never repeated.
+    """
+    started = time.monotonic()
+    applied: list[Step] = []
+    longest = 0.0
+    while True:
+        begun = time.monotonic()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            inspection, steps, _direction = plan(conn, catalog, options, target, path)
+            creates = [s for s in steps if s.action == "create"]
+            batch = creates[:1] or [s for s in steps if s.action == "record"]
+            apply_steps(conn, catalog, options, batch)
+            conn.execute("COMMIT")
+        except BaseException as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            done = f"; committed before it: {', '.join(s.object for s in applied)} (a rerun finishes the rest)" \
+                if applied else "; database left unchanged"
+            if isinstance(err, MigrationError):
+                raise MigrationError(f"{err}{done}") from err
+            if isinstance(err, sqlite3.Error):
+                raise MigrationError(f"{sqlite_error_text(path, err, busy_timeout_s)}{done}") from err
+            raise
+        longest = max(longest, time.monotonic() - begun)
+        applied.extend(batch)
+        if not creates:
+            break
+    result["steps"] = [s.as_dict() for s in applied]
+    result["changed"] = bool(applied)
+    result["to_version"] = target
+    result["seconds"] = round(time.monotonic() - started, 4)
+    result["longest_transaction_seconds"] = round(longest, 4)
 
 
 def result_skeleton(inspection: Inspection, steps: list[Step], direction: str, target: int,

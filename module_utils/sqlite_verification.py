@@ -24,7 +24,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from ansible.module_utils.sqlite_catalog import Catalog, load_catalog
+from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, quote_identifier,
     sqlite_error_text)
@@ -342,7 +342,7 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
     return checks, inspection, counts
 
 
-def verify_database(path: str, migrations_dir: str | Path, target_version: int | None = None,
+def verify_database(path: str, migrations_dir: Catalog | str | Path, target_version: int | None = None,
                     options: dict[str, bool] | None = None, manifest: str | None = None,
                     integrity: str = "integrity", row_count_mode: str = "at_least",
                     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
@@ -353,7 +353,7 @@ def verify_database(path: str, migrations_dir: str | Path, target_version: int |
     """
     started = time.monotonic()
     options = options or {}
-    catalog = load_catalog(migrations_dir)
+    catalog = as_catalog(migrations_dir)
     target = resolve_target(catalog, target_version, path)
     expected = read_manifest_counts(manifest) if manifest else None
     try:

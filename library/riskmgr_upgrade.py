@@ -1,0 +1,215 @@
+#!/usr/bin/python
+# library/riskmgr_upgrade.py
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: riskmgr_upgrade
+short_description: Stop the risk manager, back up, migrate and verify its database, and start it, as one host-side unit
+description:
+  - The offline upgrade's downtime in one process on the host, so that no Ansible round trip
+    falls between its steps, and so that it finishes (or puts the host back) even if the
+    controller or its connection goes away meanwhile (SIGHUP, SIGINT and SIGPIPE are ignored
+    from the stop to the end).
+  - First, with the daemon still running, it plans the migration from the real schema (as
+    M(sqlite_migrate) in check mode) and checks the backup directory's free space. A database
+    that needs nothing is left alone and the daemon is not touched (C(changed=false)).
+  - Then it stops the daemon (as M(riskmgr_daemon)); copies the database file under SQLite's
+    write lock into I(backup_dir), hashing it on the way, with its manifest (as M(sqlite_backup);
+    rows left in C(-wal) by a killed daemon are read through the backup API instead); migrates
+    in one transaction (as M(sqlite_migrate)) while a second thread runs C(quick_check) and the
+    row counts on the backup, and commits only once that check passed; verifies the result
+    against the backup's manifest (as M(sqlite_verify), row counts equal, I(integrity) check);
+    and starts the daemon, waiting until it logs C(Database schema version) and the new version in I(log_path).
+  - Any failure after the stop puts the host back before the task fails, naming the phase; the
+    database is either unchanged (the migration never committed) or restored from the backup
+    just confirmed, the migrated file kept beside it as C(<db>.<keep_suffix>_<time>) (as
+    M(sqlite_restore)); then the daemon is started on v1. A failure to stop changes nothing.
+  - The full C(integrity_check) belongs in the preflight, while the daemon still runs
+    (M(sqlite_schema_facts) with I(integrity=integrity)); this unit's checks are the cheap ones.
+options:
+  path:
+    description: Absolute path of the live state database on the host.
+    type: path
+    required: true
+  backup_dir:
+    description: Directory for the backup and its manifest (mode 0700), as M(sqlite_backup).
+    type: path
+    required: true
+  retention_days:
+    description: Backups older than this are pruned, once the new one is confirmed (0 turns the age limit off).
+    type: int
+    default: 30
+  max_backups:
+    description: Backups beyond the newest this many are pruned, once the new one is confirmed (0 turns it off).
+    type: int
+    default: 10
+  free_space_margin:
+    description: I(backup_dir) must have this factor times the database and its C(-wal) free.
+    type: float
+    default: 1.1
+  migrations_dir:
+    description:
+      - Directory on the host holding the project's C(files/migrations).
+      - One of I(migrations_dir) and I(migrations) is required.
+    type: path
+  migrations:
+    description:
+      - The migration files themselves, a dict from C(vN/NAME.sql) to its text, as the controller
+        read them. Mutually exclusive with I(migrations_dir).
+    type: dict
+  migrations_origin:
+    description: Where the texts of I(migrations) came from, so that messages name a file the operator can fix.
+    type: str
+    default: files/migrations
+  target_version:
+    description: Version to reach; defaults to the newest in the migrations. Downgrades are refused (use rollback_v2.yml).
+    type: int
+  track_unrealized_pnl:
+    description: Also create the optional daily_unrealized_pnl table and its indexes.
+    type: bool
+    default: false
+  integrity:
+    description: The integrity check of the migrated database while the daemon is down.
+    type: str
+    choices: [quick, integrity]
+    default: quick
+  keep_suffix:
+    description: Suffix of the migrated file kept beside the database when a failure puts the backup back.
+    type: str
+    default: failed_v<target version>
+  busy_timeout:
+    description: Seconds SQLite waits for a lock before a step refuses.
+    type: float
+    default: 10
+  service_manager:
+    description: How the daemon is controlled, as M(riskmgr_daemon).
+    type: str
+    choices: [command, systemd]
+    default: command
+  service_name:
+    description: The systemd unit, with I(service_manager=systemd).
+    type: str
+  pidfile:
+    description: The daemon's pid file, with I(service_manager=command).
+    type: path
+  start_command:
+    description: Command (list, or string split like a shell would, run without one) that launches the daemon and returns.
+    type: raw
+  process_match:
+    description: Text the daemon's C(/proc/PID/cmdline) must contain for its pid to count.
+    type: str
+  stop_timeout:
+    description: Seconds to wait for the daemon to exit after the stop.
+    type: int
+    default: 60
+  stop_force:
+    description: SIGKILL a daemon still running after I(stop_timeout) instead of failing (changing nothing).
+    type: bool
+    default: false
+  settle:
+    description: Seconds the started daemon must stay alive (after it logged its schema version).
+    type: float
+    default: 2
+  start_timeout:
+    description: Seconds to wait for the started daemon to log its schema version.
+    type: int
+    default: 30
+  log_path:
+    description: The daemon's log; without it the start is judged on the process alone.
+    type: path
+extends_documentation_fragment: [action_common_attributes]
+attributes:
+  check_mode: {support: full, details: Plans the migration and the backup from the real files; stops nothing and writes nothing.}
+  diff_mode: {support: full, details: Shows the whole schema before and after as SQL.}
+  platform: {platforms: posix}
+author: [Risk Platform team]
+"""
+
+EXAMPLES = r"""
+- name: Upgrade the state database with the daemon down as briefly as possible
+  riskmgr_upgrade:
+    path: /opt/risk_manager/data/state.db
+    backup_dir: /opt/risk_manager/data/backups
+    migrations: "{{ riskmgr_migration_texts }}"
+    pidfile: /opt/risk_manager/run/riskmgr.pid
+    start_command: [/opt/risk_manager/bin/riskmgr, --daemon]
+    process_match: risk_manager
+    log_path: /opt/risk_manager/logs/riskmgr.log
+  register: upgrade
+"""
+
+RETURN = r"""
+from_version: {description: Schema version before the task., type: int, returned: always, sample: 1}
+to_version: {description: Schema version after the task (predicted in check mode)., type: int, returned: always, sample: 2}
+state_before: {description: Schema state found before the task., type: str, returned: always, sample: v1}
+steps: {description: The migration's steps (planned in check mode)., type: list, elements: dict, returned: always}
+stop: {description: The stop, as M(riskmgr_daemon) returns it; null when nothing was needed., type: dict, returned: always}
+backup:
+  description: The backup, as M(sqlite_backup) returns it (predicted in check mode), with C(method) (C(file copy) or C(backup API)), C(confirmed) and C(confirm_seconds).
+  type: dict
+  returned: always
+migration: {description: The migration, as M(sqlite_migrate) returns it., type: dict, returned: when it ran}
+verification: {description: The verification, as M(sqlite_verify) returns it., type: dict, returned: when it ran}
+start: {description: The start, as M(riskmgr_daemon) returns it., type: dict, returned: when it ran}
+downtime_seconds:
+  description: From the stop request to the daemon serving on the new version (its log line), on the host's clock.
+  type: float
+  returned: when the upgrade ran
+  sample: 4.61
+failed_phase: {description: stop, backup, migrate, verify or start; null on success., type: str, returned: on failure}
+recovery:
+  description: How a failure left the host - database (unchanged or restored from), kept files, daemon, errors.
+  type: dict
+  returned: on failure after the stop
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control
+from ansible.module_utils.riskmgr_upgrade import upgrade_host
+from ansible.module_utils.sqlite_catalog import MIGRATION_SOURCE_SPEC, catalog_of_params
+from ansible.module_utils.sqlite_common import run_module_guarded
+
+
+def run(module: AnsibleModule) -> dict:
+    params = module.params
+    return upgrade_host(
+        params["path"], params["backup_dir"], catalog_of_params(params), daemon_control(params),
+        target_version=params["target_version"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
+        retention_days=params["retention_days"], max_backups=params["max_backups"],
+        free_space_margin=params["free_space_margin"], integrity=params["integrity"],
+        keep_suffix=params["keep_suffix"], stop_timeout=params["stop_timeout"], stop_force=params["stop_force"],
+        settle=params["settle"], start_timeout=params["start_timeout"], log_path=params["log_path"],
+        process_match=params["process_match"], busy_timeout_s=params["busy_timeout"],
+        check_mode=module.check_mode, want_diff=module._diff)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "backup_dir": {"type": "path", "required": True},
+            "retention_days": {"type": "int", "default": 30},
+            "max_backups": {"type": "int", "default": 10},
+            "free_space_margin": {"type": "float", "default": 1.1},
+            **MIGRATION_SOURCE_SPEC,
+            "target_version": {"type": "int"},
+            "track_unrealized_pnl": {"type": "bool", "default": False},
+            "integrity": {"type": "str", "choices": ["quick", "integrity"], "default": "quick"},
+            "keep_suffix": {"type": "str"},
+            "busy_timeout": {"type": "float", "default": 10.0},
+            # The expected log line is not an option: it is the version being started.
+            **{name: spec for name, spec in DAEMON_SPEC.items() if name != "expect_log_line"},
+        },
+        mutually_exclusive=[("migrations_dir", "migrations")],
+        required_one_of=[("migrations_dir", "migrations")],
+        required_if=[("service_manager", "command", ["pidfile", "start_command"]),
+                     ("service_manager", "systemd", ["service_name"])],
+        supports_check_mode=True,
+    )
+    result = run_module_guarded(module, run, module.params["path"],
+                                "the daemon was not stopped and nothing was changed")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The downtime of an offline upgrade as one host-side unit: stop, back up, migrate, verify, start.
+
+Why one process rather than one task per step:
+- every Ansible task is a round trip (about 0.3 s on a local connection, more over ssh) and
+  four of them would fall inside the downtime;
+- a unit that runs on the host finishes, or puts the host back, even when the controller or
+  its connection goes away while the daemon is down: SIGHUP, SIGINT and SIGPIPE are ignored
+  from the stop to the end, so a dropped ssh session or a Ctrl-C does not leave the daemon down.
+
+The steps are the same functions the single-step modules run (riskmgr_daemon, sqlite_backup,
+sqlite_migrate, sqlite_verify, sqlite_restore); only the order of two checks changes, never
+their presence: the backup is copied as a file (the daemon is stopped) and its quick_check runs
+in a second thread while the migration builds its indexes; the migration commits only once that
+check passed. On any failure after the stop the unit puts the host back itself: v1 (untouched,
+or restored from the backup just confirmed, the migrated file kept beside it) and the daemon
+running on it.
+
+Plain Python, no Ansible import: pytest calls upgrade_host() on real files and processes.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from ansible.module_utils.riskmgr_daemon import DaemonControl, start_daemon, stop_daemon
+from ansible.module_utils.sqlite_backups import backup_database, finish_backup, restore_database
+from ansible.module_utils.sqlite_catalog import Catalog
+from ansible.module_utils.sqlite_common import DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly
+from ansible.module_utils.sqlite_migration import migrate_database
+from ansible.module_utils.sqlite_schema import current_version
+from ansible.module_utils.sqlite_verification import failure_message, verify_database
+
+SCHEMA_LINE = "Database schema version: {version}"
+SHIELDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE)
+
+
+class UpgradeError(RiskmgrError):
+    """The upgrade failed; fail_result says in which phase and how the host was left."""
+
+    def __init__(self, message: str, fail_result: dict) -> None:
+        super().__init__(message)
+        self.fail_result = fail_result
+
+
+@contextmanager
+def shielded_from_hangups():
+    """Ignore the signals a lost controller or connection sends, for the duration of the downtime."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (tests call from others)
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SHIELDED_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class BackupCheck:
+    """finish_backup() (quick_check, counts, retention) in a second thread while the migration runs."""
+
+    def __init__(self, backup: dict, source: Path, backup_dir: Path, retention_days: int, max_backups: int,
+                 busy_timeout_s: float) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self.run, name="backup-check", daemon=True,
+            args=(backup, source, backup_dir, retention_days, max_backups, busy_timeout_s))
+        self.thread.start()
+
+    def run(self, *args) -> None:
+        try:
+            finish_backup(*args)
+        except BaseException as err:  # re-raised in the main thread by wait()
+            self.error = err
+
+    def wait(self) -> None:
+        """Block until the check is done; raise what it raised (the caller's transaction then rolls back)."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def live_version(path: str, busy_timeout_s: float) -> int:
+    with closing(connect_readonly(path, busy_timeout_s)) as conn:
+        return current_version(conn)
+
+
+def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, *,
+                 target_version: int | None = None, options: dict[str, bool] | None = None,
+                 retention_days: int = 30, max_backups: int = 10, free_space_margin: float = 1.1,
+                 integrity: str = "quick", keep_suffix: str | None = None,
+                 stop_timeout: float = 60, stop_force: bool = False, settle: float = 2.0,
+                 start_timeout: float = 30, log_path: str | None = None, process_match: str | None = None,
+                 busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, check_mode: bool = False,
+                 want_diff: bool = False) -> dict:
+    """Upgrade one host with its daemon down for as short a time as the work allows; see the module doc."""
+    options = options or {}
+    plan = migrate_database(path, catalog, target_version, options, check_mode=True, want_diff=want_diff,
+                            busy_timeout_s=busy_timeout_s)
+    result = {"changed": plan["changed"], "from_version": plan["from_version"], "to_version": plan["to_version"],
+              "state_before": plan["state_before"], "direction": plan["direction"], "steps": plan["steps"],
+              "skipped_steps": plan["skipped_steps"], "schema_warnings": plan["schema_warnings"],
+              "stop": None, "backup": None, "migration": None, "verification": None, "start": None,
+              "downtime_seconds": None, "failed_phase": None, "recovery": None}
+    if "diff" in plan:
+        result["diff"] = plan["diff"]
+    if not plan["changed"]:
+        return result  # nothing to do: the daemon is not touched
+    if plan["direction"] != "up":
+        raise RiskmgrError(f"{path}: riskmgr_upgrade only upgrades (v{plan['from_version']} -> "
+                           f"v{plan['to_version']} is a downgrade); use rollback_v2.yml")
+    target = plan["to_version"]
+    # Everything that can refuse without the daemon stopped refuses here: the backup's space.
+    result["backup"] = backup_database(path, backup_dir, retention_days, max_backups, busy_timeout_s,
+                                       free_space_margin, check_mode=True)
+    if check_mode:
+        result["stop"] = stop_daemon(control, stop_timeout, stop_force, process_match, log_path, check_mode=True)
+        return result
+    with shielded_from_hangups():
+        return run_downtime(path, Path(backup_dir), catalog, control, result, target=target, options=options,
+                            retention_days=retention_days, max_backups=max_backups,
+                            free_space_margin=free_space_margin, integrity=integrity,
+                            keep_suffix=keep_suffix or f"failed_v{target}", stop_timeout=stop_timeout,
+                            stop_force=stop_force, settle=settle, start_timeout=start_timeout,
+                            log_path=log_path, process_match=process_match, busy_timeout_s=busy_timeout_s)
+
+
+def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict, *,
+                 target: int, options: dict[str, bool], retention_days: int, max_backups: int,
+                 free_space_margin: float, integrity: str, keep_suffix: str, stop_timeout: float,
+                 stop_force: bool, settle: float, start_timeout: float, log_path: str | None,
+                 process_match: str | None, busy_timeout_s: float) -> dict:
+    before_version = result["from_version"]
+    phase = "stop"
+    try:
+        result["stop"] = stop_daemon(control, stop_timeout, stop_force, process_match, log_path)
+        phase = "backup"
+        result["backup"] = backup_database(path, backup_dir, retention_days, max_backups, busy_timeout_s,
+                                           free_space_margin, daemon_stopped=True, finish_later=True)
+        check = BackupCheck(result["backup"], Path(path), backup_dir, retention_days, max_backups, busy_timeout_s)
+        phase = "migrate"
+        try:
+            result["migration"] = migrate_database(path, catalog, target, options, busy_timeout_s=busy_timeout_s,
+                                                   before_commit=check.wait)
+        finally:
+            check.thread.join()  # also when the migration failed first: the backup is checked either way
+        if check.error is not None:
+            raise check.error
+        phase = "verify"
+        result["verification"] = verify_database(path, catalog, target, options, manifest=result["backup"]["manifest"],
+                                                 integrity=integrity, row_count_mode="equal",
+                                                 busy_timeout_s=busy_timeout_s)
+        if not result["verification"]["ok"]:
+            raise RiskmgrError(failure_message(path, result["verification"]))
+        phase = "start"
+        result["start"] = start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
+                                       expect_log_line=SCHEMA_LINE.format(version=target) if log_path else None,
+                                       process_match=process_match)
+    except BaseException as err:
+        if phase == "stop":
+            raise  # nothing was touched; the daemon's own error says whether it still runs
+        result["failed_phase"] = phase
+        result["recovery"] = put_host_back(path, result, phase, control, before_version, keep_suffix,
+                                           stop_timeout=stop_timeout, settle=settle, start_timeout=start_timeout,
+                                           log_path=log_path, process_match=process_match,
+                                           busy_timeout_s=busy_timeout_s)
+        raise UpgradeError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
+    result["to_version"] = target
+    result["downtime_seconds"] = round(result["start"]["serving_at"] - result["stop"]["stop_requested_at"], 3)
+    return result
+
+
+def put_host_back(path: str, result: dict, phase: str, control: DaemonControl, before_version: int,
+                  keep_suffix: str, *, stop_timeout: float, settle: float, start_timeout: float,
+                  log_path: str | None, process_match: str | None, busy_timeout_s: float) -> dict:
+    """After a failure past the stop: v1 back in place if it was changed, then the daemon started on it.
+
+    Never raises: what could not be done is reported, for the operator and the playbook's rescue.
+    """
+    recovery = {"restored_from": None, "kept": [], "database": None, "daemon": None, "errors": []}
+    try:
+        if phase == "start":
+            stop_daemon(control, stop_timeout, True, process_match, log_path)  # unhealthy on v2: it goes
+        version = live_version(path, busy_timeout_s)
+        if version == before_version:
+            recovery["database"] = f"unchanged v{before_version} (the migration was not committed)"
+        else:
+            backup = result["backup"]
+            if not (backup and backup.get("confirmed")):
+                raise RiskmgrError(f"{path} is v{version} and there is no confirmed backup to put back")
+            restored = restore_database(path, backup=backup["backup"], keep_suffix=keep_suffix,
+                                        busy_timeout_s=busy_timeout_s)
+            recovery.update(restored_from=restored["backup"], kept=restored["kept"],
+                            database=f"restored to v{before_version} from {restored['backup']}")
+    except BaseException as err:  # noqa: BLE001 - reported, and the daemon is still started below
+        recovery["errors"].append(f"putting the database back: {err}")
+    try:
+        started = start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
+                               expect_log_line=(SCHEMA_LINE.format(version=before_version) if log_path else None),
+                               process_match=process_match)
+        recovery["daemon"] = f"running on v{before_version} (pid {started['pid']})"
+    except BaseException as err:  # noqa: BLE001
+        recovery["daemon"] = "NOT running"
+        recovery["errors"].append(f"starting the daemon again: {err}")
+    return recovery
+
+
+def failure_text(path: str, phase: str, err: BaseException, recovery: dict) -> str:
+    reason = str(err) if isinstance(err, RiskmgrError) else f"{type(err).__name__}: {err}"
+    parts = [f"{path}: the upgrade failed while {phase}: {reason.rstrip('.')}."]
+    if recovery["database"]:
+        parts.append(f"The database is {recovery['database']}"
+                     + (f"; the file it replaced is kept as {', '.join(recovery['kept'])}." if recovery["kept"] else "."))
+    parts.append(f"The daemon is {recovery['daemon']}.")
+    if recovery["errors"]:
+        parts.append("Could not finish putting the host back: " + " | ".join(recovery["errors"])
+                     + ". Check the host now.")
+    else:
+        parts.append("Fix the cause, then rerun migrate_v2.yml.")
+    return " ".join(parts)
