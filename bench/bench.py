@@ -57,8 +57,9 @@ TARGET_RERUN = 3.0         # re-run wall <= 3 x one-task playbook, and no daemon
 TARGET_SCALING = 2.5       # wall of the most hosts (forks = hosts) <= 2.5 x wall of 1 host
 TARGET_RSS_MB = 100.0      # every module process's peak RSS < 100 MB on the largest DB
 
-ONLINE_NOTE = ("online mode (riskmgr_migration_mode: online) does not exist in this project yet: "
-               "not measured")
+TARGET_ONLINE_DOWNTIME = 1.2  # online downtime <= 1.2 x a plain stop/start of the same daemon
+TARGET_STALL = 1.5         # longest gap between the daemon's commits during the online migration (s)
+WRITER_INTERVAL_MS = 20    # the stand-in daemon commits one row every 20 ms on every bench host
 
 
 class BenchError(Exception):
@@ -174,7 +175,7 @@ class Fleet:
         root = self.root
         began = time.perf_counter()
         run([sys.executable, ROOT / "tools" / "local_fleet.py", "create", "--root", root, "--hosts", hosts,
-             "--target-mb", target_mb, "--prefix", prefix, "--group", "bench"],
+             "--target-mb", target_mb, "--prefix", prefix, "--group", "bench", "--interval-ms", WRITER_INTERVAL_MS],
             log_file=self.log_file, what="local_fleet.py create")
         self.build_seconds = time.perf_counter() - began
         self.hosts = local_fleet.read_fleet(root)["hosts"]
@@ -307,6 +308,85 @@ def project_once(fleet: Fleet, work: Path, label: str) -> dict:
             "loadavg": os.getloadavg()[0]}
 
 
+HEARTBEAT_TIMES = ("SELECT timestamp FROM enforcement_log WHERE reason LIKE 'standin heartbeat %' "
+                   "AND timestamp >= ? AND timestamp < ? ORDER BY id")
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def longest_write_gap(db: Path, start: float, end: float) -> tuple[float | None, int]:
+    """The longest gap between consecutive commits of the stand-in between two epoch times, and the count.
+
+    Each row's timestamp is taken just before its BEGIN IMMEDIATE, so a row that waited for a
+    lock shows as a longer gap before the next one: gap - interval is the stall."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        stamps = [datetime.strptime(r[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+                  for r in conn.execute(HEARTBEAT_TIMES, (iso(start), iso(end)))]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return (max(gaps) if gaps else None), len(stamps)
+
+
+def writer_trouble(log_path: Path, offset: int) -> list[str]:
+    """Lines of the stand-in's log since offset that mean a write failed or waited past its busy timeout."""
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        handle.seek(offset)
+        return [line.strip() for line in handle if " ERROR " in line or "locked" in line or "waited" in line]
+
+
+def online_once(fleet: Fleet, work: Path, label: str) -> dict:
+    """riskmgr_migration_mode=online on the host whose daemon writes every 20 ms: downtime, stall, no loss."""
+    name = fleet.names[0]
+    fleet.reset([name])
+    host = fleet.hosts[name]
+    db, log_path = Path(host["riskmgr_db_path"]), Path(host["riskmgr_log_path"])
+    time.sleep(0.5)  # let the daemon settle into its rhythm
+    before = db_rows(db)
+    log_offset = log_path.stat().st_size
+    began = time.time()
+    wall, cpu, reports, _ = playbook(fleet, work, label, extra={"riskmgr_confirm": True,
+                                                                "riskmgr_migration_mode": "online"})
+    report = reports.get(name)
+    if report is None or report.get("outcome") != "changed" or str(report.get("to_version")) != "2":
+        raise BenchError(f"{label}: expected {name} changed to v2 online, report says "
+                         f"{json.dumps(report)[:400] if report else 'nothing'}")
+    if not fleet.alive(name):
+        raise BenchError(f"{label}: the daemon of {name} is not running after the online migration")
+    stop_at = float(report["stop_requested_at"])
+    gap, rows_written = longest_write_gap(db, began, stop_at)
+    after = db_rows(db)
+    lost = {t: before[t] - after.get(t, 0) for t in before if after.get(t, 0) < before[t]}
+    return {"wall": wall, "cpu": cpu, "downtime": float(report["downtime_seconds"]), "longest_gap": gap,
+            "rows_during_run": rows_written, "longest_lock": report.get("longest_migration_lock_seconds"),
+            "trouble": writer_trouble(log_path, log_offset), "rows_lost": lost, "phases": report["phases_seconds"]}
+
+
+def plain_restart_once(fleet: Fleet) -> float:
+    """The same daemon stopped and started by hand, no Ansible: SIGTERM, wait for the exit, start
+    command, wait for its schema version line; polled every 20 ms like riskmgr_daemon does."""
+    name = fleet.names[0]
+    host = fleet.hosts[name]
+    log_path = Path(host["riskmgr_log_path"])
+    pid = fleet.pid(name)
+    if not fleet.alive(name):
+        raise BenchError(f"plain restart: the daemon of {name} is not running")
+    offset = log_path.stat().st_size
+    began = time.time()
+    os.kill(pid, signal.SIGTERM)
+    while local_fleet.is_alive(pid):
+        time.sleep(0.02)
+    subprocess.run(host["riskmgr_start_command"].split(), check=True, capture_output=True)
+    while True:
+        with open(log_path, encoding="utf-8", errors="replace") as handle:
+            handle.seek(offset)
+            if "Database schema version" in handle.read():
+                return time.time() - began
+        if time.time() - began > 30:
+            raise BenchError(f"plain restart: {name} did not log its schema version within 30 s")
+        time.sleep(0.02)
+
+
 def rerun_once(fleet: Fleet, work: Path, label: str) -> dict:
     name = fleet.names[0]
     pid_before = fleet.pid(name)
@@ -344,7 +424,12 @@ def bench_size(mb: int, work: Path, repeat: int, script: str, fleets: list) -> t
         floor.append(floor_once(ref, scratch, script, work / "sqlite.log"))
         manual.append(manual_once(ref, scratch, script, work / "sqlite.log"))
         project.append(project_once(fleet, work, f"size{mb}-migrate-{i + 1}"))
-    rerun, one_task = [], []
+    online, plain = [], []
+    for i in range(repeat):
+        log(f"{mb} MB: round {i + 1}/{repeat}: online mode, plain stop/start of the same daemon")
+        online.append(online_once(fleet, work, f"size{mb}-online-{i + 1}"))
+        plain.append(plain_restart_once(fleet))
+    rerun, one_task = [], []  # on the v2 host the last round left, its daemon running
     for i in range(repeat):
         log(f"{mb} MB: round {i + 1}/{repeat}: re-run on the v2 host, one-task playbook")
         rerun.append(rerun_once(fleet, work, f"size{mb}-rerun-{i + 1}"))
@@ -374,6 +459,15 @@ def bench_size(mb: int, work: Path, repeat: int, script: str, fleets: list) -> t
         "one_task_wall": summary([s["wall"] for s in one_task]),
         "one_task_cpu": summary([s["cpu"] for s in one_task]),
         "loadavg_during_project": [round(s["loadavg"], 2) for s in project],
+        "online_downtime": summary([s["downtime"] for s in online]),
+        "online_wall": summary([s["wall"] for s in online]),
+        "online_cpu": summary([s["cpu"] for s in online]),
+        "online_longest_gap": summary([s["longest_gap"] for s in online]),
+        "online_longest_lock": summary([s["longest_lock"] for s in online if s["longest_lock"] not in (None, "")]),
+        "online_rows_during_run": [s["rows_during_run"] for s in online],
+        "online_writer_trouble": [line for s in online for line in s["trouble"]],
+        "online_rows_lost": [s["rows_lost"] for s in online if s["rows_lost"]],
+        "plain_restart": summary(plain),
     }
     if result["downtime"]["median"] is not None:
         result["downtime_outside_phases"] = round(result["downtime"]["median"] - in_downtime, 3)
@@ -466,7 +560,15 @@ def module_rss(ref: Path, fleet: Fleet, work: Path) -> dict:
           "settle": 0.5, "log_path": host["riskmgr_log_path"], "expect_log_line": "Database schema version: 2",
           "start_timeout": 15}, False),
     ]
+    name = fleet.names[0]
+    upgrade_args = {"path": host["riskmgr_db_path"], "backup_dir": host["riskmgr_backup_dir"], **common,
+                    "pidfile": host["riskmgr_pidfile"], "start_command": host["riskmgr_start_command"],
+                    "process_match": host["riskmgr_process_match"], "log_path": host["riskmgr_log_path"],
+                    "settle": 0.5, "stop_timeout": 10, "start_timeout": 15}
     manifest = None
+    log("RSS: riskmgr_upgrade (the whole offline downtime, on the fleet host)")
+    fleet.reset([name])
+    out["riskmgr_upgrade (stop .. start)"] = adhoc("riskmgr_upgrade", upgrade_args)[1]
     for label, module, args, check in steps:
         if module == "sqlite_verify":
             args = {"path": str(db), "manifest": manifest, "integrity": "quick", "row_counts": "at_least", **common}
@@ -522,6 +624,22 @@ def evaluate(results: dict, quick: bool) -> list[dict]:
                     "measured": f"{fmt(scaling[most]['wall']['median'])} s = {fmt(r)}x 1 host "
                                 f"({fmt(one['wall']['median'] if one else None)} s)",
                     "ok": r is not None and r <= TARGET_SCALING, "ratio": r, "limit": TARGET_SCALING})
+    note = "" if largest["size_mb_target"] == 600 else " (the target is for 600 MB)"
+    r = ratio(largest["online_downtime"]["median"], largest["plain_restart"]["median"])
+    targets.append({"target": f"online downtime on {largest['size_mb_target']} MB <= {TARGET_ONLINE_DOWNTIME}x a plain "
+                              f"stop/start of the same daemon{note}",
+                    "measured": f"{fmt(largest['online_downtime']['median'])} s = {fmt(r)}x plain "
+                                f"({fmt(largest['plain_restart']['median'])} s)",
+                    "ok": r is not None and r <= TARGET_ONLINE_DOWNTIME, "ratio": r, "limit": TARGET_ONLINE_DOWNTIME})
+    gap = largest["online_longest_gap"]["max"]
+    trouble = largest["online_writer_trouble"]
+    targets.append({"target": f"online: longest gap between the daemon's commits (every {WRITER_INTERVAL_MS} ms) on "
+                              f"{largest['size_mb_target']} MB <= {TARGET_STALL} s, no failed write, no row lost{note}",
+                    "measured": f"{fmt(gap)} s (worst of {largest['online_longest_gap']['n']} runs; longest migration "
+                                f"transaction {fmt(largest['online_longest_lock']['max'])} s); writer trouble: "
+                                f"{len(trouble)} line(s); rows lost: {largest['online_rows_lost'] or 'none'}",
+                    "ok": gap is not None and gap <= TARGET_STALL and not trouble and not largest["online_rows_lost"],
+                    "ratio": ratio(gap, TARGET_STALL), "limit": 1.0})
     modules = {k: v for k, v in results["rss"].items() if "baseline" not in k}
     worst = max(modules, key=lambda k: modules[k]["peak_rss_mb"])
     note = "" if largest["size_mb_target"] == 600 else " (the target is for 600 MB)"
@@ -547,8 +665,13 @@ def table(results: dict) -> str:
             ("  of which cp", size["floor_parts"]["cp"], None),
             ("  of which DDL", size["floor_parts"]["ddl"], None),
             ("seed manual: cp, integrity, DDL, integrity", size["manual"], None),
-            ("project: downtime (report, host clock)", size["downtime"], None),
+            ("project offline: downtime (report, host clock)", size["downtime"], None),
             ("project: playbook wall, 1 host", size["playbook_wall"], size["playbook_cpu"]),
+            ("project online: downtime (the restart)", size["online_downtime"], None),
+            ("plain stop/start of the same daemon", size["plain_restart"], None),
+            ("online: longest gap between daemon commits", size["online_longest_gap"], None),
+            ("online: longest migration transaction", size["online_longest_lock"], None),
+            ("project online: playbook wall, 1 host", size["online_wall"], size["online_cpu"]),
             ("re-run on v2: playbook wall", size["rerun_wall"], size["rerun_cpu"]),
             ("one-task playbook wall (same inventory)", size["one_task_wall"], size["one_task_cpu"]),
         ]
@@ -559,9 +682,10 @@ def table(results: dict) -> str:
                          f"{fmt(cpu['median'] if cpu else None):>6}")
         phases = size["phases_seconds"]
         parts = ", ".join(f"{k} {fmt(phases[k]['median'])}" for k in
-                          ("preflight_integrity", "stop", "backup", "migrate", "verify", "start") if k in phases)
-        lines.append(f"{'':>7}  project phases_seconds (median): {parts}")
-        lines.append(f"{'':>7}  downtime not in any phase (ansible between tasks): {fmt(size['downtime_outside_phases'])} s;"
+                          ("preflight_integrity", "stop", "backup", "backup_check", "migrate", "verify", "start")
+                          if k in phases)
+        lines.append(f"{'':>7}  project offline phases_seconds (median; backup_check runs beside migrate): {parts}")
+        lines.append(f"{'':>7}  downtime not in any phase: {fmt(size['downtime_outside_phases'])} s;"
                      f" re-run: daemon stopped {'YES' if size['rerun_daemon_stopped'] else 'no'},"
                      f" changed={size['rerun_changed']}")
     scaling = results["scaling"]
@@ -587,8 +711,6 @@ def table(results: dict) -> str:
     for label, s in results["rss"].items():
         lines.append(f"{label:<42} {fmt(s['peak_rss_mb'], ' MB'):>9} {fmt(ratio(s['peak_rss_mb'], base), 'x'):>7} "
                      f"{fmt(s['process_seconds']):>10} {fmt(s['module_seconds']):>9}")
-    lines.append("")
-    lines.append(f"skipped: {ONLINE_NOTE}")
     lines.append("")
     lines.append("targets")
     for t in results["targets"]:
@@ -644,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     fleets: list[Fleet] = []
     results = {"started": started.isoformat(timespec="seconds"), "quick": args.quick, "repeat": args.repeat,
                "command": "bench/run " + " ".join(sys.argv[1:] if argv is None else argv),
-               "online_mode": ONLINE_NOTE, "machine": machine_info(work), "sizes": []}
+               "machine": machine_info(work), "sizes": []}
     log(f"work dir {work}; sizes {args.sizes} MB; scaling {args.hosts} hosts; {args.repeat} round(s) each")
     try:
         script = ddl_script()

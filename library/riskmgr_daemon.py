@@ -212,6 +212,11 @@ start_seconds:
   returned: always
   description: Seconds from the launch to C(healthy_at). null when nothing was started.
   sample: 2.236
+serve_seconds:
+  type: float
+  returned: always
+  description: Seconds from the launch to C(serving_at), the start's share of the downtime. null when nothing was started.
+  sample: 0.071
 log_line:
   type: str
   returned: always

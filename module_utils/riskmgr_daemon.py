@@ -408,7 +408,8 @@ def daemon_control(params: dict, can_start: bool = True) -> DaemonControl:
 def empty_result(pid: int | None = None, was_running: bool = False) -> dict:
     return {"changed": False, "pid": pid, "was_running": was_running,
             "stop_requested_at": None, "stopped_at": None, "stop_seconds": None, "killed": False,
-            "started_at": None, "serving_at": None, "healthy_at": None, "start_seconds": None, "log_line": None}
+            "started_at": None, "serving_at": None, "healthy_at": None, "start_seconds": None, "serve_seconds": None,
+            "log_line": None}
 
 
 def ensure_stopped(pidfile: str, stop_timeout: float, stop_force: bool = False,
@@ -482,6 +483,7 @@ def start_daemon(control: DaemonControl, settle: float = 2.0, start_timeout: flo
                                                                   start_timeout, log_path, expect_log_line, log_offset)
     result["healthy_at"] = time.time()
     result["start_seconds"] = round(time.monotonic() - began, 3)
+    result["serve_seconds"] = round(result["serving_at"] - result["started_at"], 3)
     return result
 
 
