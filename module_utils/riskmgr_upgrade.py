@@ -159,17 +159,29 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
                                        expect_log_line=SCHEMA_LINE.format(version=target) if log_path else None,
                                        process_match=process_match)
     except BaseException as err:
-        if phase == "stop":
-            raise  # nothing was touched; the daemon's own error says whether it still runs
         result["failed_phase"] = phase
+        if phase == "stop":
+            # Nothing was touched; a daemon that did not stop is still running (only stop_force kills).
+            result["recovery"] = {"restored_from": None, "kept": [], "errors": [],
+                                  "database": f"untouched (v{before_version})", "daemon": "is still running (not stopped)"}
+            raise UpgradeError(f"{path}: the upgrade failed while stop: {str(err).rstrip('.')}. The daemon was not "
+                               f"stopped; {path} was not touched. Fix the cause, then rerun migrate_v2.yml.",
+                               dict(result, changed=False)) from err
         result["recovery"] = put_host_back(path, result, phase, control, before_version, keep_suffix,
                                            stop_timeout=stop_timeout, settle=settle, start_timeout=start_timeout,
                                            log_path=log_path, process_match=process_match,
                                            busy_timeout_s=busy_timeout_s)
         raise UpgradeError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
     result["to_version"] = target
-    result["downtime_seconds"] = round(result["start"]["serving_at"] - result["stop"]["stop_requested_at"], 3)
+    result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
     return result
+
+
+def downtime_seconds(stop: dict, start: dict) -> float | None:
+    """Stop request to the daemon serving, host clock; None when the daemon was not running to begin with."""
+    if stop.get("stop_requested_at") is None or start.get("serving_at") is None:
+        return None
+    return round(start["serving_at"] - stop["stop_requested_at"], 3)
 
 
 def put_host_back(path: str, result: dict, phase: str, control: DaemonControl, before_version: int,
@@ -193,16 +205,16 @@ def put_host_back(path: str, result: dict, phase: str, control: DaemonControl, b
             restored = restore_database(path, backup=backup["backup"], keep_suffix=keep_suffix,
                                         busy_timeout_s=busy_timeout_s)
             recovery.update(restored_from=restored["backup"], kept=restored["kept"],
-                            database=f"restored to v{before_version} from {restored['backup']}")
+                            database=f"restored from {restored['backup']} (v{before_version})")
     except BaseException as err:  # noqa: BLE001 - reported, and the daemon is still started below
         recovery["errors"].append(f"putting the database back: {err}")
     try:
         started = start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
                                expect_log_line=(SCHEMA_LINE.format(version=before_version) if log_path else None),
                                process_match=process_match)
-        recovery["daemon"] = f"running on v{before_version} (pid {started['pid']})"
+        recovery["daemon"] = f"runs again on v{before_version} (pid {started['pid']})"
     except BaseException as err:  # noqa: BLE001
-        recovery["daemon"] = "NOT running"
+        recovery["daemon"] = "is NOT running"
         recovery["errors"].append(f"starting the daemon again: {err}")
     return recovery
 
@@ -211,9 +223,10 @@ def failure_text(path: str, phase: str, err: BaseException, recovery: dict) -> s
     reason = str(err) if isinstance(err, RiskmgrError) else f"{type(err).__name__}: {err}"
     parts = [f"{path}: the upgrade failed while {phase}: {reason.rstrip('.')}."]
     if recovery["database"]:
-        parts.append(f"The database is {recovery['database']}"
+        verb = "was" if recovery["database"].startswith("restored") else "is"
+        parts.append(f"The database {verb} {recovery['database']}"
                      + (f"; the file it replaced is kept as {', '.join(recovery['kept'])}." if recovery["kept"] else "."))
-    parts.append(f"The daemon is {recovery['daemon']}.")
+    parts.append(f"The daemon {recovery['daemon']}.")
     if recovery["errors"]:
         parts.append("Could not finish putting the host back: " + " | ".join(recovery["errors"])
                      + ". Check the host now.")

@@ -1,0 +1,302 @@
+"""riskmgr_upgrade (the offline downtime as one unit) and the pieces it added, on real files and processes.
+
+The stand-in daemon writes a row every 20 ms into a real v1 database; every test checks the
+end state the product promises: v1 (untouched or restored, the changed file kept) or a
+verified v2, every row there, and the daemon running.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import riskmgr_upgrade
+import sqlite_backups
+from fixtures import MIGRATIONS, ROOT, row_counts, sha256, wait_for
+from make_state_db import build_v1_db, commit_rows_only_to_wal
+from riskmgr_daemon import PidfileControl, pid_is_running, read_pid, restart_daemon
+from riskmgr_upgrade import UpgradeError, shielded_from_hangups, upgrade_host
+from sqlite_backups import copy_hashing, verify_backup
+from sqlite_catalog import load_catalog, load_catalog_texts
+from sqlite_common import MigrationError
+from sqlite_migration import migrate_database
+from sqlite_verification import verify_database
+
+STANDIN = ROOT / "tools" / "riskmgr_standin.py"
+FAST = {"settle": 0.3, "start_timeout": 10, "stop_timeout": 5}
+
+
+def version_of(db: Path) -> int:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone():
+            return 1
+        return conn.execute("SELECT MAX(version) FROM schema_version WHERE success = 1").fetchone()[0]
+
+
+class Host:
+    """A v1 state.db with a stand-in daemon writing into it; teardown SIGKILLs what is left."""
+
+    def __init__(self, tmp_path: Path, *daemon_args: str, rows: int = 500) -> None:
+        (tmp_path / "data").mkdir(parents=True)
+        self.db = build_v1_db(tmp_path / "data" / "state.db", rows=rows)
+        self.backups = tmp_path / "data" / "backups"
+        self.pidfile, self.log = tmp_path / "riskmgr.pid", tmp_path / "riskmgr.log"
+        self.daemon_args = daemon_args
+        self.pids: set[int] = set()
+        self.catalog = load_catalog(MIGRATIONS)
+
+    def control(self) -> PidfileControl:
+        return PidfileControl(str(self.pidfile), [sys.executable, str(STANDIN), "--db", str(self.db), "--pidfile",
+                                                  str(self.pidfile), "--log", str(self.log), "--interval-ms", "20",
+                                                  *self.daemon_args])
+
+    def start(self) -> int:
+        self.control().launch(10)
+        wait_for(lambda: pid_is_running(read_pid(str(self.pidfile)), "riskmgr_standin"))
+        pid = read_pid(str(self.pidfile))
+        self.pids.add(pid)
+        wait_for(lambda: "Database schema version" in self.log.read_text())
+        return pid
+
+    def pid(self) -> int | None:
+        pid = read_pid(str(self.pidfile))
+        if pid:
+            self.pids.add(pid)
+        return pid if pid_is_running(pid, "riskmgr_standin") else None
+
+    def upgrade(self, **options) -> dict:
+        return upgrade_host(str(self.db), str(self.backups), self.catalog, self.control(),
+                            log_path=str(self.log), process_match="riskmgr_standin", **{**FAST, **options})
+
+    def logged_versions(self) -> list[int]:
+        return [int(line.rsplit(" ", 1)[1]) for line in self.log.read_text().splitlines()
+                if "Database schema version:" in line]
+
+    def cleanup(self) -> None:
+        self.pid()
+        for pid in self.pids:
+            if pid_is_running(pid, "riskmgr_standin"):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def make_host(tmp_path):
+    hosts = []
+
+    def make(*daemon_args: str, rows: int = 500) -> Host:
+        host = Host(tmp_path / f"h{len(hosts)}", *daemon_args, rows=rows)
+        hosts.append(host)
+        return host
+    yield make
+    for host in hosts:
+        host.cleanup()
+
+
+def test_upgrade_stops_backs_up_migrates_verifies_and_starts_once(make_host):
+    host = make_host()
+    old_pid = host.start()
+    before = row_counts(host.db)
+    result = host.upgrade()
+    assert result["changed"] and result["to_version"] == 2 and result["failed_phase"] is None
+    assert result["backup"]["method"] == "file copy" and result["backup"]["confirmed"]
+    assert result["verification"]["ok"] and result["migration"]["to_version"] == 2
+    # The backup is the v1 file byte for byte as it stood after the stop, with a matching manifest.
+    manifest, digest = verify_backup(result["backup"]["backup"])
+    assert digest == result["backup"]["sha256"] == hashlib.sha256(Path(result["backup"]["backup"]).read_bytes()).hexdigest()
+    assert manifest["schema_version"] == 1 and manifest["row_counts"]["enforcement_log"] >= before["enforcement_log"]
+    assert open(result["backup"]["backup"], "rb").read(20)[18:20] == b"\x01\x01"  # self-contained, no WAL
+    # The daemon runs again, on v2, as a new process; the downtime is the stop request to its log line.
+    new_pid = host.pid()
+    assert new_pid and new_pid != old_pid and host.logged_versions()[-1] == 2
+    assert 0 < result["downtime_seconds"] <= result["start"]["healthy_at"] - result["stop"]["stop_requested_at"]
+    assert verify_database(str(host.db), host.catalog, 2)["ok"]
+    assert row_counts(host.db)["enforcement_log"] >= manifest["row_counts"]["enforcement_log"]
+
+
+def test_second_upgrade_changes_nothing_and_leaves_the_daemon_alone(make_host):
+    host = make_host()
+    host.start()
+    host.upgrade()
+    pid = host.pid()
+    again = host.upgrade()
+    assert not again["changed"] and again["stop"] is None and again["backup"] is None
+    assert host.pid() == pid
+
+
+def test_check_mode_plans_and_touches_nothing(make_host):
+    host = make_host()
+    pid = host.start()
+    result = host.upgrade(check_mode=True, want_diff=True)
+    assert result["changed"] and result["stop"]["was_running"] and result["backup"]["sha256"] is None
+    assert "CREATE INDEX idx_positions_updated" in result["diff"]["after"]
+    assert host.pid() == pid and version_of(host.db) == 1 and not host.backups.exists()
+
+
+def test_daemon_refusing_v2_gets_the_backup_back_and_restarts_on_v1(make_host):
+    host = make_host("--refuse-version", "2")
+    host.start()
+    before = row_counts(host.db)
+    with pytest.raises(UpgradeError) as caught:
+        host.upgrade()
+    message, result = str(caught.value), caught.value.fail_result
+    assert result["failed_phase"] == "start" and result["recovery"]["errors"] == []
+    assert "refusing to run" in message and "was restored from" in message and "runs again on v1" in message
+    kept, = result["recovery"]["kept"][:1]
+    assert Path(kept).name.startswith("state.db.failed_v2_") and version_of(Path(kept)) == 2
+    assert version_of(host.db) == 1 and host.pid() and host.logged_versions()[-2:] == [2, 1]
+    assert row_counts(host.db)["enforcement_log"] >= before["enforcement_log"]
+
+
+def test_a_backup_that_fails_its_check_stops_the_migration_from_committing(make_host, monkeypatch):
+    host = make_host()
+    host.start()
+
+    def broken_check(result, *args, **kwargs):
+        raise sqlite_backups.BackupError(f"{result['backup']}: quick_check of the copy failed: page 3 is bad")
+    monkeypatch.setattr(riskmgr_upgrade, "finish_backup", broken_check)
+    with pytest.raises(UpgradeError) as caught:
+        host.upgrade()
+    assert caught.value.fail_result["failed_phase"] == "migrate"
+    assert "quick_check of the copy failed" in str(caught.value)
+    assert "is unchanged v1 (the migration was not committed)" in str(caught.value)
+    assert version_of(host.db) == 1 and host.pid() and host.logged_versions()[-1] == 1
+
+
+def test_a_daemon_that_will_not_stop_leaves_everything_as_it_was(make_host):
+    host = make_host("--ignore-sigterm")
+    pid = host.start()
+    digest = sha256(host.db)
+    with pytest.raises(UpgradeError) as caught:
+        host.upgrade(stop_timeout=1)
+    assert caught.value.fail_result["failed_phase"] == "stop" and not caught.value.fail_result["changed"]
+    assert "The daemon was not stopped" in str(caught.value) and host.pid() == pid
+    assert not host.backups.exists() and version_of(host.db) == 1
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_is_running(pid))
+    assert version_of(host.db) == 1 and digest  # only the daemon's own rows changed the file
+
+
+def test_rows_only_in_the_wal_of_a_killed_daemon_are_backed_up_through_sqlite(make_host):
+    host = make_host()
+    commit_rows_only_to_wal(host.db, rows=25)
+    counts = row_counts(host.db)
+    result = host.upgrade()  # no daemon was running: nothing to stop, then started on v2
+    assert result["backup"]["method"] == "backup API" and result["stop"]["stop_requested_at"] is None
+    assert result["backup"]["row_counts"]["enforcement_log"] == counts["enforcement_log"]
+    assert result["downtime_seconds"] is None and host.pid() and version_of(host.db) == 2
+
+
+def test_hangup_interrupt_and_broken_pipe_are_ignored_while_shielded():
+    with shielded_from_hangups():
+        for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
+            os.kill(os.getpid(), signum)
+        time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --- the file copy --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunk", [4096, 64 * 1024 * 1024])
+def test_copy_hashing_hashes_what_landed_and_turns_a_wal_header_into_a_rollback_one(v1_db, tmp_path, chunk,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(sqlite_backups, "COPY_CHUNK", chunk)
+    with closing(sqlite3.connect(v1_db)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    source = Path(v1_db).read_bytes()
+    assert source[18:20] == b"\x02\x02"
+    target = tmp_path / "copy.db"
+    with open(v1_db, "rb") as src, open(target, "w+b") as dst:
+        digest = copy_hashing(src.fileno(), dst.fileno(), len(source))
+    copied = target.read_bytes()
+    assert copied[18:20] == b"\x01\x01" and copied[:18] == source[:18] and copied[20:] == source[20:]
+    assert digest == hashlib.sha256(copied).hexdigest()
+    with closing(sqlite3.connect(f"file:{target}?mode=ro", uri=True)) as conn:
+        assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+# --- online mode: one short transaction per object --------------------------------------------------
+
+def test_per_step_migration_reaches_a_verified_v2_while_a_writer_keeps_committing(tmp_path):
+    db = build_v1_db(tmp_path / "state.db", rows=3000)
+    stop, written, failures = threading.Event(), [], []
+
+    def writer():
+        with closing(sqlite3.connect(db, timeout=5, isolation_level=None)) as conn:
+            while not stop.is_set():
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("INSERT INTO enforcement_log (account_id, rule_id, action, reason, success, timestamp) "
+                                 "VALUES (1, 'R', 'CHECK', 'writer', 1, '2026-11-24T00:00:00Z')")
+                    conn.execute("COMMIT")
+                    written.append(time.monotonic())
+                except sqlite3.Error as err:
+                    failures.append(str(err))
+                time.sleep(0.01)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.1)
+        result = migrate_database(str(db), MIGRATIONS, transactions="per_step")
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures and len(written) > 10
+    objects = [s["object"] for s in result["steps"]]
+    assert objects.index("index idx_orders_state_account") < objects.index("schema_version row 2")  # version last
+    assert result["longest_transaction_seconds"] <= result["seconds"]
+    assert verify_database(str(db), MIGRATIONS, 2, integrity="quick")["ok"]
+    assert migrate_database(str(db), MIGRATIONS, transactions="per_step")["changed"] is False
+
+
+def test_per_step_migration_finishes_a_half_done_database(half_way_db):
+    result = migrate_database(str(half_way_db), MIGRATIONS, transactions="per_step")
+    assert "index idx_positions_updated" not in [s["object"] for s in result["steps"]]
+    assert verify_database(str(half_way_db), MIGRATIONS, 2, integrity="quick")["ok"]
+
+
+def test_per_step_refuses_a_downgrade(v2_db):
+    with pytest.raises(MigrationError, match="downgrade runs in one transaction"):
+        migrate_database(str(v2_db), MIGRATIONS, target_version=1, transactions="per_step")
+
+
+# --- the migrations sent as text, and the restart in one call ----------------------------------------
+
+def test_catalog_from_texts_has_the_checksums_of_the_files():
+    texts = {f"{p.parent.name}/{p.name}": p.read_bytes().decode() for p in sorted(MIGRATIONS.glob("v*/*.sql"))}
+    from_texts, from_dir = load_catalog_texts(texts, "ctl:files/migrations"), load_catalog(MIGRATIONS)
+    assert [(f.ledger_name, f.sha256) for f in from_texts.all_files()] == \
+        [(f.ledger_name, f.sha256) for f in from_dir.all_files()]
+    assert str(from_texts.all_files()[0].path).startswith("ctl:files/migrations/v1/")
+    with pytest.raises(MigrationError, match="not a vN/NAME.sql"):
+        load_catalog_texts({**texts, "../evil.sql": "CREATE TABLE x (a)"}, "files/migrations")
+
+
+def test_lookup_reads_every_byte_and_the_report_action_writes_atomically(tmp_path):
+    sys.path.insert(0, str(ROOT / "lookup_plugins"))
+    sys.path.insert(0, str(ROOT / "action_plugins"))
+    from riskmgr_migrations import read_migrations
+    from riskmgr_report import write_report
+    texts = read_migrations(MIGRATIONS)
+    assert set(texts) == {f"{p.parent.name}/{p.name}" for p in MIGRATIONS.glob("v*/*.sql")}
+    assert all(texts[k].encode() == (MIGRATIONS / k).read_bytes() for k in texts)
+    path = write_report(str(tmp_path / "reports"), "run-1", "host-a", {"outcome": "changed"})
+    assert json.loads(Path(path).read_text()) == {"outcome": "changed"}
+    assert [p.name for p in Path(path).parent.iterdir()] == ["host-a.json"]
+
+
+def test_restart_stops_and_starts_in_one_call_and_times_the_gap(make_host):
+    host = make_host()
+    old = host.start()
+    result = restart_daemon(host.control(), 5, settle=0.3, start_timeout=10, log_path=str(host.log),
+                            expect_log_line="Database schema version: 1", process_match="riskmgr_standin")
+    assert result["was_running"] and result["pid"] != old and host.pid() == result["pid"]
+    assert 0 < result["downtime_seconds"] < result["healthy_at"] - result["stop_requested_at"]
