@@ -318,3 +318,64 @@ def test_downgrade_keeps_every_row_written_after_the_migration(tmp_path):
             assert fleet.kept(host, "rollback") == []  # in place: no file replaced
     finally:
         fleet.destroy()
+
+
+# --- riskmgr_migration_mode: online -------------------------------------------------------------
+
+def test_online_mode_migrates_while_the_daemon_writes_and_restarts_it_once(tmp_path):
+    fleet = Fleet(tmp_path / "online fleet", "--interval-ms", "20")
+    try:
+        host = next(iter(fleet.hosts))
+        db = fleet.db(host)
+        before_max = scalar(db, "SELECT MAX(id) FROM enforcement_log")
+        before_count = enforcement_ids(db, before_max)
+        pids = fleet.pids()
+        run = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true", "-e", "riskmgr_migration_mode=online")
+        assert_ran(run, fleet.hosts)
+        for name in fleet.hosts:
+            path = fleet.db(name)
+            assert schema_version(path) == 2 and v2_objects_present(path) == sorted(V2_OBJECTS + ["execution_time_ms"])
+            # One restart: one stop, the daemon back as a new process on v2, no write ever failed or waited long.
+            assert fleet.logged_versions(name) == [1, 2] and len(fleet.last_ids_at_stop(name)) == 1
+            assert fleet.alive(name) and fleet.pids()[name] != pids[name]
+            assert " ERROR " not in fleet.log(name) and "waited" not in fleet.log(name)
+            manifest, = fleet.manifests(name)  # taken while the daemon ran, with its own row counts
+            assert manifest["schema_version"] == 1
+        assert enforcement_ids(db, before_max) == before_count
+        # The daemon kept writing while the backup and the migration ran: rows between the backup's
+        # snapshot and the restart are in the live database, and the ids have no gap.
+        stopped_at = fleet.last_ids_at_stop(host)[0]
+        assert stopped_at > manifest_max_id(fleet, host) >= before_max
+        assert enforcement_ids(db, stopped_at) == stopped_at - scalar(db, "SELECT MIN(id) FROM enforcement_log") + 1
+        report = json.loads(next(fleet.reports.glob(f"*/{host}.json")).read_text())
+        assert report["migration_mode"] == "online" and report["backup_method"] == "backup API"
+        assert 0 < report["downtime_seconds"] < 5 and report["longest_migration_lock_seconds"] is not None
+        again = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true", "-e", "riskmgr_migration_mode=online")
+        assert_ran(again, fleet.hosts)
+        assert all(r["changed"] == 0 for r in again.recap.values()), again.recap
+    finally:
+        fleet.destroy()
+
+
+def manifest_max_id(fleet: Fleet, host: str) -> int:
+    """The highest enforcement_log id in the host's (only) backup."""
+    backup = Path(fleet.hosts[host]["riskmgr_backup_dir"]) / fleet.manifests(host)[0]["backup"]
+    return scalar(backup, "SELECT MAX(id) FROM enforcement_log")
+
+
+def test_online_mode_is_refused_for_a_database_not_in_wal_mode(tmp_path):
+    fleet = Fleet(tmp_path / "rollback journal fleet")
+    try:
+        subprocess.run([sys.executable, str(FLEET_TOOL), "stop", "--root", str(fleet.root)], check=True,
+                       capture_output=True)
+        for host in fleet.hosts:
+            with closing(sqlite3.connect(fleet.db(host), isolation_level=None)) as conn:
+                assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+        before = fleet.snapshot()
+        run = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true", "-e", "riskmgr_migration_mode=online")
+        assert run.returncode != 0
+        assert re.search(r"riskmgr_migration_mode=online needs .*state\.db in WAL mode", run.output), run.output[-3000:]
+        assert "journal mode delete" in run.output and "Traceback" not in run.output
+        assert fleet.snapshot() == before
+    finally:
+        fleet.destroy()
