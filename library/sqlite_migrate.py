@@ -99,6 +99,10 @@ longest_transaction_seconds:
   description: The longest single write transaction, which is the longest the daemon's writes waited.
   type: float
   returned: with transactions=per_step, when changed and not in check mode
+transactions:
+  description: How many write transactions committed (one per object, then one for the history rows).
+  type: int
+  returned: with transactions=per_step, when changed and not in check mode
 data_dropped:
   description: For a downgrade, rows of dropped tables and non-null values of dropped columns.
   type: dict

@@ -115,8 +115,9 @@ def create_lock(path: str, record: dict) -> bool:
         raise LockError(f"{path}: the lock's directory {os.path.dirname(path) or '.'} does not exist; "
                         "create it or set the lock path to an existing directory") from err
     except OSError as err:
-        raise LockError(f"{path}: cannot create the run lock ({err.strerror}); the directory must be "
-                        "writable by the task's user (become)") from err
+        directory = os.path.dirname(path) or "."
+        raise LockError(f"{path}: cannot create the run lock in {directory} ({err.strerror}); {directory} must be "
+                        "writable by the task's user (become the database's owner)") from err
     try:
         os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
         os.fsync(fd)

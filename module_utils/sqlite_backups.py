@@ -34,8 +34,8 @@ from urllib.parse import quote
 
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, HASH_CHUNK, SQLITE_HEADER, BackupError, RiskmgrError, connect_readonly,
-    connect_writable, database_bytes, free_bytes, fsync_path, require_sqlite_file, sha256_file, sqlite_error_text,
-    table_row_counts)
+    connect_writable, database_bytes, free_bytes, fsync_path, megabytes, require_sqlite_file, sha256_file,
+    sqlite_error_text, table_row_counts)
 from ansible.module_utils.sqlite_schema import current_version
 
 MANIFEST_FORMAT = 1
@@ -521,7 +521,7 @@ def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, rete
         result.update(predict_backup(source, directory, before, retention_days, max_backups, busy_timeout_s,
                                      clock(), want_diff))
     else:
-        result.update(write_backup(source, directory, busy_timeout_s, clock, token, daemon_stopped))
+        result.update(write_backup(source, directory, busy_timeout_s, clock, token, daemon_stopped, needed))
         result["seconds"] = round(time.monotonic() - started, 4)
         if finish_later:
             return result
@@ -571,7 +571,7 @@ def predict_backup(source: Path, directory: Path, before: list[BackupEntry], ret
 
 
 def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Callable[[], datetime],
-                 token: Callable[[], str], daemon_stopped: bool = False) -> dict:
+                 token: Callable[[], str], daemon_stopped: bool = False, needed: int | None = None) -> dict:
     """Copy, check, hash, publish and describe one backup; on any failure remove what we wrote.
 
     daemon_stopped: the caller stopped the daemon, so the file itself is copied under the write
@@ -579,6 +579,7 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
     unchecked (result["confirmed"] false): the caller runs confirm_backup() on it, in parallel
     with the migration, before anything relies on it. Otherwise the backup API takes a
     snapshot that the daemon's writes do not disturb, and it is checked before it is published.
+    needed (bytes, from the free-space check) is only quoted when the directory fills up meanwhile.
     """
     owner = owner_for_root(source)
     try:
@@ -588,7 +589,11 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
                           "create it or run the task as root (become)") from err
     created = clock()
     # The version is only known once copied: the temp name carries a placeholder version.
-    fd, temp = create_temp(directory, backup_file_name(source.stem, 0, created), FILE_MODE, owner, token)
+    try:
+        fd, temp = create_temp(directory, backup_file_name(source.stem, 0, created), FILE_MODE, owner, token)
+    except OSError as err:
+        raise BackupError(f"{backup_failure_text(source, err, busy_timeout_s, directory, needed)}; no backup was "
+                          "written, the live database is untouched") from err
     final: Path | None = None
     published = False
     try:
@@ -619,8 +624,9 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
     except BaseException as err:
         removed = [str(p) for p in undo_backup(temp, final if published else None)]
         if isinstance(err, (RiskmgrError, sqlite3.Error, OSError)):
-            raise BackupError(f"{backup_failure_text(source, err, busy_timeout_s)}; no backup was written "
-                              f"(removed {', '.join(removed) or 'nothing'}), the live database is untouched") from err
+            raise BackupError(f"{backup_failure_text(source, err, busy_timeout_s, directory, needed)}; no backup was "
+                              f"written (removed {', '.join(removed) or 'nothing'}), the live database is untouched"
+                              ) from err
         raise
     finally:
         os.close(fd)
@@ -638,7 +644,20 @@ def undo_backup(temp: Path, final: Path | None) -> list[Path]:
     return removed
 
 
-def backup_failure_text(source: Path, err: BaseException, busy_timeout_s: float) -> str:
+def is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, sqlite3.Error) and "full" in str(err)
+
+
+def backup_failure_text(source: Path, err: BaseException, busy_timeout_s: float, directory: Path | None = None,
+                        needed: int | None = None) -> str:
+    if directory is not None and is_disk_full(err):
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        need = f"about {megabytes(needed)} ({needed} bytes)" if needed else "the size of the database and its -wal"
+        return (f"{source}: backup failed: no space left in {directory} ({reason}); the backup needs {need} free "
+                f"there, {free_bytes(directory)} bytes free now; free space there (or point backup_dir at a larger "
+                "filesystem) and rerun")
     if isinstance(err, sqlite3.Error):
         return sqlite_error_text(source, err, busy_timeout_s)
     if isinstance(err, OSError):

@@ -6,6 +6,7 @@ hosts that have nothing but Python 3 and its sqlite3.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sqlite3
 import traceback
@@ -14,6 +15,14 @@ from pathlib import Path
 SQLITE_HEADER = b"SQLite format 3\x00"
 HASH_CHUNK = 1024 * 1024
 DEFAULT_BUSY_TIMEOUT_S = 10.0
+# Free space a schema change needs, as a share of the database file: its new index pages go to
+# the -wal first, then (checkpoint) into the database. The v2 indexes measure 15-22 % of the file
+# each time (1.4 MB, 10 MB and 40 MB test databases), so at most about 44 % at the peak.
+SCHEMA_CHANGE_GROWTH = 0.5
+# ... and the sort of the biggest new index, in SQLite's temp dir once it exceeds ~2 MB (cache_size).
+INDEX_SORT_SHARE = 0.25
+# Where SQLite's unix VFS puts temp files when SQLITE_TMPDIR and TMPDIR do not name a directory.
+SQLITE_TEMP_DIRS = ("/var/tmp", "/usr/tmp", "/tmp")
 
 
 class RiskmgrError(Exception):
@@ -156,8 +165,37 @@ def sqlite_error_text(path: str | os.PathLike, err: sqlite3.Error, busy_timeout_
     if "not a database" in text or "malformed" in text:
         return f"{path}: {text}; the file is damaged: restore it from a backup before migrating"
     if "disk" in text and "full" in text or "SQLITE_FULL" in text:
-        return f"{path}: {text}; free space on the database's filesystem (and its temp dir) and rerun"
+        return disk_full_text(path, text)
     return f"{path}: {text}"
+
+
+def megabytes(count: int) -> str:
+    return f"{count / 1048576:.1f} MB"
+
+
+def sqlite_temp_dir() -> str:
+    """The directory SQLite's temp files go to (the sorts of big index builds spill there): the
+    first of SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp that is a writable directory."""
+    for candidate in (os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), *SQLITE_TEMP_DIRS):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return "."
+
+
+def disk_full_text(path: str | os.PathLike, text: str) -> str:
+    """SQLITE_FULL while writing the database: where space ran out, and how much a schema change needs."""
+    directory, temp = Path(path).parent, sqlite_temp_dir()
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    free = {where: megabytes(free_bytes(where)) for where in (directory, temp)}
+    return (f"{path}: {text}: no space left in {directory} ({free[directory]} free now) or in SQLite's temp dir "
+            f"{temp} ({free[temp]} free now); a schema change needs about "
+            f"{megabytes(math.ceil(size * SCHEMA_CHANGE_GROWTH))} free in {directory} (database size "
+            f"{megabytes(size)} x {SCHEMA_CHANGE_GROWTH:g}: the new indexes go to its -wal, then into it) and about "
+            f"{megabytes(math.ceil(size * INDEX_SORT_SHARE))} in {temp} for the index sorts (SQLITE_TMPDIR moves "
+            "them); free space there and rerun")
 
 
 def table_row_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -296,7 +296,7 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
     """
     started = time.monotonic()
     applied: list[Step] = []
-    longest = 0.0
+    longest, transactions = 0.0, 0
     while True:
         begun = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
@@ -317,6 +317,7 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
                 raise MigrationError(f"{sqlite_error_text(path, err, busy_timeout_s)}{done}") from err
             raise
         longest = max(longest, time.monotonic() - begun)
+        transactions += 1
         applied.extend(batch)
         if not creates:
             break
@@ -325,6 +326,7 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
     result["to_version"] = target
     result["seconds"] = round(time.monotonic() - started, 4)
     result["longest_transaction_seconds"] = round(longest, 4)
+    result["transactions"] = transactions
 
 
 def result_skeleton(inspection: Inspection, steps: list[Step], direction: str, target: int,
