@@ -24,7 +24,7 @@ description:
     Run as root, the directory, backup and manifest are owned like the database file.
   - After a successful backup, retention deletes (backup and manifest) the backups of this
     database (same stem, with a manifest) that are older than I(retention_days) or beyond the
-    newest I(max_backups) ("keep 30 days, at most 10": either limit prunes). The newest backup of each schema version and the one just written
+    newest I(max_backups) (keep 30 days, at most 10; either limit prunes). The newest backup of each schema version and the one just written
     are always kept, and no other file is ever touched.
 options:
   path:

@@ -58,6 +58,11 @@ options:
     description: Seconds to wait for a lock held by another connection.
     type: float
     default: 10
+  lock_path:
+    description:
+      - The run lock file of this host (M(riskmgr_lock)); only whether it exists is reported, in I(lock_present),
+        so that a host needing nothing still gets a lock left by a dead run taken over and released.
+    type: path
 extends_documentation_fragment: [action_common_attributes]
 attributes:
   check_mode: {support: full}
@@ -87,6 +92,14 @@ version:
   type: int
   returned: always
   sample: 1
+write_problems:
+  description:
+    - Why migrating the database in place would fail for this user, known before any stop - a directory,
+      database or sidecar it cannot write, too little free space for the new indexes in the database's
+      filesystem or in SQLite's temp dir. Empty when none.
+  type: list
+  elements: str
+  returned: always
 open_by:
   description:
     - Processes that have the database, its C(-wal) or C(-shm) open (only those matching
@@ -122,6 +135,7 @@ journal_mode: {description: Journal mode of the database., type: str, returned: 
 tables: {description: Tables in the database., type: list, elements: str, returned: always}
 indexes: {description: Indexes in the database., type: list, elements: str, returned: always}
 row_counts: {description: Rows per table, from one snapshot., type: dict, returned: when count_rows, sample: {orders: 2000}}
+lock_present: {description: Whether I(lock_path) exists (false when not given)., type: bool, returned: always}
 integrity:
   description: Result of the integrity check, null when not run.
   type: dict
@@ -129,6 +143,8 @@ integrity:
   sample: {level: integrity, ok: true, errors: [], seconds: 0.4}
 """
 
+
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sqlite_catalog import MIGRATION_SOURCE_SPEC, catalog_of_params
@@ -144,6 +160,7 @@ def run(module: AnsibleModule) -> dict:
     # Not "path": exit_json() overwrites state, mode and size of any result with a "path" key
     # with the stat of that file (state would always read "file").
     facts["db_path"] = facts.pop("path")
+    facts["lock_present"] = bool(params["lock_path"]) and os.path.lexists(params["lock_path"])
     return dict(changed=False, **facts)
 
 
@@ -159,6 +176,7 @@ def main() -> None:
             "count_rows": {"type": "bool", "default": True},
             "busy_timeout": {"type": "float", "default": 10.0},
             "process_match": {"type": "str"},
+            "lock_path": {"type": "path"},
         },
         supports_check_mode=True,
         mutually_exclusive=[("migrations_dir", "migrations")],

@@ -24,7 +24,8 @@ from typing import Callable
 
 from ansible.module_utils.sqlite_common import RiskmgrError
 
-POLL_S = 0.02  # also the resolution of the downtime measured at the start
+POLL_S = 0.01  # also the resolution of the downtime measured at the start
+LAUNCH_POLL_S = 0.005  # Popen.wait(timeout) backs off to 50 ms sleeps: too coarse inside a restart
 KILL_WAIT_S = 10.0
 TAIL_LINES = 5
 STDERR_TAIL_CHARS = 400
@@ -201,12 +202,12 @@ def run_quietly(argv: list[str], timeout: float) -> tuple[int | None, str, str]:
         # start_new_session: the daemon must not share the task's session or process group.
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                    start_new_session=True, close_fds=True)
-        try:
-            status = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + timeout
+        while (status := process.poll()) is None and time.monotonic() < deadline:
+            time.sleep(LAUNCH_POLL_S)
+        if status is None:
             process.kill()
             process.wait()
-            status = None
         texts = []
         for handle in (out, err):
             handle.seek(0)

@@ -20,6 +20,7 @@ Plain Python, no Ansible import: pytest calls upgrade_host() on real files and p
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -27,7 +28,8 @@ from pathlib import Path
 from ansible.module_utils.riskmgr_daemon import DaemonControl, start_daemon, stop_daemon
 from ansible.module_utils.sqlite_backups import backup_database, finish_backup, restore_database
 from ansible.module_utils.sqlite_catalog import Catalog
-from ansible.module_utils.sqlite_common import DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly
+from ansible.module_utils.sqlite_common import (
+    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly, migration_write_problems, sqlite_error_text)
 from ansible.module_utils.sqlite_migration import migrate_database
 from ansible.module_utils.sqlite_schema import current_version
 from ansible.module_utils.sqlite_verification import failure_message, verify_database
@@ -97,6 +99,34 @@ def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
                  want_diff: bool = False) -> dict:
     """Upgrade one host with its daemon down for as short a time as the work allows; see the module doc."""
     options = options or {}
+    try:
+        result = plan_upgrade(path, backup_dir, catalog, control, target_version, options, retention_days,
+                              max_backups, free_space_margin, stop_timeout, stop_force, log_path, process_match,
+                              busy_timeout_s, check_mode, want_diff)
+    except (RiskmgrError, sqlite3.Error) as err:
+        # Refused before the stop: nothing was touched, the daemon runs as it did.
+        reason = sqlite_error_text(path, err, busy_timeout_s) if isinstance(err, sqlite3.Error) else str(err)
+        raise UpgradeError(f"{reason.rstrip('.')}. The daemon was not stopped and nothing was changed.",
+                           {"changed": False, "failed_phase": "plan",
+                            "recovery": {"restored_from": None, "kept": [], "errors": [], "database": "untouched",
+                                         "daemon": "was not stopped"}}) from err
+    if not result["changed"] or check_mode:
+        return result
+    target = result["to_version"]
+    with shielded_from_hangups():
+        return run_downtime(path, Path(backup_dir), catalog, control, result, target=target, options=options,
+                            retention_days=retention_days, max_backups=max_backups,
+                            free_space_margin=free_space_margin, integrity=integrity,
+                            keep_suffix=keep_suffix or f"failed_v{target}", stop_timeout=stop_timeout,
+                            stop_force=stop_force, settle=settle, start_timeout=start_timeout,
+                            log_path=log_path, process_match=process_match, busy_timeout_s=busy_timeout_s)
+
+
+def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, target_version: int | None,
+                 options: dict[str, bool], retention_days: int, max_backups: int, free_space_margin: float,
+                 stop_timeout: float, stop_force: bool, log_path: str | None, process_match: str | None,
+                 busy_timeout_s: float, check_mode: bool, want_diff: bool) -> dict:
+    """Everything that can refuse while the daemon still runs: the plan, writability, space for both."""
     plan = migrate_database(path, catalog, target_version, options, check_mode=True, want_diff=want_diff,
                             busy_timeout_s=busy_timeout_s)
     result = {"changed": plan["changed"], "from_version": plan["from_version"], "to_version": plan["to_version"],
@@ -111,20 +141,14 @@ def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
     if plan["direction"] != "up":
         raise RiskmgrError(f"{path}: riskmgr_upgrade only upgrades (v{plan['from_version']} -> "
                            f"v{plan['to_version']} is a downgrade); use rollback_v2.yml")
-    target = plan["to_version"]
-    # Everything that can refuse without the daemon stopped refuses here: the backup's space.
+    problems = migration_write_problems(path)
+    if problems:
+        raise RiskmgrError(f"{path}: cannot be migrated in place: {'; '.join(problems)}")
     result["backup"] = backup_database(path, backup_dir, retention_days, max_backups, busy_timeout_s,
                                        free_space_margin, check_mode=True)
     if check_mode:
         result["stop"] = stop_daemon(control, stop_timeout, stop_force, process_match, log_path, check_mode=True)
-        return result
-    with shielded_from_hangups():
-        return run_downtime(path, Path(backup_dir), catalog, control, result, target=target, options=options,
-                            retention_days=retention_days, max_backups=max_backups,
-                            free_space_margin=free_space_margin, integrity=integrity,
-                            keep_suffix=keep_suffix or f"failed_v{target}", stop_timeout=stop_timeout,
-                            stop_force=stop_force, settle=settle, start_timeout=start_timeout,
-                            log_path=log_path, process_match=process_match, busy_timeout_s=busy_timeout_s)
+    return result
 
 
 def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict, *,

@@ -198,6 +198,32 @@ def disk_full_text(path: str | os.PathLike, text: str) -> str:
             "them); free space there and rerun")
 
 
+def migration_write_problems(path: str | os.PathLike) -> list[str]:
+    """Why migrating the database in place would fail for this user on this host, known before any stop.
+
+    The directory must be writable (SQLite creates its -wal/-journal there), the database and its
+    sidecars too, and the database's filesystem and SQLite's temp dir need room for the new indexes.
+    """
+    path = Path(path)
+    directory, problems = path.parent, []
+    if not os.access(directory, os.W_OK | os.X_OK):
+        problems.append(f"directory {directory} is not writable by this user (SQLite creates its -wal/-journal "
+                        "there): run as the database's owner (become)")
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists() and not os.access(name, os.W_OK):
+            problems.append(f"{name} is not writable by this user: run as the database's owner (become)")
+    size = os.path.getsize(path) if path.exists() else 0
+    needed, temp = math.ceil(size * SCHEMA_CHANGE_GROWTH), sqlite_temp_dir()
+    if directory.is_dir() and free_bytes(directory) < needed:
+        problems.append(f"{directory} has {megabytes(free_bytes(directory))} free, the schema change needs about "
+                        f"{megabytes(needed)} there (database size x {SCHEMA_CHANGE_GROWTH:g}): free space there")
+    sort_needed = math.ceil(size * INDEX_SORT_SHARE)
+    if os.path.realpath(temp) != os.path.realpath(directory) and free_bytes(temp) < sort_needed:
+        problems.append(f"SQLite's temp dir {temp} has {megabytes(free_bytes(temp))} free, the index sorts need "
+                        f"about {megabytes(sort_needed)}: free space there or set SQLITE_TMPDIR")
+    return problems
+
+
 def table_row_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Row count of every ordinary table, read in one transaction so the counts agree."""
     names = [row[0] for row in conn.execute(

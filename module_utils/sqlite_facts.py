@@ -11,8 +11,8 @@ from ansible.module_utils.riskmgr_daemon import process_cmdline
 from ansible.module_utils.sqlite_backups import live_file_names, processes_holding
 from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly, database_bytes, free_bytes, sqlite_error_text,
-    table_row_counts)
+    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly, database_bytes, free_bytes, migration_write_problems,
+    sqlite_error_text, table_row_counts)
 from ansible.module_utils.sqlite_schema import index_names, inspect, read_versions, table_names
 
 INTEGRITY_PRAGMAS = {"integrity": "integrity_check", "quick": "quick_check"}
@@ -68,6 +68,7 @@ def gather(path: str, migrations_dir: str | None = None, backup_dir: str | None 
     if not facts["exists"]:
         raise RiskmgrError(f"{path}: no such file; check riskmgr_db_path for this host")
     facts.update(file_facts(path, backup_dir))
+    facts["write_problems"] = migration_write_problems(path)
     # Before our own connection opens it (it would not count anyway: processes_holding skips us).
     facts["open_by"] = open_by(path, process_match)
     try:
