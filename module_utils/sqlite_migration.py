@@ -319,6 +319,10 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
         longest = max(longest, time.monotonic() - begun)
         transactions += 1
         applied.extend(batch)
+        # An index build leaves its pages in the -wal; copied into the database here (PASSIVE: the
+        # daemon's writes never wait for it), the daemon's own next commit does not have to, and
+        # its stop at the restart does not either.
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if not creates:
             break
     result["steps"] = [s.as_dict() for s in applied]
