@@ -191,6 +191,17 @@ def split_command(start_command: str | list | None) -> list[str]:
     return argv
 
 
+INHERITED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)
+
+
+def default_signals() -> None:
+    """In the start command's process, before exec: the default disposition of the signals a caller
+    may ignore (riskmgr_upgrade does, while the daemon is down). Ignored signals survive exec, and a
+    daemon launched with SIGTERM ignored could never be stopped. Only the main thread runs then."""
+    for signum in INHERITED_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def run_quietly(argv: list[str], timeout: float) -> tuple[int | None, str, str]:
     """Run argv without a shell: (exit status, stdout, stderr); the status is None when it did
     not return within timeout and was killed. OSError when it cannot be run at all.
@@ -201,7 +212,7 @@ def run_quietly(argv: list[str], timeout: float) -> tuple[int | None, str, str]:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         # start_new_session: the daemon must not share the task's session or process group.
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                   start_new_session=True, close_fds=True)
+                                   start_new_session=True, close_fds=True, preexec_fn=default_signals)
         deadline = time.monotonic() + timeout
         while (status := process.poll()) is None and time.monotonic() < deadline:
             time.sleep(LAUNCH_POLL_S)

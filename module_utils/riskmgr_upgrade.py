@@ -4,8 +4,10 @@ Why one process rather than one task per step:
 - every Ansible task is a round trip (about 0.3 s on a local connection, more over ssh) and
   four of them would fall inside the downtime;
 - a unit that runs on the host finishes, or puts the host back, even when the controller or
-  its connection goes away while the daemon is down: SIGHUP, SIGINT and SIGPIPE are ignored
-  from the stop to the end, so a dropped ssh session or a Ctrl-C does not leave the daemon down.
+  its connection goes away while the daemon is down: SIGHUP, SIGINT, SIGPIPE and SIGTERM are
+  ignored from the stop to the end, so a dropped ssh session, a Ctrl-C or a terminated
+  ansible-playbook does not leave the daemon down (SIGKILL still can: the rescue, or the rerun,
+  then starts it).
 
 The steps are the same functions the single-step modules run (riskmgr_daemon, sqlite_backup,
 sqlite_migrate, sqlite_verify, sqlite_restore); only the order of two checks changes, never
@@ -35,7 +37,10 @@ from ansible.module_utils.sqlite_schema import current_version
 from ansible.module_utils.sqlite_verification import failure_message, verify_database
 
 SCHEMA_LINE = "Database schema version: {version}"
-SHIELDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE)
+# What a lost controller or connection sends: ssh's hangup, Ctrl-C passed on, a closed pipe, and
+# the SIGTERM ansible-playbook passes to its workers' process groups when it is itself terminated
+# (a CI timeout or cancel). The daemon it starts does not inherit them (riskmgr_daemon.run_quietly).
+SHIELDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM)
 
 
 class UpgradeError(RiskmgrError):

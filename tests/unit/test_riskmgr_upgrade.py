@@ -116,6 +116,10 @@ def test_upgrade_stops_backs_up_migrates_verifies_and_starts_once(make_host):
     # The daemon runs again, on v2, as a new process; the downtime is the stop request to its log line.
     new_pid = host.pid()
     assert new_pid and new_pid != old_pid and host.logged_versions()[-1] == 2
+    # The signals the unit ignores while the daemon is down are not passed on to the daemon it starts.
+    ignored = int(next(line for line in Path(f"/proc/{new_pid}/status").read_text().splitlines()
+                       if line.startswith("SigIgn:")).split()[1], 16)
+    assert not ignored & (1 << (signal.SIGHUP - 1) | 1 << (signal.SIGTERM - 1) | 1 << (signal.SIGINT - 1))
     assert 0 < result["downtime_seconds"] <= result["start"]["healthy_at"] - result["stop"]["stop_requested_at"]
     assert verify_database(str(host.db), host.catalog, 2)["ok"]
     assert row_counts(host.db)["enforcement_log"] >= manifest["row_counts"]["enforcement_log"]
@@ -196,7 +200,7 @@ def test_rows_only_in_the_wal_of_a_killed_daemon_are_backed_up_through_sqlite(ma
 
 def test_hangup_interrupt_and_broken_pipe_are_ignored_while_shielded():
     with shielded_from_hangups():
-        for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
+        for signum in riskmgr_upgrade.SHIELDED_SIGNALS:
             os.kill(os.getpid(), signum)
         time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
