@@ -204,7 +204,8 @@ class BackgroundRun:
         return PlaybookRun(returncode, self.out.read_text(), self.err.read_text())
 
     def kill(self) -> None:
-        """SIGKILL ansible-playbook and every process of its group (forks, running modules)."""
+        """SIGKILL ansible-playbook's process group. Since ansible-core 2.19 each worker calls setsid(),
+        so its forks and the modules they run are not in that group and go on (kill_tree reaches them)."""
         if self.running():
             os.killpg(self.pid, signal.SIGKILL)
             self.process.wait()
@@ -455,3 +456,137 @@ def build_big_v1(path: Path, doublings: int) -> Path:
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path
+
+
+# --- interrupted runs (tests/faults/test_interrupts.py) -----------------------------------------
+#
+# Since ansible-core 2.19 every worker fork calls setsid(): a module runs in its worker's own
+# process group, not in ansible-playbook's. BackgroundRun.kill() (killpg of ansible-playbook's
+# group) therefore kills the controller process only; a module already running goes on. To kill
+# the module too, kill_tree() the processes descendants() found before the controller died.
+
+CALLBACK_PLUGINS = Path(__file__).resolve().parent / "callback_plugins"
+INTERRUPT_CALLBACK = "riskmgr_interrupt"  # tests/faults/callback_plugins/riskmgr_interrupt.py
+RUN_END = "(end of the run)"  # riskmgr_interrupt's name for the point after the last task
+
+
+def interrupt_env(*, record: Path | None = None, kill_at: str | None = None, occurrence: int = 1) -> dict[str, str]:
+    """The environment of one run with the test-only callback riskmgr_interrupt: record every task
+    that starts (in `record`), or SIGKILL ansible-playbook when task `kill_at` starts for the
+    `occurrence`-th time (RUN_END: once the last task is done, before the recap)."""
+    env = {"ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_PLUGINS), "ANSIBLE_CALLBACKS_ENABLED": INTERRUPT_CALLBACK}
+    if record is not None:
+        env["RISKMGR_RECORD_TASKS"] = str(record)
+    if kill_at is not None:
+        env["RISKMGR_KILL_AT_TASK"] = kill_at
+        env["RISKMGR_KILL_AT_OCCURRENCE"] = str(occurrence)
+    return env
+
+
+def recorded_tasks(record: Path) -> list[str]:
+    """The task names riskmgr_interrupt recorded, in the order they started."""
+    return [line.split("\t", 1)[1] for line in record.read_text(encoding="utf-8").splitlines()]
+
+
+class EnvRun(BackgroundRun):
+    """A BackgroundRun whose environment has extra variables (a callback plugin, ANSIBLE_PIPELINING)."""
+
+    def __init__(self, command: list[str], prefix: Path, env: dict[str, str]) -> None:  # noqa: super not called
+        self.out, self.err = Path(f"{prefix}.stdout"), Path(f"{prefix}.stderr")
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen(command, cwd=ROOT, env={**playbook_env(), **env},
+                                            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                            start_new_session=True)
+        self.pid = self.process.pid
+
+
+def start_playbook_with_env(fleet: Fleet, name: str, *extra: str, env: dict[str, str], tag: str) -> EnvRun:
+    return EnvRun(fleet.playbook_command(name, *extra), fleet.root.parent / tag, env)
+
+
+def playbook_with_env(fleet: Fleet, name: str, *extra: str, env: dict[str, str], tag: str) -> PlaybookRun:
+    """Fleet.playbook() with extra environment variables; output through files, not pipes (an ssh
+    ControlPersist master or a straggler of a killed run could hold a pipe open)."""
+    return start_playbook_with_env(fleet, name, *extra, env=env, tag=tag).wait()
+
+
+def process_table() -> dict[int, tuple[int, str, bytes]]:
+    """pid -> (parent pid, command name, command line) of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        head, _, tail = stat.rpartition(b")")
+        fields = tail.split()
+        if fields[0] in (b"Z", b"X"):
+            continue  # a zombie is not running (PID 1 reaps orphans only every 1-2 s here)
+        table[int(entry.name)] = (int(fields[1]), head.split(b"(", 1)[1].decode(errors="replace"), cmdline)
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (children, their children, ...), whatever its session."""
+    table = process_table()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def running(pid: int) -> bool:
+    return pid in process_table()
+
+
+def kill_tree(pids: list[int], signum: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll condition() until it returns something true; fail naming `what` after timeout s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout:g}s")
+        time.sleep(interval)
+
+
+def freeze_and_kill(root: int, first: list[int] | tuple[int, ...] = ()) -> list[int]:
+    """SIGKILL root and every process below it, with nothing escaping: SIGSTOP `first` (the
+    process that must not get any further), root and each descendant, scanning again until no new
+    one appears (a frozen process spawns nothing), then SIGKILL them all. The pids killed."""
+    frozen: list[int] = []
+
+    def freeze(pids) -> None:
+        for pid in pids:
+            if pid not in frozen:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    frozen.append(pid)
+                except ProcessLookupError:
+                    pass
+
+    freeze([*first, root])
+    while True:
+        new = [pid for top in [root, *first] for pid in descendants(top) if pid not in frozen]
+        if not new:
+            break
+        freeze(new)
+    kill_tree(frozen)
+    return frozen

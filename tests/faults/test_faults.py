@@ -97,39 +97,6 @@ def test_1_sigkill_inside_the_migration_transaction_leaves_v1_and_a_rerun_conver
     assert {t: c for t, c in row_counts(db).items() if t in counts} == counts
 
 
-# --- #2 ansible-playbook killed between two tasks --------------------------------------------
-
-# One boundary so far (each costs two runs): the one where a rerun used to find nothing to do
-# and leave the daemon down. More go here as (state of the database at the kill, reached?).
-KILL_POINTS = {
-    # The migration is committed, the daemon is still down.
-    "after_migrate": ("v2", lambda fleet: not fleet.alive(HOST) and schema_state(fleet.db(HOST)) == "v2"),
-}
-
-
-@pytest.mark.parametrize("point", sorted(KILL_POINTS))
-def test_2_run_killed_mid_way_leaves_a_consistent_host_and_the_rerun_brings_the_daemon_back(make_fleet, point):
-    fleet = make_fleet()
-    state_at_kill, reached = KILL_POINTS[point]
-    before = capture(fleet, HOST)
-    killed = fleet.start_playbook("migrate_v2.yml", *CONFIRM, tag="killed")
-    try:
-        deadline = time.monotonic() + 60
-        while not reached(fleet):
-            assert killed.running() and time.monotonic() < deadline, f"the run never reached {point}"
-            time.sleep(0.02)
-    finally:
-        killed.kill()
-    # What the dead run left: a consistent database, the daemon down, its lock behind.
-    assert_v1_or_v2(fleet.db(HOST), state_at_kill)
-    assert_rows_kept(fleet.db(HOST), before)
-    assert not fleet.alive(HOST) and fleet.lock(HOST).exists()
-    # The rerun takes over the dead run's lock, finishes the job and starts the daemon.
-    run = fleet.playbook("migrate_v2.yml", *CONFIRM)
-    assert_end_state(fleet, before, run, db="v2", daemon="running")
-    assert fleet.logged_versions(HOST) == [1, 2]
-
-
 # --- #4 a corrupt database -----------------------------------------------------------------
 
 @pytest.mark.parametrize(("damaged", "also_says"), [
@@ -243,13 +210,6 @@ def test_7_database_in_the_wrong_state_is_refused_in_preflight(make_fleet, make,
     run = fleet.playbook("migrate_v2.yml", *CONFIRM)
     assert_end_state(fleet, before, run, db="unchanged", daemon=daemon, says=says)
     assert not fleet.backup_dir(HOST).exists()
-
-
-def test_7_read_only_directory_is_refused_in_preflight():
-    # Not yet automated: root ignores chmod 0555, so the fault needs the playbook to become an
-    # unprivileged user that owns the fleet, outside the root-only tmp_path. See docs/guarantees.md.
-    pytest.skip("not yet automated: as root, chmod 0555 on the data directory does not stop writes; "
-                "needs a become to an unprivileged user that owns the fleet")
 
 
 # --- #8 rollback without a usable backup ------------------------------------------------------

@@ -5,6 +5,7 @@
 #   RISKMGR_RECORD_TASKS=FILE      append every task that starts, one line each: "<epoch seconds>\t<name>"
 #   RISKMGR_KILL_AT_TASK=NAME      SIGKILL this ansible-playbook process when task NAME starts...
 #   RISKMGR_KILL_AT_OCCURRENCE=N   ...for the Nth time (default 1): a name can recur (a role used twice)
+#   RISKMGR_KILL_AT_TASK="(end of the run)"   SIGKILL it after the last task, before the recap
 # v2_playbook_on_task_start runs in ansible-playbook's main process before any worker is forked
 # for that task, and after every result of the previous task was handled: the kill falls exactly
 # between two tasks, with no module running.
@@ -15,6 +16,8 @@ import signal
 import time
 
 from ansible.plugins.callback import CallbackBase
+
+RUN_END = "(end of the run)"  # fault_fleet.RUN_END
 
 DOCUMENTATION = r"""
 name: riskmgr_interrupt
@@ -54,3 +57,7 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_handler_task_start(self, task) -> None:
         self.task_started(task)
+
+    def v2_playbook_on_stats(self, stats) -> None:
+        if self.kill_at == RUN_END:
+            os.kill(os.getpid(), signal.SIGKILL)
