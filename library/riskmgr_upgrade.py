@@ -47,20 +47,6 @@ options:
     description: I(backup_dir) must have this factor times the database and its C(-wal) free.
     type: float
     default: 1.1
-  migrations_dir:
-    description:
-      - Directory on the host holding the project's C(files/migrations).
-      - One of I(migrations_dir) and I(migrations) is required.
-    type: path
-  migrations:
-    description:
-      - The migration files themselves, a dict from C(vN/NAME.sql) to its text, as the controller
-        read them. Mutually exclusive with I(migrations_dir).
-    type: dict
-  migrations_origin:
-    description: Where the texts of I(migrations) came from, so that messages name a file the operator can fix.
-    type: str
-    default: files/migrations
   target_version:
     description: Version to reach; defaults to the newest in the migrations. Downgrades are refused (use rollback_v2.yml).
     type: int
@@ -117,7 +103,7 @@ options:
   log_path:
     description: The daemon's log; without it the start is judged on the process alone.
     type: path
-extends_documentation_fragment: [action_common_attributes]
+extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
 attributes:
   check_mode: {support: full, details: Plans the migration and the backup from the real files; stops nothing and writes nothing.}
   diff_mode: {support: full, details: Shows the whole schema before and after as SQL.}
@@ -166,6 +152,7 @@ recovery:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control
 from ansible.module_utils.riskmgr_upgrade import upgrade_host
+from ansible.module_utils.sqlite_backups import BACKUP_SPEC
 from ansible.module_utils.sqlite_catalog import MIGRATION_SOURCE_SPEC, catalog_of_params
 from ansible.module_utils.sqlite_common import run_module_guarded
 
@@ -186,11 +173,7 @@ def run(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "path": {"type": "path", "required": True},
-            "backup_dir": {"type": "path", "required": True},
-            "retention_days": {"type": "int", "default": 30},
-            "max_backups": {"type": "int", "default": 10},
-            "free_space_margin": {"type": "float", "default": 1.1},
+            **BACKUP_SPEC,
             **MIGRATION_SOURCE_SPEC,
             "target_version": {"type": "int"},
             "track_unrealized_pnl": {"type": "bool", "default": False},

@@ -151,7 +151,7 @@ pruned:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_backups import backup_database
+from ansible.module_utils.sqlite_backups import BACKUP_SPEC, backup_database
 from ansible.module_utils.sqlite_common import run_module_guarded
 
 
@@ -166,12 +166,8 @@ def run(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "path": {"type": "path", "required": True},
-            "backup_dir": {"type": "path", "required": True},
-            "retention_days": {"type": "int", "default": 30},
-            "max_backups": {"type": "int", "default": 10},
+            **BACKUP_SPEC,
             "busy_timeout": {"type": "float", "default": 10.0},
-            "free_space_margin": {"type": "float", "default": 1.1},
         },
         supports_check_mode=True,
     )

@@ -11,29 +11,15 @@ description:
     history, size, journal mode, free space and row counts per table.
   - Read-only and safe while the daemon runs; it opens the file with C(mode=ro) and never creates it.
   - Use it in a preflight, before any daemon is stopped.
+  - Without I(migrations) or I(migrations_dir) the objects cannot be compared and I(state) is C(unknown).
 options:
   path:
     description: Absolute path of the state database on the host.
     type: path
     required: true
-  migrations_dir:
-    description:
-      - Directory on the host holding the project's C(files/migrations) (C(v1/), C(v2/), ...).
-      - Without it the objects cannot be compared and I(state) is C(unknown).
-    type: path
   backup_dir:
     description: Backup directory whose free space is reported.
     type: path
-  migrations:
-    description:
-      - The migration files themselves, a dict from C(vN/NAME.sql) (C(v2/030_analytics_indexes.sql)) to its text, as the
-        controller read them (the playbooks send them this way; nothing is staged on the host).
-        Checksums are those of the texts in UTF-8. Mutually exclusive with I(migrations_dir).
-    type: dict
-  migrations_origin:
-    description: Where the texts of I(migrations) came from, so that messages name a file the operator can fix.
-    type: str
-    default: files/migrations
   process_match:
     description:
       - Only processes whose C(/proc/PID/cmdline) contains this text count in I(open_by) (the daemon).
@@ -63,7 +49,7 @@ options:
       - The run lock file of this host (M(riskmgr_lock)); only whether it exists is reported, in I(lock_present),
         so that a host needing nothing still gets a lock left by a dead run taken over and released.
     type: path
-extends_documentation_fragment: [action_common_attributes]
+extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
 attributes:
   check_mode: {support: full}
   diff_mode: {support: none}

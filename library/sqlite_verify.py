@@ -21,21 +21,6 @@ options:
     description: Absolute path of the state database on the host.
     type: path
     required: true
-  migrations_dir:
-    description:
-      - Directory on the host holding the project's C(files/migrations); the intended definitions come from there.
-      - One of I(migrations_dir) and I(migrations) is required.
-    type: path
-  migrations:
-    description:
-      - The migration files themselves, a dict from C(vN/NAME.sql) (C(v2/030_analytics_indexes.sql)) to its text, as the
-        controller read them (the playbooks send them this way; nothing is staged on the host).
-        Checksums are those of the texts in UTF-8. Mutually exclusive with I(migrations_dir).
-    type: dict
-  migrations_origin:
-    description: Where the texts of I(migrations) came from, so that messages name a file the operator can fix.
-    type: str
-    default: files/migrations
   target_version:
     description:
       - Version the database must be at; defaults to the newest in I(migrations_dir).
@@ -64,7 +49,7 @@ options:
     description: Seconds to wait for a lock before giving up.
     type: float
     default: 10
-extends_documentation_fragment: [action_common_attributes]
+extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
 attributes:
   check_mode: {support: full, details: The module only reads; check mode runs the same checks.}
   diff_mode: {support: none}

@@ -490,6 +490,16 @@ def backup_diff(backup_dir: Path, before: list[BackupEntry], added: list[str], p
             "before_header": f"{backup_dir} (backups)", "after_header": f"{backup_dir} (backups)"}
 
 
+# The argument_spec entries of the modules that write a backup (sqlite_backup, riskmgr_upgrade).
+BACKUP_SPEC = {
+    "path": {"type": "path", "required": True},
+    "backup_dir": {"type": "path", "required": True},
+    "retention_days": {"type": "int", "default": 30},
+    "max_backups": {"type": "int", "default": 10},
+    "free_space_margin": {"type": "float", "default": 1.1},
+}
+
+
 def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, retention_days: int = 30,
                     max_backups: int = 10, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
                     free_space_margin: float = 1.1, check_mode: bool = False, want_diff: bool = False,
