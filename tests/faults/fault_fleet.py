@@ -45,6 +45,12 @@ RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<change
 FATAL_RE = re.compile(r"^fatal: \[(?P<host>[^\]]+)\]: FAILED! => ?(?P<rest>.*)$", re.MULTILINE)
 VERSION_LINE = "Database schema version:"
 
+# What every fault test shares: the fleet's first host, the confirmation without a terminal, and
+# the promise a refusal before any stop makes.
+HOST = "local-1"
+CONFIRM = ("-e", "riskmgr_confirm=true")
+UNTOUCHED = r"daemon was not stopped and nothing was changed"
+
 
 # --- the fleet -----------------------------------------------------------------------------------
 

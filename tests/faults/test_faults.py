@@ -24,16 +24,13 @@ from pathlib import Path
 
 import pytest
 from fault_fleet import (
-    MIGRATIONS, ROOT, V1_SHAPE, assert_end_state, assert_error, assert_rows_kept, assert_v1_or_v2, backup_with_module_utils,
+    CONFIRM, HOST, UNTOUCHED, MIGRATIONS, ROOT, V1_SHAPE, assert_end_state, assert_error, assert_rows_kept, assert_v1_or_v2, backup_with_module_utils,
     build_big_v1, capture, connect_ro, max_id, migrate_with_engine, query, row_counts, scalar, schema_state,
     shape)
 from make_state_db import commit_rows_only_to_wal
 
 pytestmark = pytest.mark.slow
 
-HOST = "local-1"
-CONFIRM = ("-e", "riskmgr_confirm=true")
-UNTOUCHED = r"daemon was not stopped and nothing was changed"
 
 
 def flip_bytes(path: Path, offset: int, count: int) -> None:

@@ -38,14 +38,12 @@ from pathlib import Path
 import local_fleet
 import pytest
 from fault_fleet import (
-    RUN_END, Fleet, assert_end_state, assert_rows_kept, assert_v1_or_v2, capture, descendants, interrupt_env,
+    CONFIRM, HOST, RUN_END, Fleet, assert_end_state, assert_rows_kept, assert_v1_or_v2, capture, descendants, interrupt_env,
     freeze_and_kill, kill_tree, playbook_with_env, process_table, query, recorded_tasks, running, schema_state, start_playbook_with_env,
     wait_until)
 
 pytestmark = pytest.mark.slow
 
-HOST = "local-1"
-CONFIRM = ("-e", "riskmgr_confirm=true")
 JOBS = max(1, int(os.environ.get("RISKMGR_INTERRUPT_JOBS", "3")))
 UNIT_FINISH_S = 60  # the unit finishing on its own after its controller is gone
 

@@ -32,13 +32,10 @@ import local_fleet
 import pytest
 import yaml
 from fault_fleet import (
-    MIGRATIONS, ROOT, Fleet, assert_end_state, assert_v1_or_v2, build_big_v1, capture, schema_state)
+    CONFIRM, HOST, UNTOUCHED, MIGRATIONS, ROOT, Fleet, assert_end_state, assert_v1_or_v2, build_big_v1, capture, schema_state)
 
 pytestmark = pytest.mark.slow
 
-HOST = "local-1"
-CONFIRM = ("-e", "riskmgr_confirm=true")
-UNTOUCHED = r"daemon was not stopped and nothing was changed"
 QUIET = ("--interval-ms", "600000")  # one row at each start: state.db keeps its bytes while it runs
 PAGE = 4096
 MIB = 1024 * 1024
