@@ -153,6 +153,21 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def identifier_list(names) -> str:
+    """'"a", "b"': column names for an INSERT or SELECT, each quoted like quote_identifier."""
+    return ", ".join(quote_identifier(name) for name in names)
+
+
+def placeholders(count: int) -> str:
+    """'?, ?, ?': the parameters of a VALUES list (values always go in as parameters)."""
+    return ", ".join("?" for _ in range(count))
+
+
+def equality_clause(columns) -> str:
+    """'"a" = ? AND "b" = ?': a WHERE clause on quoted columns, compared with parameters."""
+    return " AND ".join(f"{quote_identifier(column)} = ?" for column in columns)
+
+
 def sqlite_error_text(path: str | os.PathLike, err: sqlite3.Error, busy_timeout_s: float) -> str:
     """Turn a sqlite3 error into one operator line, with the usual causes spelled out."""
     text = str(err)

@@ -13,7 +13,8 @@ from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly, database_bytes, free_bytes, migration_write_problems,
     sqlite_error_text, table_row_counts)
-from ansible.module_utils.sqlite_schema import index_names, inspect, read_versions, table_names
+from ansible.module_utils.sqlite_schema import (
+    INCOMPLETE, USABLE, index_names, inspect, read_versions, table_names)
 
 INTEGRITY_PRAGMAS = {"integrity": "integrity_check", "quick": "quick_check"}
 INTEGRITY_LINES = 20
@@ -104,8 +105,11 @@ def schema_state(conn: sqlite3.Connection, catalog, options: dict[str, bool], ta
         "migration_needed": inspection.migration_needed,
         "objects": [o.as_dict() for o in inspection.objects],
         "missing": [f"{o.obj}" for o in inspection.missing()],
+        "adoptable": [f"{o.obj}" for o in inspection.objects
+                      if o.required and o.status in USABLE + (INCOMPLETE,) and o.provenance is None],
         "version_rows": inspection.versions.rows,
         "recorded_files": inspection.versions.ledger,
+        "baseline": inspection.baseline,
         "problems": inspection.problems,
         "schema_warnings": inspection.warnings,
     }

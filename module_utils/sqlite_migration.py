@@ -1,7 +1,8 @@
-"""Plan and apply schema changes in one transaction: up to the target, or back down to v1.
+"""Apply a plan (sqlite_plan) in one transaction: up to the target, or back down to v1.
 
-The plan is computed from the database's real state (sqlite_schema.inspect), and computed
-again inside the write transaction, so what is applied is what the locked database needs.
+The plan is computed from the database's real state, and computed again inside the write
+transaction, so what is applied is what the locked database needs. Every object the upgrade
+creates or adopts is recorded in the provenance in the same transaction as the object itself.
 """
 from __future__ import annotations
 
@@ -9,35 +10,22 @@ import os
 import sqlite3
 import time
 from contextlib import closing
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ansible.module_utils.sqlite_catalog import Catalog, MigrationFile, SchemaObject, as_catalog
+from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, MigrationError, connect_readonly, connect_writable, quote_identifier,
-    sqlite_error_text)
-from ansible.module_utils.sqlite_schema import (
-    LEDGER_TABLE, PRESENT, VERSION_TABLE, Inspection, inspect)
+    DEFAULT_BUSY_TIMEOUT_S, MigrationError, connect_readonly, connect_writable, equality_clause, identifier_list,
+    placeholders, quote_identifier, sqlite_error_text)
+from ansible.module_utils.sqlite_history import (
+    LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
+from ansible.module_utils.sqlite_plan import Step, data_dropped, plan
+from ansible.module_utils.sqlite_rebuild import (
+    check_no_new_violations, foreign_key_violations, rebuild_table, rebuilt_as_recorded)
+from ansible.module_utils.sqlite_schema import Inspection
 
-DROP_COLUMN_MIN_SQLITE = (3, 35, 0)
 TRANSACTION_MODES = ("single", "per_step")
-
-
-@dataclass
-class Step:
-    file: str  # ledger name, v2/030_analytics_indexes.sql
-    object: str  # "index idx_positions_updated"
-    sql: str
-    action: str  # create | skip | drop | record
-    seconds: float | None = None
-
-    def as_dict(self) -> dict:
-        result = {"file": self.file, "object": self.object, "action": self.action, "sql": self.sql}
-        if self.seconds is not None:
-            result["seconds"] = round(self.seconds, 4)
-        return result
 
 
 def utc_now() -> str:
@@ -45,161 +33,94 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def upgrade_steps(inspection: Inspection, catalog: Catalog, options: dict[str, bool]) -> list[Step]:
-    """Every statement of every file up to the target: create what is missing, skip the rest."""
-    status = {(o.obj, o.version): o.status for o in inspection.objects}
-    steps = []
-    for version in range(catalog.baseline_version + 1, inspection.target_version + 1):
-        for migration in catalog.files_for(version, options):
-            for statement in migration.statements:
-                present = status.get((statement.obj, version)) == PRESENT
-                steps.append(Step(migration.ledger_name, str(statement.obj), statement.sql,
-                                  "skip" if present else "create"))
-    return steps
+# --- applying steps, inside the caller's transaction -------------------------------------------------
+
+def apply_step(conn: sqlite3.Connection, step: Step, now: str) -> None:
+    if step.action == "create":
+        if step.kind == "column":
+            table = step.name.split(".", 1)[0]
+            record_table_change(conn, step.version, table, step.table_action, now)
+        conn.execute(step.sql)
+        record(conn, step.version, step.kind, step.name, step.provenance, step.file, now)
+    elif step.action == "adopt":
+        record(conn, step.version, step.kind, step.name, step.provenance, step.file, now)
+    elif step.action == "drop":
+        conn.execute(step.sql)
+    elif step.action == "rebuild":
+        rebuild_table(conn, step.name, step.data["original_sql"])
+    elif step.action == "delete":
+        delete_history_rows(conn, step.data)
+    elif step.action == "restore":
+        restore_history_rows(conn, step.data)
 
 
-def history_steps(inspection: Inspection, catalog: Catalog, options: dict[str, bool]) -> list[Step]:
-    """The version rows and file checksums the history still lacks."""
-    recorded = {row["version"] for row in inspection.versions.rows if row["success"]}
-    steps = []
-    for version in range(catalog.baseline_version, inspection.target_version + 1):
-        files = catalog.files_for(version, options)
-        if version not in recorded:
-            steps.append(Step(f"v{version}", f"{VERSION_TABLE} row {version}",
-                              f"INSERT INTO {VERSION_TABLE} (version, ...) VALUES ({version}, ...)", "record"))
-        if version == catalog.baseline_version:
-            continue
-        for migration in files:
-            if migration.ledger_name not in inspection.versions.ledger:
-                steps.append(Step(migration.ledger_name, f"{LEDGER_TABLE} row {migration.ledger_name}",
-                                  f"INSERT INTO {LEDGER_TABLE} VALUES ({version}, '{migration.ledger_name}', "
-                                  f"'{migration.sha256}', ...)", "record"))
-    return steps
+def delete_history_rows(conn: sqlite3.Connection, data: dict) -> None:
+    if "provenance_above" in data:
+        conn.execute(f"DELETE FROM {PROVENANCE_TABLE} WHERE version > ?", (data["provenance_above"],))
+        return
+    conn.execute(f"DELETE FROM {quote_identifier(data['table'])} WHERE {equality_clause(data['key'])}",
+                 tuple(data["key"].values()))
 
 
-def downgrade_steps(inspection: Inspection, catalog: Catalog, target: int) -> list[Step]:
-    """Drop every object of the versions above the target, newest first; keep every v1 row."""
-    status = {(o.obj, o.version): o.status for o in inspection.objects}
-    steps = []
-    for version in sorted((v for v in catalog.files if v > target), reverse=True):
-        for migration in reversed(catalog.files[version]):
-            for statement in reversed(migration.statements):
-                if status.get((statement.obj, version)) == PRESENT:
-                    steps.append(Step(migration.ledger_name, str(statement.obj), drop_sql(statement.obj), "drop"))
-    return steps
-
-
-def drop_sql(obj: SchemaObject) -> str:
-    if obj.kind == "table":
-        return f"DROP TABLE {quote_identifier(obj.name)}"
-    if obj.kind == "index":
-        return f"DROP INDEX {quote_identifier(obj.name)}"
-    table, column = obj.name.split(".", 1)
-    return f"ALTER TABLE {quote_identifier(table)} DROP COLUMN {quote_identifier(column)}"
-
-
-def data_dropped(conn: sqlite3.Connection, steps: list[Step]) -> dict[str, int]:
-    """What a downgrade discards: rows of dropped tables, non-null values of dropped columns."""
-    lost = {}
-    for step in steps:
-        kind, name = step.object.split(" ", 1)
-        if kind == "table":
-            lost[name] = conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0]
-        elif kind == "column":
-            table, column = name.split(".", 1)
-            lost[name] = conn.execute(f"SELECT COUNT({quote_identifier(column)}) FROM {quote_identifier(table)}"
-                                      ).fetchone()[0]
-    return lost
-
-
-def schema_sql(conn: sqlite3.Connection) -> str:
-    """The whole schema as SQL, one statement per object, for diffs and reports."""
-    rows = conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-                        "ORDER BY tbl_name, type DESC, name").fetchall()
-    return "".join(f"{' '.join(row[0].split())};\n" for row in rows)
-
-
-def planned_schema(conn: sqlite3.Connection, steps: list[Step]) -> str:
-    """The schema after the steps, from a schema-only in-memory copy (kilobytes, never the data)."""
-    with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
-        for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-                                   "ORDER BY rowid"):
-            scratch.execute(sql)
-        for step in steps:
-            if step.action in ("create", "drop"):
-                scratch.execute(step.sql)
-        history = [f"-- {step.sql}\n" for step in steps if step.action == "record"]
-        return schema_sql(scratch) + "".join(history)
-
-
-def check_can_run(inspection: Inspection, path: str) -> None:
-    if inspection.state in ("newer", "unknown"):
-        raise MigrationError(f"{path}: refused, database state is {inspection.state}: "
-                             + " | ".join(inspection.problems) + "; nothing was changed")
-
-
-def check_drop_column_supported(path: str, steps: list[Step]) -> None:
-    if any(step.sql.startswith("ALTER TABLE") for step in steps) and \
-            sqlite3.sqlite_version_info < DROP_COLUMN_MIN_SQLITE:
-        raise MigrationError(f"{path}: downgrade needs SQLite >= 3.35 for DROP COLUMN, this host has "
-                             f"{sqlite3.sqlite_version}; use riskmgr_rollback_method=restore instead")
-
-
-def plan(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
-         path: str) -> tuple[Inspection, list[Step], str]:
-    """(inspection, steps, direction) for the database as it is now on this connection."""
-    if target == catalog.baseline_version:
-        inspection = inspect(conn, catalog, options)
-        check_can_run(inspection, path)
-        if inspection.state == f"v{catalog.baseline_version}":
-            return inspection, [], "none"
-        steps = downgrade_steps(inspection, catalog, target)
-        check_drop_column_supported(path, steps)
-        return inspection, steps, "down"
-    inspection = inspect(conn, catalog, options, target)
-    check_can_run(inspection, path)
-    if inspection.version is not None and inspection.version > target:
-        raise MigrationError(f"{path}: database is at schema v{inspection.version}, above target_version {target}; "
-                             f"only a downgrade to the baseline (target_version {catalog.baseline_version}) is "
-                             "supported; nothing was changed")
-    return inspection, upgrade_steps(inspection, catalog, options) + history_steps(inspection, catalog, options), "up"
+def restore_history_rows(conn: sqlite3.Connection, data: dict) -> None:
+    """Put back, with their rowids, the rows a version row replaced (only the columns the table has now)."""
+    existing = {row[1].lower() for row in conn.execute(f"PRAGMA table_info({quote_identifier(data['table'])})")}
+    for row in data["replaced"]:
+        values = {column: value for column, value in row.items() if column.lower() in existing | {"rowid"}}
+        conn.execute(f"INSERT INTO {quote_identifier(data['table'])} ({identifier_list(values)}) "
+                     f"VALUES ({placeholders(len(values))})", tuple(values.values()))
 
 
 def write_history(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], steps: list[Step],
-                  elapsed_ms: int) -> None:
-    now = utc_now()
+                  elapsed_ms: int, now: str) -> None:
     for step in (s for s in steps if s.action == "record"):
-        if step.object.startswith(VERSION_TABLE):
-            version = int(step.file[1:])
+        if "version" in step.data:
+            version = step.data["version"]
             files = catalog.files_for(version, options)
-            description = "; ".join(f.description for f in files)
-            script = ",".join(f.ledger_name for f in files) or None
-            # INSERT OR REPLACE: a failed attempt recorded by hand (success = 0) is superseded.
-            conn.execute(f"INSERT OR REPLACE INTO {VERSION_TABLE} (version, applied_at, description, "
-                         "migration_script, rollback_script, execution_time_ms, success, error_message) "
-                         "VALUES (?, ?, ?, ?, ?, ?, 1, NULL)",
-                         (version, now, f"Schema v{version}: {description}", script,
-                          "rollback_v2.yml (restore or downgrade)" if version > catalog.baseline_version else None,
-                          elapsed_ms if version > catalog.baseline_version else None))
+            later = version > catalog.baseline_version
+            values = {"version": version, "applied_at": now,
+                      "description": f"Schema v{version}: " + "; ".join(f.description for f in files),
+                      "migration_script": ",".join(f.ledger_name for f in files) or None,
+                      "rollback_script": "rollback_v2.yml (restore or downgrade)" if later else None,
+                      "execution_time_ms": elapsed_ms if later else None, "success": 1, "error_message": None}
+            insert_history_row(conn, VERSION_TABLE, values, ("version",), step.version, step.data["adopted"], now)
         else:
-            migration: MigrationFile = catalog.find(step.file)
-            conn.execute(f"INSERT INTO {LEDGER_TABLE} (version, filename, sha256, applied_at) VALUES (?, ?, ?, ?)",
-                         (migration.version, migration.ledger_name, migration.sha256, now))
+            migration = catalog.find(step.data["file"])
+            values = {"version": migration.version, "filename": migration.ledger_name, "sha256": migration.sha256,
+                      "applied_at": now}
+            insert_history_row(conn, LEDGER_TABLE, values, ("version", "filename"), step.version,
+                               step.data["adopted"], now)
 
 
 def apply_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], steps: list[Step]) -> None:
-    started = time.monotonic()
+    started, now = time.monotonic(), utc_now()
     for step in steps:
-        if step.action in ("create", "drop"):
-            begun = time.monotonic()
-            try:
-                conn.execute(step.sql)
-            except sqlite3.Error as err:
-                # Same class, so the caller's locked/read-only/disk-full wording still applies.
-                raise type(err)(f"{step.file} failed at {step.object}: {err}") from err
+        begun = time.monotonic()
+        try:
+            apply_step(conn, step, now)
+        except sqlite3.Error as err:
+            # Same class, so the caller's locked/read-only/disk-full wording still applies.
+            raise type(err)(f"{step.file} failed at {step.object}: {err}") from err
+        if step.action not in ("skip", "record"):
             step.seconds = time.monotonic() - begun
-    write_history(conn, catalog, options, steps, int((time.monotonic() - started) * 1000))
+    write_history(conn, catalog, options, steps, int((time.monotonic() - started) * 1000), now)
 
+
+def apply_downgrade(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], steps: list[Step],
+                    path: str) -> None:
+    """The downgrade's steps, then the checks that it did what the provenance says and nothing else."""
+    rebuilds = [s for s in steps if s.action == "rebuild"]
+    before = foreign_key_violations(conn) if rebuilds else set()
+    apply_steps(conn, catalog, options, steps)
+    if rebuilds:
+        check_no_new_violations(conn, before, path)
+    wrong = [s.name for s in rebuilds if not rebuilt_as_recorded(conn, s.name, s.data["original_sql"])]
+    if wrong:
+        raise MigrationError(f"{path}: table(s) {', '.join(wrong)} did not get back their recorded definition; "
+                             "the transaction was rolled back, database left unchanged")
+
+
+# --- the transactions ----------------------------------------------------------------------------------
 
 def migrate_database(path: str, migrations_dir: Catalog | str | Path, target_version: int | None = None,
                      options: dict[str, bool] | None = None, check_mode: bool = False,
@@ -258,30 +179,50 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
 
     Python's sqlite3 would commit an open transaction before DDL and executescript() always
     commits first; with isolation_level=None and explicit BEGIN/COMMIT every statement of
-    every file commits together or not at all.
+    every file commits together or not at all. A downgrade's table rebuild needs foreign keys
+    off (a no-op inside a transaction, so it is set before) and the legacy ALTER TABLE rename
+    (sqlite_rebuild explains why); both are put back afterwards.
     """
     started = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
+    settings = rebuild_settings(conn) if target == catalog.baseline_version else {}
     try:
-        inspection, steps, direction = plan(conn, catalog, options, target, path)
-        if direction == "down":
-            result["data_dropped"] = data_dropped(conn, steps)
-        apply_steps(conn, catalog, options, steps)
-        if before_commit is not None:
-            before_commit()
-        conn.execute("COMMIT")
-    except BaseException as err:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        if isinstance(err, MigrationError):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            inspection, steps, direction = plan(conn, catalog, options, target, path)
+            if direction == "down":
+                result["data_dropped"] = data_dropped(conn, steps)
+                apply_downgrade(conn, catalog, options, steps, path)
+            else:
+                apply_steps(conn, catalog, options, steps)
+            if before_commit is not None:
+                before_commit()
+            conn.execute("COMMIT")
+        except BaseException as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(err, MigrationError):
+                raise
+            if isinstance(err, sqlite3.Error):
+                raise MigrationError(f"{sqlite_error_text(path, err, busy_timeout_s)}; "
+                                     "the transaction was rolled back, database left unchanged") from err
             raise
-        if isinstance(err, sqlite3.Error):
-            raise MigrationError(f"{sqlite_error_text(path, err, busy_timeout_s)}; "
-                                 "the transaction was rolled back, database left unchanged") from err
-        raise
+    finally:
+        for pragma, value in settings.items():
+            conn.execute(f"PRAGMA {pragma} = {int(value)}")
     result.update(result_skeleton(inspection, steps, direction, target, catalog))
     result["seconds"] = round(time.monotonic() - started, 4)
     result["to_version"] = target
+
+
+REBUILD_PRAGMAS = {"foreign_keys": 0, "legacy_alter_table": 1}
+
+
+def rebuild_settings(conn: sqlite3.Connection) -> dict[str, int]:
+    """Set what a table rebuild needs; return the values to put back."""
+    previous = {pragma: conn.execute(f"PRAGMA {pragma}").fetchone()[0] for pragma in REBUILD_PRAGMAS}
+    for pragma, value in REBUILD_PRAGMAS.items():
+        conn.execute(f"PRAGMA {pragma} = {value}")
+    return previous
 
 
 def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
@@ -290,9 +231,10 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
 
     Every v2 object is additive (a nullable column, indexes, new tables), so v1 code keeps
     working on each intermediate state, and each of them is a "partial" database the engine
-    recognises: a rerun finishes it, a downgrade undoes it. The version row comes last, so
-    nothing claims v2 before all of v2 is there. Each transaction plans again under its lock,
-    so a step done meanwhile (by hand, or by a run that died) is skipped, never repeated.
+    recognises: a rerun finishes it, a downgrade undoes it (each object's provenance commits with
+    it). The version row comes last, so nothing claims v2 before all of v2 is there. Each
+    transaction plans again under its lock, so a step done meanwhile (by hand, or by a run that
+    died) is skipped, never repeated.
     """
     started = time.monotonic()
     applied: list[Step] = []
@@ -301,9 +243,9 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
         begun = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            inspection, steps, _direction = plan(conn, catalog, options, target, path)
+            _inspection, steps, _direction = plan(conn, catalog, options, target, path)
             creates = [s for s in steps if s.action == "create"]
-            batch = creates[:1] or [s for s in steps if s.action == "record"]
+            batch = creates[:1] or [s for s in steps if s.action in ("adopt", "record")]
             apply_steps(conn, catalog, options, batch)
             conn.execute("COMMIT")
         except BaseException as err:
@@ -333,6 +275,35 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
     result["transactions"] = transactions
 
 
+# --- showing what changes ------------------------------------------------------------------------------
+
+def schema_sql(conn: sqlite3.Connection) -> str:
+    """The whole schema as SQL, one statement per object, for diffs and reports."""
+    rows = conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                        "ORDER BY tbl_name, type DESC, name").fetchall()
+    return "".join(f"{' '.join(row[0].split())};\n" for row in rows)
+
+
+def planned_schema(conn: sqlite3.Connection, steps: list[Step]) -> str:
+    """The schema after the steps: the same steps run on a schema-only in-memory copy (kilobytes, never
+    the data), so the diff shows what the real run will leave, rebuilt tables included."""
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
+        scratch.execute("PRAGMA legacy_alter_table = 1")
+        for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                                   "ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 "
+                                   "ELSE 3 END, rowid"):
+            try:
+                scratch.execute(sql)
+            except sqlite3.OperationalError:
+                continue  # a virtual table's shadow tables, made again by the virtual table itself
+        now = utc_now()
+        for step in steps:
+            if step.action in ("create", "drop", "rebuild"):
+                apply_step(scratch, step, now)
+        history = [f"-- {step.sql}\n" for step in steps if step.action in ("record", "adopt", "delete", "restore")]
+        return schema_sql(scratch) + "".join(history)
+
+
 def result_skeleton(inspection: Inspection, steps: list[Step], direction: str, target: int,
                     catalog: Catalog) -> dict:
     changing = [s for s in steps if s.action != "skip"]
@@ -346,7 +317,6 @@ def result_skeleton(inspection: Inspection, steps: list[Step], direction: str, t
         "steps": [s.as_dict() for s in changing],
         # Not "skipped": Ansible reads a truthy result["skipped"] as "the task was skipped".
         "skipped_steps": [s.as_dict() for s in steps if s.action == "skip"],
+        "adopted": [s.object for s in steps if s.action == "adopt" and s.provenance == "adopted"],
         "schema_warnings": inspection.warnings,
     }
-
-

@@ -29,12 +29,12 @@ from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, quote_identifier,
     sqlite_error_text)
 from ansible.module_utils.sqlite_facts import integrity_result
+from ansible.module_utils.sqlite_history import VersionInfo
 from ansible.module_utils.sqlite_schema import (
-    DIFFERENT, MISSING, VERSION_TABLE, Inspection, VersionInfo, checksum_problems, current_version, index_names,
-    inspect, read_versions, table_names)
+    DIFFERENT, INCOMPLETE, MISSING, VERSION_TABLE, Inspection, checksum_problems, current_version, inspect,
+    read_versions)
+from ansible.module_utils.sqlite_shapes import Names, index_shape
 
-OPTIONAL_TABLE = "daily_unrealized_pnl"
-OPTIONAL_TABLE_OPTION = "track_unrealized_pnl"
 SAMPLE_TABLES = ("enforcement_log", "positions", "orders")
 INTEGRITY_LEVELS = ("integrity", "quick", "none")
 ROW_COUNT_MODES = ("at_least", "equal")
@@ -127,7 +127,8 @@ def check_schema_version(conn: sqlite3.Connection, target: int, baseline: int) -
 def check_v1_tables(conn: sqlite3.Connection, catalog: Catalog) -> Check:
     wanted = [s.obj.name for f in catalog.files[catalog.baseline_version] for s in f.statements
               if s.obj.kind == "table"]
-    missing = [name for name in wanted if name not in table_names(conn)]
+    names = Names(conn)
+    missing = [name for name in wanted if names.table(name) is None]
     if missing:
         return Check("v1_tables", False, f"missing v1 table(s): {', '.join(missing)}")
     return Check("v1_tables", True, f"all {len(wanted)} v1 tables exist")
@@ -136,25 +137,33 @@ def check_v1_tables(conn: sqlite3.Connection, catalog: Catalog) -> Check:
 def check_schema_version_table(conn: sqlite3.Connection, target: int, baseline: int) -> Check:
     if target == baseline:
         return Check("schema_version_table", True, f"not required for v{baseline}")
-    if VERSION_TABLE not in table_names(conn):
+    if Names(conn).table(VERSION_TABLE) is None:
         return Check("schema_version_table", False, f"missing {VERSION_TABLE} table")
     return Check("schema_version_table", True, f"{VERSION_TABLE} table exists")
 
 
-def check_optional_table(conn: sqlite3.Connection, target: int, baseline: int, options: dict[str, bool]) -> Check:
-    if target == baseline:
-        return Check("optional_table", True, f"not required for v{baseline}")
-    if not options.get(OPTIONAL_TABLE_OPTION):
-        return Check("optional_table", True, f"not required ({OPTIONAL_TABLE_OPTION} is false)")
-    if OPTIONAL_TABLE not in table_names(conn):
-        return Check("optional_table", False, f"missing {OPTIONAL_TABLE} table ({OPTIONAL_TABLE_OPTION} is true)")
-    return Check("optional_table", True, f"{OPTIONAL_TABLE} table exists")
+def check_optional_table(conn: sqlite3.Connection, catalog: Catalog, target: int, options: dict[str, bool]) -> Check:
+    """The tables of the optional files (`-- riskmgr: option=NAME`) whose option is on."""
+    if target == catalog.baseline_version:
+        return Check("optional_table", True, f"not required for v{target}")
+    names = Names(conn)
+    optional = [(f.option, s.obj.name) for version in range(catalog.baseline_version + 1, target + 1)
+                for f in catalog.files[version] if f.option for s in f.statements if s.obj.kind == "table"]
+    wanted = [(option, table) for option, table in optional if options.get(option)]
+    missing = [f"{table} ({option} is true)" for option, table in wanted if names.table(table) is None]
+    if missing:
+        return Check("optional_table", False, f"missing {', '.join(missing)}")
+    if not wanted:
+        off = sorted({option for option, _table in optional})
+        return Check("optional_table", True, f"not required ({', '.join(off) or 'no option'} false)")
+    return Check("optional_table", True, f"{', '.join(table for _option, table in wanted)} exist(s)")
 
 
 def check_indexes(conn: sqlite3.Connection, wanted: list[str]) -> Check:
     if not wanted:
         return Check("indexes", True, "no index required beyond the baseline")
-    missing = [name for name in wanted if name not in index_names(conn)]
+    names = Names(conn)
+    missing = [name for name in wanted if names.index(name) is None]
     if missing:
         return Check("indexes", False, f"missing index(es): {', '.join(missing)}")
     return Check("indexes", True, f"all {len(wanted)} required indexes exist: {', '.join(wanted)}")
@@ -187,26 +196,21 @@ def check_sample_queries(conn: sqlite3.Connection) -> Check:
 
 
 def check_definitions(inspection: Inspection, target: int, baseline: int, checksum_texts: list[str]) -> Check:
-    """State must be the target's and every object it requires present with its intended shape."""
+    """The state must be the target's: for a later version every object it requires there in a usable form
+    and recorded as made or adopted by its migration; for the baseline, nothing of a migration left."""
     issues = []
     if inspection.state != f"v{target}":
         issues.append(f"state is {inspection.state}, expected v{target}")
-    # Objects of later versions only: a baseline object that differs is inspect()'s warning
-    # (schema_warnings), as it is for sqlite_migrate, or its problem (a missing v1 table).
     changed = [o for o in inspection.objects if o.required and o.version > baseline]
-    missing = [str(o.obj) for o in changed if o.status == MISSING]
+    missing = [str(o.obj) for o in changed if o.status in (MISSING, INCOMPLETE)]
     different = [f"{o.obj} ({o.detail})" for o in changed if o.status == DIFFERENT]
+    unrecorded = [str(o.obj) for o in changed if o.status not in (MISSING, INCOMPLETE, DIFFERENT) and not o.provenance]
     if missing:
         issues.append(f"missing: {', '.join(missing)}")
     if different:
         issues.append(f"different definition: {'; '.join(different)}")
-    if target == baseline:
-        # inspect() calls a v2 database judged against target 1 "v1" (nothing is missing for
-        # v1); a downgrade or a restore is complete only once nothing of a later version remains.
-        remaining = [f"{o.obj} (v{o.version})" for o in inspection.objects if o.version > baseline
-                     and o.status != MISSING]
-        if remaining:
-            issues.append(f"objects of later versions remain: {', '.join(remaining)}")
+    if unrecorded:
+        issues.append(f"not recorded in the provenance: {', '.join(unrecorded)}")
     problems = [p for p in inspection.problems if p not in checksum_texts]
     if problems:
         issues.append("; ".join(problems))
@@ -214,8 +218,11 @@ def check_definitions(inspection: Inspection, target: int, baseline: int, checks
         issues.append("see checksums")
     if issues:
         return Check("definitions", False, "; ".join(issues))
-    return Check("definitions", True, f"state v{target}, {sum(o.required for o in inspection.objects)} "
-                                      "required objects present with their intended definitions")
+    if target == baseline:
+        return Check("definitions", True, f"state v{target}: the v{target} tables and the columns later versions "
+                                          "use are there, and no migration has left anything")
+    return Check("definitions", True, f"state v{target}, {len(changed)} required objects present in a usable "
+                                      "form and recorded")
 
 
 def check_foreign_keys(conn: sqlite3.Connection) -> Check:
@@ -264,23 +271,54 @@ def index_in_plan(index: str, plan: str) -> bool:
     return re.search(rf"\bINDEX {re.escape(index)}\b", plan) is not None
 
 
+def query_plan(conn: sqlite3.Connection, query: str) -> str:
+    return " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
+
+
+def forced_plan(conn: sqlite3.Connection, index: str, query: str) -> str | None:
+    """The plan with the index forced (INDEXED BY after the query's table), or None when it cannot be."""
+    shape = index_shape(conn, index)
+    if shape is None:
+        return None
+    forced, count = re.subn(rf"(\bFROM\s+)(\"?){re.escape(shape.table)}\2(?=\s|$)",
+                            lambda m: f"{m.group(0)} INDEXED BY {quote_identifier(shape.name)}", query, count=1,
+                            flags=re.I)
+    return query_plan(conn, forced) if count else None
+
+
+def serves(plan: str, index: str, query: str) -> bool:
+    """The index narrows the search, or delivers the ORDER BY without a sort of its own."""
+    searched = re.search(rf"\bSEARCH \S+ USING (COVERING )?INDEX {re.escape(index)}\b", plan, re.I)
+    ordered = "ORDER BY" in query.upper() and index_in_plan(index, plan) and "TEMP B-TREE FOR ORDER BY" not in plan
+    return bool(searched or ordered)
+
+
 def check_query_plans(conn: sqlite3.Connection, wanted: list[tuple[str, str | None]]) -> Check:
+    """Each index serves the query its `-- used-by:` line names. The planner's own choice proves it; when
+    the planner prefers an index the database already had (say a unique one), the new index must still
+    serve the query when forced with INDEXED BY (a field database's other indexes are not ours to judge)."""
     with_query = [(index, query) for index, query in wanted if query]
-    failures = []
+    failures, notes = [], []
     for index, query in with_query:
         try:
-            plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
+            plan = query_plan(conn, query)
+            if index_in_plan(index, plan):
+                continue
+            forced = forced_plan(conn, index, query)
         except sqlite3.Error as err:
             failures.append(f"{index}: EXPLAIN QUERY PLAN {query} failed: {err}")
             continue
-        if not index_in_plan(index, plan):
-            failures.append(f"{index} not used by {query} (plan: {plan})")
+        if forced is not None and serves(forced, index, query):
+            notes.append(f"{index} (the planner prefers: {plan})")
+        else:
+            failures.append(f"{index} does not serve {query} (plan: {plan}; forced: {forced})")
     if failures:
         return Check("query_plans", False, "; ".join(failures))
     if not with_query:
         return Check("query_plans", True, "no index with a used-by query to check")
-    return Check("query_plans", True, f"{len(with_query)} queries use their index: "
-                                      + ", ".join(index for index, _ in with_query))
+    return Check("query_plans", True, f"{len(with_query)} queries are served by their index: "
+                                      + ", ".join(index for index, _ in with_query)
+                                      + (f"; usable but not chosen: {'; '.join(notes)}" if notes else ""))
 
 
 def check_checksums(versions: VersionInfo, problems: list[str]) -> Check:
@@ -296,7 +334,7 @@ def check_checksums(versions: VersionInfo, problems: list[str]) -> Check:
 def count_rows(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, str]]:
     """Per-table counts, and the tables that could not be counted (a damaged page fails one table)."""
     counts, errors = {}, {}
-    for name in sorted(table_names(conn)):
+    for name in sorted(Names(conn).tables.values()):
         try:
             counts[name] = conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0]
         except sqlite3.Error as err:
@@ -328,7 +366,7 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
         guarded("schema_version", check_schema_version, conn, target, baseline),
         guarded("v1_tables", check_v1_tables, conn, catalog),
         guarded("schema_version_table", check_schema_version_table, conn, target, baseline),
-        guarded("optional_table", check_optional_table, conn, target, baseline, options),
+        guarded("optional_table", check_optional_table, conn, catalog, target, options),
         guarded("indexes", check_indexes, conn, [name for name, _ in indexes]),
         guarded("integrity", check_integrity, conn, integrity),
         guarded("sample_queries", check_sample_queries, conn),

@@ -39,7 +39,7 @@ MIGRATIONS = ROOT / "files" / "migrations"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PLAYBOOK_TIMEOUT_S = 180
 TEARDOWN_STOP_S = 3.0
-V2_FILES = ("010_schema_version.sql", "020_enforcement_log_execution_time.sql", "030_analytics_indexes.sql")
+V2_FILES = ("005_schema_migration_objects.sql", "010_schema_version.sql", "020_enforcement_log_execution_time.sql", "030_analytics_indexes.sql")
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
                       r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.MULTILINE)
 FATAL_RE = re.compile(r"^fatal: \[(?P<host>[^\]]+)\]: FAILED! => ?(?P<rest>.*)$", re.MULTILINE)

@@ -340,7 +340,7 @@ def test_13_rollback_restore_plans_then_keeps_every_row_written_on_v2(make_fleet
     assert plan, run.stdout[-3000:]
     planned = json.loads(plan[1].replace('\\"', '"'))
     assert re.fullmatch(re.escape(str(db)) + r"\.rollback_\d{8}T\d{12}Z", plan[2])
-    assert planned["schema_version"] == 2 and planned["schema_migration_files"] == 3
+    assert planned["schema_version"] == 2 and planned["schema_migration_files"] == 4
     on_v2_at_capture = before.counts["enforcement_log"] - manifest["row_counts"]["enforcement_log"]
     assert on_v2_at_capture <= planned["enforcement_log"] <= \
         scalar(db, "SELECT COUNT(*) FROM enforcement_log") - manifest["row_counts"]["enforcement_log"]

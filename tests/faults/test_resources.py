@@ -651,7 +651,9 @@ def test_security_no_module_option_takes_sql():
 
 
 # Module-level constants that name a table: fixed strings, never input.
-CONSTANT_IDENTIFIERS = {"VERSION_TABLE", "LEDGER_TABLE"}
+CONSTANT_IDENTIFIERS = {"VERSION_TABLE", "LEDGER_TABLE", "PROVENANCE_TABLE"}
+# sqlite_common helpers whose text is only quote_identifier() names, "?" placeholders, "=", "," and AND.
+IDENTIFIER_HELPERS = {"quote_identifier", "identifier_list", "equality_clause", "placeholders"}
 SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|PRAGMA|EXPLAIN|ATTACH|WITH)\b")
 SQL_RUNNERS = {"execute", "executemany", "executescript"}
 # Every SQL text in module_utils/ that is not a literal, and is not an f-string whose only
@@ -664,31 +666,42 @@ ALLOWED_DYNAMIC_SQL = {
     ("sqlite_migration.py", "planned_schema", "sql"):
         "CREATE statements read from the database's own sqlite_master, replayed into an in-memory scratch "
         "database to show the schema after the change; the real database is not touched",
-    ("sqlite_migration.py", "planned_schema", "step.sql"):
-        "a statement of the migration files (read on the controller) or drop_sql() (quote_identifier), "
-        "on that in-memory scratch database",
-    ("sqlite_migration.py", "apply_steps", "step.sql"):
-        "the statements of the migration files, read on the controller by the riskmgr_migrations lookup, "
-        "split one object per statement and checksummed in the ledger; or drop_sql() (quote_identifier)",
-    ("sqlite_migration.py", "history_steps", "f'INSERT INTO {VERSION_TABLE} (version, ...) VALUES ({version}, ...)'"):
-        "display text of a planned step, never executed: write_history() runs a parametrized INSERT",
-    ("sqlite_migration.py", "history_steps",
-     "f\"INSERT INTO {LEDGER_TABLE} VALUES ({version}, '{migration.ledger_name}', '{migration.sha256}', ...)\""):
-        "display text of a planned step, never executed: write_history() runs a parametrized INSERT",
+    ("sqlite_migration.py", "apply_step", "step.sql"):
+        "a statement of the migration files (read on the controller by the riskmgr_migrations lookup, split one "
+        "object per statement and checksummed in the ledger), an ADD COLUMN made by sqlite_shapes.add_column_sql "
+        "from those files' column definitions (quote_identifier), or a DROP built with quote_identifier",
+    ("sqlite_migration.py", "write_transaction", "f'PRAGMA {pragma} = {int(value)}'"):
+        "a pragma name from the constant REBUILD_PRAGMAS, its previous value read back as an int",
+    ("sqlite_migration.py", "rebuild_settings", "f'PRAGMA {pragma}'"):
+        "a pragma name from the constant REBUILD_PRAGMAS",
+    ("sqlite_migration.py", "rebuild_settings", "f'PRAGMA {pragma} = {value}'"):
+        "a pragma name and its int value from the constant REBUILD_PRAGMAS",
+    ("sqlite_plan.py", "columns_removed", "original_sql"):
+        "a table's own sqlite_master text, recorded in the provenance by the migration that changed it, "
+        "run in an in-memory scratch database to read its columns",
+    ("sqlite_rebuild.py", "rebuild_table", "original_sql"):
+        "a table's own sqlite_master text from before the migration changed it (recorded in the provenance "
+        "in the migration's transaction): the table made again exactly as it was",
+    ("sqlite_rebuild.py", "rebuild_table", "sql"):
+        "the table's own indexes and triggers, their sqlite_master text read just before the rebuild",
     ("sqlite_catalog.py", "build_reference", "statement.sql"):
         "the migration files' statements, into an in-memory schema-only reference database",
-    ("sqlite_schema.py", "read_versions", "select"):
+    ("sqlite_history.py", "read_versions", "select"):
         "assembled only from string literals (which columns the table has) and VERSION_TABLE",
+    ("sqlite_history.py", "read_versions",
+     "f'SELECT version, {success}, {applied} FROM {VERSION_TABLE} ORDER BY version'"):
+        "success and applied are the literal column names or literals ('1', 'NULL'), chosen by what the table has",
     ("sqlite_verification.py", "check_sample_queries", "f'SELECT COUNT(*) FROM {table} failed: {err}'"):
         "an error message; the query it reports quotes the table with quote_identifier",
-    ("sqlite_verification.py", "check_query_plans", "f'EXPLAIN QUERY PLAN {query}'"):
-        "the `-- used-by:` query of a migration file (controller); EXPLAIN QUERY PLAN plans it without running "
-        "it, and sqlite3 refuses a second statement",
+    ("sqlite_verification.py", "query_plan", "f'EXPLAIN QUERY PLAN {query}'"):
+        "the `-- used-by:` query of a migration file (controller), or that query with INDEXED BY and the "
+        "index's quoted name inserted; EXPLAIN QUERY PLAN plans it without running it, and sqlite3 refuses "
+        "a second statement",
 }
 
 
 def safe_interpolation(node: ast.expr) -> bool:
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "quote_identifier":
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in IDENTIFIER_HELPERS:
         return True
     return isinstance(node, ast.Name) and node.id in CONSTANT_IDENTIFIERS
 

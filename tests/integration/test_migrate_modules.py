@@ -17,7 +17,8 @@ from fixtures import MIGRATIONS, V1_ROWS, row_counts, schema_objects, sha256
 
 NEW_INDEXES = ["idx_enforcement_log_success", "idx_positions_updated", "idx_orders_state_account",
                "idx_schema_version_applied"]
-V2_OBJECTS = {("table", "schema_version"), ("table", "schema_migration_files")} | {("index", n) for n in NEW_INDEXES}
+HISTORY_TABLES = ("schema_version", "schema_migration_files", "schema_migration_objects")
+V2_OBJECTS = {("table", name) for name in HISTORY_TABLES} | {("index", n) for n in NEW_INDEXES}
 
 
 def db_hashes(path: Path) -> dict[str, str]:
@@ -66,15 +67,19 @@ def test_migrate_check_diff_then_run_then_rerun(v1_db):
     status, again, _ = run_with_output("sqlite_migrate", migrate_args(v1_db))
     assert status == "ok", "a rerun on v2 must be reported ok/unchanged, not skipped"
     assert not again["changed"] and again["steps"] == [] and again["direction"] == "none"
-    assert len(again["skipped_steps"]) == 7
+    assert len(again["skipped_steps"]) == 8
     assert db_hashes(v1_db) == hashes_v2
 
 
-def test_partial_database_reports_changed_not_skipped(half_way_db):
+def test_v2_objects_made_by_hand_are_adopted_and_reported(half_way_db):
     status, result, _ = run_with_output("sqlite_migrate", migrate_args(half_way_db))
-    assert status == "ok" and result["changed"] and result["state_before"] == "partial"
-    assert {s["object"] for s in result["skipped_steps"]} == {"column enforcement_log.execution_time_ms",
-                                                               "index idx_positions_updated"}
+    assert status == "ok" and result["changed"] and result["state_before"] == "v1"
+    adopted = {"column enforcement_log.execution_time_ms", "index idx_positions_updated"}
+    assert set(result["adopted"]) == adopted and result["skipped_steps"] == []
+    assert {s["object"] for s in result["steps"] if s["action"] == "adopt"} == adopted
+    with closing(sqlite3.connect(half_way_db)) as conn:
+        recorded = conn.execute("SELECT kind || ' ' || name, action FROM schema_migration_objects").fetchall()
+    assert {name for name, action in recorded if action == "adopted"} == adopted
 
 
 def test_downgrade_through_the_module(v2_db):
@@ -83,7 +88,7 @@ def test_downgrade_through_the_module(v2_db):
     assert result["changed"] and result["direction"] == "down"
     assert V2_OBJECTS.isdisjoint(schema_objects(v2_db))
     after = row_counts(v2_db)
-    assert after == {t: n for t, n in counts.items() if t not in ("schema_version", "schema_migration_files")}
+    assert after == {t: n for t, n in counts.items() if t not in HISTORY_TABLES}
 
 
 @pytest.mark.parametrize("state, fragment", [
@@ -112,7 +117,7 @@ def test_refusal_is_a_failed_task_with_one_line_and_no_traceback(request, state,
 FACT_STATES = {
     "v1_db": ("v1", 1, True),
     "v2_db": ("v2", 2, False),
-    "half_way_db": ("partial", 1, True),
+    "half_way_db": ("v1", 1, True),
     "seed_phase1_db": ("partial", 2, True),
     "newer_db": ("newer", 3, False),
     "other_shape_db": ("unknown", None, False),

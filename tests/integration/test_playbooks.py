@@ -30,7 +30,8 @@ PLAYBOOK_TIMEOUT_S = 300
 HOSTS = 2
 NEW_INDEXES = ["idx_schema_version_applied", "idx_enforcement_log_success", "idx_positions_updated",
                "idx_orders_state_account"]
-V2_OBJECTS = ["schema_version", "schema_migration_files", *NEW_INDEXES]
+HISTORY_TABLES = ("schema_version", "schema_migration_files", "schema_migration_objects")
+V2_OBJECTS = [*HISTORY_TABLES, *NEW_INDEXES]
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
                       r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.MULTILINE)
 STOPPED_RE = re.compile(r"INFO stopped after \d+ rows; last id (\d+)")
@@ -312,7 +313,7 @@ def test_downgrade_keeps_every_row_written_after_the_migration(tmp_path):
             assert enforcement_ids(db, downgrade_stop) == v2_backup["row_counts"]["enforcement_log"]
             counts = row_counts(db)
             for table, count in v2_backup["row_counts"].items():
-                if table not in ("schema_version", "schema_migration_files"):
+                if table not in HISTORY_TABLES:
                     assert counts[table] >= count, f"{host}: {table} has {counts[table]} rows, v2 had {count}"
             assert fleet.alive(host) and fleet.logged_versions(host) == [1, 2, 1]
             assert fleet.kept(host, "rollback") == []  # in place: no file replaced

@@ -255,7 +255,8 @@ def test_per_step_migration_reaches_a_verified_v2_while_a_writer_keeps_committin
         thread.join()
     assert not failures and len(written) > 10
     objects = [s["object"] for s in result["steps"]]
-    assert objects.index("index idx_orders_state_account") < objects.index("schema_version row 2")  # version last
+    assert objects.index("index idx_orders_state_account") < objects.index("row schema_version:2")  # version last
+    assert objects[0] == "table schema_migration_objects"  # first: every later step records itself there
     creates = [s for s in result["steps"] if s["action"] == "create"]
     assert result["transactions"] == len(creates) + 1  # one per object, then the history rows together
     assert verify_database(str(db), MIGRATIONS, 2, integrity="quick")["ok"]
@@ -264,7 +265,9 @@ def test_per_step_migration_reaches_a_verified_v2_while_a_writer_keeps_committin
 
 def test_per_step_migration_finishes_a_half_done_database(half_way_db):
     result = migrate_database(str(half_way_db), MIGRATIONS, transactions="per_step")
-    assert "index idx_positions_updated" not in [s["object"] for s in result["steps"]]
+    actions = {s["object"]: s["action"] for s in result["steps"]}
+    assert actions["index idx_positions_updated"] == "adopt"  # recorded, not made again
+    assert actions["column enforcement_log.execution_time_ms"] == "adopt"
     assert verify_database(str(half_way_db), MIGRATIONS, 2, integrity="quick")["ok"]
 
 

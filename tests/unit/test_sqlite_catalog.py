@@ -15,7 +15,7 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "files" / "migrations"
 V1_TABLES = {"lockouts", "daily_pnl", "contract_cache", "trade_history", "session_state", "positions", "orders",
              "enforcement_log", "reset_schedule"}
 V2_OBJECTS = {
-    ("table", "schema_version"), ("index", "idx_schema_version_applied"), ("table", "schema_migration_files"),
+    ("table", "schema_migration_objects"), ("table", "schema_version"), ("index", "idx_schema_version_applied"), ("table", "schema_migration_files"),
     ("column", "enforcement_log.execution_time_ms"), ("index", "idx_enforcement_log_success"),
     ("index", "idx_positions_updated"), ("index", "idx_orders_state_account"), ("table", "daily_unrealized_pnl"),
     ("index", "idx_daily_unrealized_pnl_date"), ("index", "idx_daily_unrealized_pnl_account_date"),
@@ -38,7 +38,7 @@ def test_real_catalog_has_a_flagged_baseline_and_v2():
     assert baseline.baseline and baseline.name == "000_baseline.sql"
     assert {s.obj.name for s in baseline.statements if s.obj.kind == "table"} == V1_TABLES
     assert not any(f.baseline for f in catalog.files[2])
-    assert [f.name for f in catalog.files[2]] == ["010_schema_version.sql", "020_enforcement_log_execution_time.sql",
+    assert [f.name for f in catalog.files[2]] == ["005_schema_migration_objects.sql", "010_schema_version.sql", "020_enforcement_log_execution_time.sql",
                                                    "030_analytics_indexes.sql", "040_daily_unrealized_pnl.sql"]
     assert {(s.obj.kind, s.obj.name) for f in catalog.files[2] for s in f.statements} == V2_OBJECTS
 
@@ -59,7 +59,7 @@ def test_only_040_is_optional_and_only_when_the_option_is_on():
     assert options.pop("040_daily_unrealized_pnl.sql") == "track_unrealized_pnl"
     assert set(options.values()) == {None}
     default = [f.name for f in catalog.files_for(2, {})]
-    assert "040_daily_unrealized_pnl.sql" not in default and len(default) == 3
+    assert "040_daily_unrealized_pnl.sql" not in default and len(default) == 4
     assert catalog.files_for(2, {"track_unrealized_pnl": True})[-1].name == "040_daily_unrealized_pnl.sql"
 
 

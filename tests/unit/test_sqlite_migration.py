@@ -33,12 +33,12 @@ CATALOG = load_catalog(MIGRATIONS)
 BASELINE = CATALOG.files[1][0]
 V1_OBJECTS = {(s.obj.kind, s.obj.name) for s in BASELINE.statements}
 V1_ENFORCEMENT_COLUMNS = ["id", "account_id", "rule_id", "action", "reason", "success", "timestamp"]
-V2_CORE = {("table", "schema_version"), ("index", "idx_schema_version_applied"), ("table", "schema_migration_files"),
+V2_CORE = {("table", "schema_migration_objects"), ("table", "schema_version"), ("index", "idx_schema_version_applied"), ("table", "schema_migration_files"),
            ("index", "idx_enforcement_log_success"), ("index", "idx_positions_updated"),
            ("index", "idx_orders_state_account")}
 PNL = {("table", "daily_unrealized_pnl"), ("index", "idx_daily_unrealized_pnl_date"),
        ("index", "idx_daily_unrealized_pnl_account_date")}
-CORE_FILES = ["v2/010_schema_version.sql", "v2/020_enforcement_log_execution_time.sql", "v2/030_analytics_indexes.sql"]
+CORE_FILES = ["v2/005_schema_migration_objects.sql", "v2/010_schema_version.sql", "v2/020_enforcement_log_execution_time.sql", "v2/030_analytics_indexes.sql"]
 PNL_FILE = "v2/040_daily_unrealized_pnl.sql"
 WITH_PNL = {"track_unrealized_pnl": True}
 
@@ -106,11 +106,12 @@ def migrate(path: Path, **kwargs) -> dict:
 
 # --- field states that migrate --------------------------------------------------------------------
 
-# fixture -> (state_before, from_version, v2 objects created, statements skipped as already present)
+# fixture -> (state_before, from_version, v2 objects created, objects adopted as already present)
 MIGRATING = {
     "v1_db": ("v1", 1, V2_CORE, set()),
     "v1_wal_db": ("v1", 1, V2_CORE, set()),
-    "half_way_db": ("partial", 1, V2_CORE - {("index", "idx_positions_updated")},
+    # v2 objects made by hand, no history: still v1 (the daemon reads v1, the engine left no trace)
+    "half_way_db": ("v1", 1, V2_CORE - {("index", "idx_positions_updated")},
                     {"column enforcement_log.execution_time_ms", "index idx_positions_updated"}),
     "seed_phase1_db": ("partial", 2, V2_CORE - {("table", "schema_version"), ("index", "idx_schema_version_applied")},
                        {"table schema_version", "index idx_schema_version_applied"}),
@@ -127,7 +128,8 @@ def test_field_state_migrates_to_v2_keeping_every_row(request, state):
     check = migrate(db, check_mode=True, want_diff=True)
     assert file_hashes(db) == hashes_before, "check mode wrote to the database"
     assert check["changed"] and check["state_before"] == state_before and check["from_version"] == from_version
-    assert {s["object"] for s in check["skipped_steps"]} == skipped
+    assert {s["object"] for s in check["steps"] if s["action"] == "adopt"} == skipped
+    assert check["skipped_steps"] == []
 
     result = migrate(db)
     assert result["changed"] and result["direction"] == "up" and result["to_version"] == 2
@@ -382,7 +384,7 @@ def test_readonly_directory_as_this_user(readonly_dir_db):
 # --- one transaction ------------------------------------------------------------------------------
 
 def test_a_statement_failing_mid_migration_rolls_back_every_earlier_one(v1_db, tmp_path):
-    """035 sorts after 010..030, so 7 statements have run in the transaction when it fails; it is valid
+    """035 sorts after 005..030, so 8 statements have run in the transaction when it fails; it is valid
     SQL that only real data breaks (duplicate account_id), so the plan and the reference accept it."""
     migrations = Path(shutil.copytree(MIGRATIONS, tmp_path / "migrations"))
     (migrations / "v2" / "035_unique_position.sql").write_text(
@@ -390,7 +392,7 @@ def test_a_statement_failing_mid_migration_rolls_back_every_earlier_one(v1_db, t
         "CREATE UNIQUE INDEX idx_positions_one_per_account ON positions(account_id);\n")
     counts = row_counts(v1_db)
     check = migrate(v1_db, migrations_dir=migrations, check_mode=True)
-    assert [s["object"] for s in check["steps"]].index("index idx_positions_one_per_account") == 7
+    assert [s["object"] for s in check["steps"]].index("index idx_positions_one_per_account") == 8
 
     with pytest.raises(MigrationError) as caught:
         migrate(v1_db, migrations_dir=migrations)
@@ -440,12 +442,13 @@ def test_optional_table_turned_on_later_adds_just_its_objects(v2_db):
     assert [(s["action"], s["object"]) for s in result["steps"]] == [
         ("create", "table daily_unrealized_pnl"), ("create", "index idx_daily_unrealized_pnl_date"),
         ("create", "index idx_daily_unrealized_pnl_account_date"),
-        ("record", f"schema_migration_files row {PNL_FILE}")]
+        ("record", f"row schema_migration_files:{PNL_FILE}")]
     assert schema_objects(v2_db) - objects == PNL
     assert version_rows(v2_db) == versions
     assert ledger(v2_db) == {name: (2, file_sha(name)) for name in CORE_FILES + [PNL_FILE]}
     after = row_counts(v2_db)
-    assert after.pop("daily_unrealized_pnl") == 0 and after.pop("schema_migration_files") == 4
+    assert after.pop("daily_unrealized_pnl") == 0 and after.pop("schema_migration_files") == 5
+    assert after.pop("schema_migration_objects") == counts.pop("schema_migration_objects") + 3  # one per object
     counts.pop("schema_migration_files")
     assert after == counts
     # on stays on, and turning it off again does not drop anything
@@ -458,7 +461,7 @@ def test_optional_table_from_v1_in_one_run(v1_db):
     result = migrate(v1_db, options=WITH_PNL)
     assert schema_objects(v1_db) - V1_OBJECTS == V2_CORE | PNL
     assert set(ledger(v1_db)) == set(CORE_FILES + [PNL_FILE])
-    assert result["steps"][-1]["object"] == f"schema_migration_files row {PNL_FILE}"
+    assert result["steps"][-1]["object"] == f"row schema_migration_files:{PNL_FILE}"
 
 
 # --- downgrade to v1 in place ---------------------------------------------------------------------
@@ -487,8 +490,10 @@ def test_downgrade_keeps_every_v1_row_and_removes_every_v2_object(v2_db):
     result = migrate(v2_db, target_version=1)
     assert plan(result) == plan(check)
     assert result["direction"] == "down" and result["from_version"] == 2 and result["to_version"] == 1
+    provenance_rows = counts["schema_migration_objects"]
     assert result["data_dropped"] == {"daily_unrealized_pnl": 1, "enforcement_log.execution_time_ms": 1,
-                                      "schema_migration_files": 4, "schema_version": 2}
+                                      "schema_migration_files": 5, "schema_version": 2,
+                                      "schema_migration_objects": provenance_rows}
 
     assert schema_objects(v2_db) == V1_OBJECTS  # every v2 object gone, every v1 object kept
     assert columns(v2_db, "enforcement_log") == V1_ENFORCEMENT_COLUMNS
@@ -527,7 +532,7 @@ FACTS = {
     "v1_db": ("v1", 1, True),
     "v1_wal_db": ("v1", 1, True),
     "v2_db": ("v2", 2, False),
-    "half_way_db": ("partial", 1, True),
+    "half_way_db": ("v1", 1, True),
     "seed_phase1_db": ("partial", 2, True),
     "other_shape_db": ("unknown", None, False),
     "newer_db": ("newer", 3, False),

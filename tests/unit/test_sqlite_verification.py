@@ -52,7 +52,7 @@ def test_v2_database_passes_every_check_and_is_not_written(v2_db, tmp_path):
     assert result["row_counts"] == row_counts(v2_db)
     checks = checks_by_name(result)
     assert all(name in checks["query_plans"]["detail"] for name in V2_INDEXES)
-    assert "3 recorded migration files match" in checks["checksums"]["detail"]
+    assert "4 recorded migration files match" in checks["checksums"]["detail"]
     assert sha256(v2_db) == before
 
 
@@ -77,22 +77,26 @@ def test_v1_database_for_target_2_reports_every_failed_check(v1_db):
     assert "\n" not in message and "rollback_v2.yml" in message
 
 
-@pytest.mark.parametrize("state, missing", [
-    # half way: the column and idx_positions_updated are there, the rest of v2 is not
-    ("half_way_db", ["idx_schema_version_applied", "idx_enforcement_log_success", "idx_orders_state_account"]),
+@pytest.mark.parametrize("state, expected_state, missing", [
+    # v2 objects made by hand (the column, idx_positions_updated), no history: still v1
+    ("half_way_db", "v1", ["idx_schema_version_applied", "idx_enforcement_log_success", "idx_orders_state_account"]),
     # the seed's Phase 1 by hand: version rows say 2, but no v2 index except the history's own
-    ("seed_phase1_db", ["idx_enforcement_log_success", "idx_positions_updated", "idx_orders_state_account"]),
+    ("seed_phase1_db", "partial",
+     ["idx_enforcement_log_success", "idx_positions_updated", "idx_orders_state_account"]),
 ])
-def test_partial_databases_fail_definitions_and_indexes(request, state, missing):
+def test_incomplete_databases_fail_definitions_and_indexes(request, state, expected_state, missing):
     db = request.getfixturevalue(state)
     result = verify_database(str(db), MIGRATIONS, target_version=2)
     checks = checks_by_name(result)
     assert {"definitions", "indexes"} <= failed_names(result)
-    assert "state is partial, expected v2" in checks["definitions"]["detail"]
+    assert f"state is {expected_state}, expected v2" in checks["definitions"]["detail"]
     assert checks["indexes"]["detail"] == f"missing index(es): {', '.join(missing)}"
     if state == "seed_phase1_db":  # the version row alone would have passed the seed's check 1
         assert checks["schema_version"]["ok"]
         assert "table schema_migration_files" in checks["definitions"]["detail"]
+    else:  # what is there by hand is not what a migration made: it is adopted by the next one
+        assert "not recorded in the provenance: column enforcement_log.execution_time_ms, index " \
+               "idx_positions_updated" in checks["definitions"]["detail"]
 
 
 def test_manifest_with_more_rows_fails_row_counts_naming_table_and_both_numbers(v2_db, tmp_path):
@@ -114,13 +118,19 @@ def test_row_counts_at_least_allows_new_rows_and_equal_does_not(v2_db, tmp_path)
 
 
 def damaged_copy(v2_db: Path, tmp_path: Path, offset_in_page: int, name: str) -> Path:
-    """A copy of v2_db with 32 bytes overwritten inside the page in the middle of the file."""
+    """A copy of v2_db with 32 bytes overwritten inside the middle leaf page of the orders table.
+
+    The page is found with the dbstat virtual table, so the damage hits row data of a known table
+    whatever else the schema holds.
+    """
     damaged = copy_db(v2_db, tmp_path / name)
     with closing(sqlite3.connect(damaged)) as conn:  # every page in the main file, no -wal
         conn.execute("PRAGMA journal_mode=DELETE")
-        page_size, pages = (conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "page_count"))
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [row[0] for row in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'orders' AND pagetype = 'leaf' ORDER BY pageno")]
     with open(damaged, "r+b") as handle:
-        handle.seek(page_size * (pages // 2) + offset_in_page)
+        handle.seek(page_size * (leaves[len(leaves) // 2] - 1) + offset_in_page)
         handle.write(b"\xff" * 32)
     return damaged
 
@@ -131,8 +141,8 @@ def test_flipped_bytes_in_a_page_fail_integrity(v2_db, tmp_path):
     result = verify_database(str(damaged), MIGRATIONS)
     assert failed_names(result) == {"integrity"}
     detail = checks_by_name(result)["integrity"]["detail"]
-    assert detail.startswith("integrity_check reported: *** in database main ***; On tree page ")
-    assert "missing from index" in detail and "\n" not in detail
+    assert detail.startswith("integrity_check reported: row ")  # the rows' cells changed under their indexes
+    assert "missing from index idx_orders_" in detail and "\n" not in detail
     assert checks_by_name(verify_database(str(damaged), MIGRATIONS, integrity="none"))["integrity"] == \
         {"name": "integrity", "ok": True, "detail": "not run (integrity: none)"}
 
@@ -150,7 +160,7 @@ def test_missing_index_fails_query_plans_with_the_plan(v2_db):
     result = verify_database(str(v2_db), MIGRATIONS)
     assert failed_names(result) == {"indexes", "definitions", "query_plans"}
     detail = checks_by_name(result)["query_plans"]["detail"]
-    assert detail.startswith("idx_positions_updated not used by SELECT position_id")
+    assert detail.startswith("idx_positions_updated does not serve SELECT updated_at FROM positions")
     assert "(plan: SCAN positions" in detail
     assert "idx_orders_state_account" not in detail
 
@@ -177,11 +187,11 @@ def test_after_downgrade_target_1_passes_and_target_2_fails(v2_db):
     counts = row_counts(v2_db)
     result = verify_database(str(v2_db), MIGRATIONS, target_version=1)
     assert failed_names(result) == {"schema_version", "definitions"}  # v2 objects still there
-    assert "objects of later versions remain" in checks_by_name(result)["definitions"]["detail"]
+    assert checks_by_name(result)["definitions"]["detail"] == "state is v2, expected v1"
     migrate_database(str(v2_db), MIGRATIONS, target_version=1)
     assert verify_database(str(v2_db), MIGRATIONS, target_version=1)["ok"]
     assert not verify_database(str(v2_db), MIGRATIONS, target_version=2)["ok"]
-    history = ("schema_version", "schema_migration_files")
+    history = ("schema_version", "schema_migration_files", "schema_migration_objects")
     assert row_counts(v2_db) == {t: n for t, n in counts.items() if t not in history}  # no v1 row lost
 
 

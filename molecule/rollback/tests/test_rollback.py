@@ -3,7 +3,7 @@ and a second rollback (idempotence), read with the sqlite3 CLI while the daemon 
 import json
 import posixpath
 
-V2_OBJECTS = ["schema_version", "schema_migration_files", "idx_schema_version_applied",
+V2_OBJECTS = ["schema_version", "schema_migration_files", "schema_migration_objects", "idx_schema_version_applied",
               "idx_enforcement_log_success", "idx_positions_updated", "idx_orders_state_account"]
 VERSION_LINE = "Database schema version:"
 
