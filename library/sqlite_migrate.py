@@ -9,12 +9,24 @@ description:
   - Compares every object of every version with the database's real state and applies only the
     statements still needed, plus the history rows (version rows and the sha256 of every file),
     in one C(BEGIN IMMEDIATE) transaction; all of it commits, or nothing does.
+  - v1 is what the later versions use - the v1 tables and the columns their indexes are on; any other
+    column, type, default, constraint, table, index, view or trigger of the database is left as it is.
+  - An object the migration would create that is already there in a usable form (a column of the same
+    type affinity, an index on the same table and key columns, a table with compatible columns) is
+    adopted, not made again; a table that lacks some columns gets them (C(schema_version) of another
+    shape keeps its rows). The provenance table C(schema_migration_objects) records, in the same
+    transaction, what was created and what adopted, and the exact text of every table whose definition
+    changed.
   - The plan is made again under the write lock, so what runs is what the locked database needs.
   - Refuses, changing nothing, a database that is newer than the newest migration, misses a v1
-    table, has an object of a later version with another definition, records a migration file
-    that has changed since, is not SQLite, or stays locked past I(busy_timeout).
-  - With I(target_version) set to the baseline (1) it downgrades in place instead, dropping every
-    object of later versions and keeping every v1 row.
+    table or a column a later object uses, has an object of a later version in a form it cannot adopt
+    (naming both definitions), records a migration file that has changed since, is not SQLite, or stays
+    locked past I(busy_timeout).
+  - With I(target_version) set to the baseline (1) it downgrades in place instead, undoing exactly what
+    the provenance records and nothing it adopted - dropping the indexes and tables the migration
+    created, and giving each table it changed its recorded definition back by SQLite's table rebuild
+    (no C(ALTER TABLE DROP COLUMN), so SQLite 3.31 does it too), every row, rowid, index, trigger and
+    AUTOINCREMENT counter kept.
 options:
   path:
     description: Absolute path of the state database on the host.
@@ -68,14 +80,23 @@ to_version: {description: Schema version after the task (predicted in check mode
 state_before: {description: Schema state found before the task., type: str, returned: always, sample: v1}
 direction: {description: C(up), C(down) or C(none)., type: str, returned: always, sample: up}
 steps:
-  description: Statements and history rows applied (planned in check mode), in order, with their durations.
+  description:
+    - What was done (planned in check mode), in order, with durations - C(action) C(create), C(adopt)
+      (recorded, not touched), C(record) (a history row), and for a downgrade C(drop), C(rebuild),
+      C(delete) and C(restore) (history rows) - and, for create and adopt, C(provenance).
   type: list
   elements: dict
   returned: always
   sample: [{file: v2/030_analytics_indexes.sql, object: index idx_positions_updated, action: create,
             sql: CREATE INDEX idx_positions_updated ON positions(updated_at DESC), seconds: 0.0123}]
+adopted:
+  description: Objects that were already in the database and are adopted by this migration.
+  type: list
+  elements: str
+  returned: always
+  sample: [index idx_orders_state_account]
 skipped_steps:
-  description: Statements not run because their object already exists with the intended definition.
+  description: Statements not run because their object is there and already recorded.
   type: list
   elements: dict
   returned: always
@@ -89,7 +110,7 @@ transactions:
   type: int
   returned: with transactions=per_step, when changed and not in check mode
 data_dropped:
-  description: For a downgrade, rows of dropped tables and non-null values of dropped columns.
+  description: For a downgrade, rows of dropped tables and non-null values of the columns removed by a rebuild.
   type: dict
   returned: when direction is down
   sample: {daily_unrealized_pnl: 0, enforcement_log.execution_time_ms: 1520}

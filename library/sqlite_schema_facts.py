@@ -7,8 +7,12 @@ module: sqlite_schema_facts
 short_description: Report the schema state of a risk-manager SQLite state database
 description:
   - Reads the database object by object and reports its schema state (v1, partial, v2, newer,
-    unknown), which objects of each version are present, missing or different, the recorded
-    history, size, journal mode, free space and row counts per table.
+    unknown), how each object of the later versions stands (present, compatible, incomplete, missing or
+    different, and whether a migration created or adopted it), the recorded history, size, journal mode,
+    free space and row counts per table.
+  - v1 is recognised by what the later versions use - the v1 tables and the columns their indexes are
+    on. How the rest of the database differs from the reference schema (C(files/migrations/v1)) is
+    reported in I(baseline), never a reason to refuse.
   - Read-only and safe while the daemon runs; it opens the file with C(mode=ro) and never creates it.
   - Use it in a preflight, before any daemon is stopped.
   - Without I(migrations) or I(migrations_dir) the objects cannot be compared and I(state) is C(unknown).
@@ -101,12 +105,30 @@ migration_needed:
   type: bool
   returned: always
 objects:
-  description: Every object of every version with its status (present, missing, different).
+  description:
+    - Every object of every later version with its status - C(present) (as the migration files make it),
+      C(compatible) (there in a form the migration adopts as it is), C(incomplete) (a table the migration
+      will add columns to), C(missing) or C(different) (there in a form it cannot adopt) - and its
+      C(provenance) (C(created) or C(adopted), as recorded by the migration that brought it, else null).
   type: list
   elements: dict
   returned: always
-  sample: [{kind: index, name: idx_positions_updated, version: 2, status: missing, required: true, detail: null}]
+  sample: [{kind: index, name: idx_positions_updated, version: 2, status: missing, required: true, detail: null,
+            provenance: null}]
 missing: {description: Objects the target needs that are missing., type: list, elements: str, returned: when migrations_dir is given}
+adoptable:
+  description: Objects the target needs that are already there and will be adopted, not made again.
+  type: list
+  elements: str
+  returned: when migrations_dir is given
+  sample: [column enforcement_log.execution_time_ms]
+baseline:
+  description:
+    - How the v1 part differs from the reference schema, for information - per v1 table its real columns,
+      the reference's columns it lacks, its own columns, the columns declared otherwise; and the tables,
+      indexes, views and triggers the reference does not have.
+  type: dict
+  returned: when migrations_dir is given
 problems: {description: Reasons the database cannot be migrated., type: list, elements: str, returned: always}
 schema_warnings: {description: Differences that do not block the migration., type: list, elements: str, returned: always}
 version_rows: {description: Rows of schema_version., type: list, elements: dict, returned: always}

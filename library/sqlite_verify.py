@@ -7,11 +7,13 @@ module: sqlite_verify
 short_description: Verify a risk-manager SQLite state database against a schema version
 description:
   - Runs every check of DB-SCHEMA-006 Phase 4 (C(schema_version), C(v1_tables), C(schema_version_table),
-    C(optional_table), C(indexes), C(integrity), C(sample_queries)) plus C(definitions) (every object the
-    target requires has the shape the migration files intend, the state is the target's, and for the
-    baseline no object of a later version remains), C(foreign_keys), C(row_counts) (against a backup
-    manifest), C(query_plans) (C(EXPLAIN QUERY PLAN) of each index's C(-- used-by:) query names that
-    index) and C(checksums) (applied migration files recorded in the history still match the files).
+    C(optional_table), C(indexes), C(integrity), C(sample_queries)) plus C(definitions) (the state is the
+    target's; every object the target requires is there in a form its migration made or adopted, and is
+    recorded in the provenance; for the baseline, no migration has left anything), C(foreign_keys),
+    C(row_counts) (against a backup manifest), C(query_plans) (C(EXPLAIN QUERY PLAN) of each index's
+    C(-- used-by:) query names that index, or, when the planner prefers an index the database already
+    had, the query forced with C(INDEXED BY) is served by it) and C(checksums) (applied migration files
+    recorded in the history still match the files).
   - Every check runs and every failed one is reported; the task fails when any check fails, with one
     line naming the database, each failed check and the next step, and still returns I(checks).
   - Read-only; all checks read one snapshot in a single read transaction, so it is safe while the daemon
