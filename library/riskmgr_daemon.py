@@ -227,7 +227,7 @@ log_line:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control, restart_daemon, start_daemon, stop_daemon
-from ansible.module_utils.sqlite_common import run_module_guarded
+from ansible.module_utils.module_glue import run_module_guarded
 
 ARGUMENT_SPEC = {
     "state": {"type": "str", "required": True, "choices": ["stopped", "started", "restarted"]},

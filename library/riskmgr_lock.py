@@ -108,7 +108,7 @@ broke:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.riskmgr_lock import acquire, describe_holder, release
-from ansible.module_utils.sqlite_common import run_module_guarded
+from ansible.module_utils.module_glue import run_module_guarded
 
 ARGUMENT_SPEC = {
     "path": {"type": "path", "required": True},

@@ -152,9 +152,8 @@ recovery:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control
 from ansible.module_utils.riskmgr_upgrade import upgrade_host
-from ansible.module_utils.sqlite_backups import BACKUP_SPEC
-from ansible.module_utils.sqlite_catalog import MIGRATION_SOURCE_SPEC, catalog_of_params
-from ansible.module_utils.sqlite_common import run_module_guarded
+from ansible.module_utils.module_glue import BACKUP_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 
 def run(module: AnsibleModule) -> dict:

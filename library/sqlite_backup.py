@@ -151,8 +151,8 @@ pruned:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_backups import BACKUP_SPEC, backup_database
-from ansible.module_utils.sqlite_common import run_module_guarded
+from ansible.module_utils.module_glue import BACKUP_SPEC, run_module_guarded
+from ansible.module_utils.sqlite_backups import backup_database
 
 
 def run(module: AnsibleModule) -> dict:

@@ -148,8 +148,8 @@ seconds:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_backups import restore_database
-from ansible.module_utils.sqlite_common import run_module_guarded
+from ansible.module_utils.backup_restore import restore_database
+from ansible.module_utils.module_glue import run_module_guarded
 
 
 def run(module: AnsibleModule) -> dict:

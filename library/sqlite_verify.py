@@ -110,8 +110,8 @@ seconds: {description: Duration of the verification., type: float, returned: alw
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sqlite_catalog import MIGRATION_SOURCE_SPEC, catalog_of_params
-from ansible.module_utils.sqlite_common import run_module_guarded
+from ansible.module_utils.module_glue import MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.sqlite_catalog import catalog_of_params
 from ansible.module_utils.sqlite_verification import (
     INTEGRITY_LEVELS, ROW_COUNT_MODES, failure_message, verify_database)
 

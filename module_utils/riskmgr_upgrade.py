@@ -24,16 +24,17 @@ from __future__ import annotations
 import signal
 import sqlite3
 import threading
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from ansible.module_utils.riskmgr_daemon import DaemonControl, start_daemon, stop_daemon
-from ansible.module_utils.sqlite_backups import backup_database, finish_backup, restore_database
+from ansible.module_utils.backup_restore import restore_database
+from ansible.module_utils.sqlite_backups import backup_database, finish_backup
 from ansible.module_utils.sqlite_catalog import Catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly, migration_write_problems, sqlite_error_text)
+    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, migration_write_problems, sqlite_error_text)
 from ansible.module_utils.sqlite_migration import migrate_database
-from ansible.module_utils.sqlite_schema import current_version
+from ansible.module_utils.sqlite_history import database_version
 from ansible.module_utils.sqlite_verification import failure_message, verify_database
 
 SCHEMA_LINE = "Database schema version: {version}"
@@ -87,11 +88,6 @@ class BackupCheck:
         self.thread.join()
         if self.error is not None:
             raise self.error
-
-
-def live_version(path: str, busy_timeout_s: float) -> int:
-    with closing(connect_readonly(path, busy_timeout_s)) as conn:
-        return current_version(conn)
 
 
 def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, *,
@@ -224,7 +220,7 @@ def put_host_back(path: str, result: dict, phase: str, control: DaemonControl, b
     try:
         if phase == "start":
             stop_daemon(control, stop_timeout, True, process_match, log_path)  # unhealthy on v2: it goes
-        version = live_version(path, busy_timeout_s)
+        version = database_version(path, busy_timeout_s)
         if version == before_version:
             recovery["database"] = f"unchanged v{before_version} (the migration was not committed)"
         else:

@@ -237,14 +237,6 @@ def catalog_from(migrations_dir: str | Path | None = None, migrations: dict[str,
     raise MigrationError("no migrations given: pass migrations (the texts of files/migrations) or migrations_dir")
 
 
-# The argument_spec entries every module that reads the migrations shares.
-MIGRATION_SOURCE_SPEC = {
-    "migrations_dir": {"type": "path"},
-    "migrations": {"type": "dict"},
-    "migrations_origin": {"type": "str", "default": MIGRATIONS_ORIGIN},
-}
-
-
 def catalog_of_params(params: dict) -> Catalog | None:
     """The catalog a module's parameters name (None when they name none)."""
     if not params.get("migrations") and not params.get("migrations_dir"):

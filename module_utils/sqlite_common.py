@@ -5,14 +5,16 @@ hosts that have nothing but Python 3 and its sqlite3.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sqlite3
-import traceback
+from contextlib import closing
 from pathlib import Path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+HEADER_BYTES = 20
+# Header bytes 18-19 (file format write/read version): 2 = WAL, 1 = rollback journal.
+WAL_FORMAT, ROLLBACK_FORMAT = b"\x02\x02", b"\x01\x01"
 HASH_CHUNK = 1024 * 1024
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 # Free space a schema change needs, as a share of the database file: its new index pages go to
@@ -71,11 +73,30 @@ def require_sqlite_file(path: str | os.PathLike) -> None:
                            "or restore it from a backup")
 
 
-def is_wal_database(path: str | os.PathLike) -> bool:
-    """Header bytes 18-19 are 2 for a database in WAL mode."""
+def read_header(path: str | os.PathLike) -> bytes:
+    """The first bytes of a database file: its magic string and file format bytes."""
     with open(path, "rb") as handle:
-        header = handle.read(20)
-    return len(header) == 20 and header[18] == 2 and header[19] == 2
+        return handle.read(HEADER_BYTES)
+
+
+def file_format(header: bytes) -> str:
+    """"wal" or "rollback" from header bytes 18-19 (file format write/read version: 2 = WAL, 1 = rollback
+    journal), "not sqlite" for anything else."""
+    if header[:len(SQLITE_HEADER)] != SQLITE_HEADER or len(header) < HEADER_BYTES:
+        return "not sqlite"
+    return {WAL_FORMAT: "wal", ROLLBACK_FORMAT: "rollback"}.get(header[18:20], "not sqlite")
+
+
+def is_wal_database(path: str | os.PathLike) -> bool:
+    return file_format(read_header(path)) == "wal"
+
+
+def wal_is_empty(path: str | os.PathLike) -> bool:
+    """No -wal, or an empty one: the main file holds every committed row."""
+    try:
+        return os.path.getsize(f"{path}-wal") == 0
+    except FileNotFoundError:
+        return True
 
 
 def connect_readonly(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
@@ -109,23 +130,6 @@ def connect_writable(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BU
     uri = Path(path).resolve().as_uri() + "?mode=rw"
     conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
     return conn
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fsync_path(path: str | os.PathLike) -> None:
-    """fsync a file or a directory (a rename is durable only once its directory is synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def free_bytes(path: str | os.PathLike) -> int:
@@ -239,28 +243,30 @@ def migration_write_problems(path: str | os.PathLike) -> list[str]:
     return problems
 
 
-def table_row_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """Row count of every ordinary table, read in one transaction so the counts agree."""
+def table_row_counts(conn: sqlite3.Connection, errors: dict[str, str] | None = None) -> dict[str, int]:
+    """Row count of every ordinary table (the caller's transaction makes them agree with each other).
+
+    With an errors dict, a table that cannot be counted (a damaged page) is recorded there with its
+    error and left out, instead of failing the whole count.
+    """
     names = [row[0] for row in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-    return {name: conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0] for name in names}
+    counts = {}
+    for name in names:
+        try:
+            counts[name] = conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0]
+        except sqlite3.Error as err:
+            if errors is None:
+                raise
+            errors[name] = str(err)
+    return counts
 
 
-def run_module_guarded(module, work, subject: str, after_failure: str) -> dict:
-    """Run a module's work; every failure ends as one fail_json line naming subject, never a traceback.
-
-    module is the AnsibleModule (only fail_json and params are used, so module_utils stays
-    free of Ansible imports); after_failure says what the operator can rely on, such as
-    "no backup was written". An unexpected error keeps its traceback for -vvv.
-    """
-    try:
-        return work(module)
-    except RiskmgrError as err:
-        module.fail_json(msg=str(err), **err.fail_result)
-    except sqlite3.Error as err:
-        busy = module.params.get("busy_timeout") or DEFAULT_BUSY_TIMEOUT_S
-        module.fail_json(msg=f"{sqlite_error_text(subject, err, busy)}; {after_failure}")
-    except Exception as err:  # a bug: one line for the operator, the traceback at -vvv
-        module.fail_json(msg=f"{subject}: unexpected {type(err).__name__}: {err}; {after_failure}; "
-                             "this is a bug, rerun with -vvv for the traceback", exception=traceback.format_exc())
-    raise AssertionError("fail_json returned")  # fail_json exits; a fake that does not is a test bug
+def database_row_counts(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict[str, int]:
+    """table_row_counts of a database file, in one read snapshot."""
+    with closing(connect_readonly(path, busy_timeout_s)) as conn:
+        conn.execute("BEGIN")
+        try:
+            return table_row_counts(conn)
+        finally:
+            conn.execute("COMMIT")

@@ -8,7 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 from ansible.module_utils.riskmgr_daemon import process_cmdline
-from ansible.module_utils.sqlite_backups import live_file_names, processes_holding
+from ansible.module_utils.host_processes import live_file_names, processes_holding
 from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly, database_bytes, free_bytes, migration_write_problems,

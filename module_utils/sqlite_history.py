@@ -15,10 +15,13 @@ writing happens inside the caller's transaction.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass, field
 
-from ansible.module_utils.sqlite_common import equality_clause, identifier_list, placeholders, quote_identifier
+from ansible.module_utils.sqlite_common import (
+    DEFAULT_BUSY_TIMEOUT_S, connect_readonly, equality_clause, identifier_list, placeholders, quote_identifier)
 from ansible.module_utils.sqlite_shapes import MISSING, PRESENT, Names, fold, table_shape
 
 VERSION_TABLE = "schema_version"
@@ -94,6 +97,12 @@ def read_versions(conn: sqlite3.Connection, names: Names | None = None) -> Versi
                 entry = Provenance(*row)
                 info.provenance[entry.key] = entry
     return info
+
+
+def database_version(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> int:
+    """current_version of a database file, read-only."""
+    with closing(connect_readonly(path, busy_timeout_s)) as conn:
+        return current_version(conn)
 
 
 def current_version(conn: sqlite3.Connection) -> int:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, quote_identifier,
-    sqlite_error_text)
+    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, quote_identifier, sqlite_error_text,
+    table_row_counts)
 from ansible.module_utils.sqlite_facts import integrity_result
 from ansible.module_utils.sqlite_history import VersionInfo
 from ansible.module_utils.sqlite_schema import (
@@ -331,17 +331,6 @@ def check_checksums(versions: VersionInfo, problems: list[str]) -> Check:
 
 # --- the run ---------------------------------------------------------------------------------------
 
-def count_rows(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, str]]:
-    """Per-table counts, and the tables that could not be counted (a damaged page fails one table)."""
-    counts, errors = {}, {}
-    for name in sorted(Names(conn).tables.values()):
-        try:
-            counts[name] = conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0]
-        except sqlite3.Error as err:
-            errors[name] = str(err)
-    return counts, errors
-
-
 def schema_checks(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool],
                   target: int) -> tuple[list[Check], Inspection | None]:
     """definitions and checksums, from one inspect() of the snapshot."""
@@ -360,7 +349,8 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
                manifest: str | None) -> tuple[list[Check], Inspection | None, dict[str, int]]:
     baseline = catalog.baseline_version
     indexes = required_indexes(catalog, target, options)
-    counts, count_errors = count_rows(conn)
+    count_errors: dict[str, str] = {}
+    counts = table_row_counts(conn, count_errors)
     (definitions, checksums), inspection = schema_checks(conn, catalog, options, target)
     checks = [
         guarded("schema_version", check_schema_version, conn, target, baseline),

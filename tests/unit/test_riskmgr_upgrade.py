@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 import riskmgr_upgrade
+import host_files
 import sqlite_backups
 from fixtures import MIGRATIONS, ROOT, row_counts, sha256, wait_for
 from make_state_db import build_v1_db, commit_rows_only_to_wal
 from riskmgr_daemon import PidfileControl, pid_is_running, read_pid, restart_daemon
 from riskmgr_upgrade import UpgradeError, shielded_from_hangups, upgrade_host
-from sqlite_backups import copy_hashing, verify_backup
+from backup_store import verify_backup
+from host_files import copy_hashing
 from sqlite_catalog import load_catalog, load_catalog_texts
 from sqlite_common import MigrationError
 from sqlite_migration import migrate_database
@@ -211,7 +213,7 @@ def test_hangup_interrupt_and_broken_pipe_are_ignored_while_shielded():
 @pytest.mark.parametrize("chunk", [4096, 64 * 1024 * 1024])
 def test_copy_hashing_hashes_what_landed_and_turns_a_wal_header_into_a_rollback_one(v1_db, tmp_path, chunk,
                                                                                   monkeypatch):
-    monkeypatch.setattr(sqlite_backups, "COPY_CHUNK", chunk)
+    monkeypatch.setattr(host_files, "COPY_CHUNK", chunk)
     with closing(sqlite3.connect(v1_db)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     source = Path(v1_db).read_bytes()

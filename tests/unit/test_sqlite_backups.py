@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from fixtures import WRITER, row_counts, sha256
 from make_state_db import commit_rows_only_to_wal
-from sqlite_backups import (
-    BackupEntry, backup_database, backup_file_name, check_free_space, create_exclusive, list_backups,
-    manifest_path, plan_retention, processes_holding, publish_exclusive, restore_database, select_backup)
+from backup_restore import restore_database
+from backup_store import BackupEntry, backup_file_name, list_backups, manifest_path, plan_retention, select_backup
+from host_files import create_exclusive, publish_exclusive
+from host_processes import processes_holding
+from sqlite_backups import backup_database, check_free_space
 from sqlite_common import BackupError, RiskmgrError
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=timezone.utc)

@@ -1,0 +1,49 @@
+"""What every module of this project shares at its Ansible boundary: the failure funnel and the option specs.
+
+Plain Python, no Ansible import: module_utils stays importable by pytest, and the modules pass
+their AnsibleModule in.
+"""
+from __future__ import annotations
+
+import sqlite3
+import traceback
+
+from ansible.module_utils.sqlite_catalog import MIGRATIONS_ORIGIN
+from ansible.module_utils.sqlite_common import DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, sqlite_error_text
+
+# The argument_spec entries every module that reads the migrations shares.
+MIGRATION_SOURCE_SPEC = {
+    "migrations_dir": {"type": "path"},
+    "migrations": {"type": "dict"},
+    "migrations_origin": {"type": "str", "default": MIGRATIONS_ORIGIN},
+}
+
+
+# The argument_spec entries of the modules that write a backup (sqlite_backup, riskmgr_upgrade).
+BACKUP_SPEC = {
+    "path": {"type": "path", "required": True},
+    "backup_dir": {"type": "path", "required": True},
+    "retention_days": {"type": "int", "default": 30},
+    "max_backups": {"type": "int", "default": 10},
+    "free_space_margin": {"type": "float", "default": 1.1},
+}
+
+
+def run_module_guarded(module, work, subject: str, after_failure: str) -> dict:
+    """Run a module's work; every failure ends as one fail_json line naming subject, never a traceback.
+
+    module is the AnsibleModule (only fail_json and params are used, so module_utils stays
+    free of Ansible imports); after_failure says what the operator can rely on, such as
+    "no backup was written". An unexpected error keeps its traceback for -vvv.
+    """
+    try:
+        return work(module)
+    except RiskmgrError as err:
+        module.fail_json(msg=str(err), **err.fail_result)
+    except sqlite3.Error as err:
+        busy = module.params.get("busy_timeout") or DEFAULT_BUSY_TIMEOUT_S
+        module.fail_json(msg=f"{sqlite_error_text(subject, err, busy)}; {after_failure}")
+    except Exception as err:  # a bug: one line for the operator, the traceback at -vvv
+        module.fail_json(msg=f"{subject}: unexpected {type(err).__name__}: {err}; {after_failure}; "
+                             "this is a bug, rerun with -vvv for the traceback", exception=traceback.format_exc())
+    raise AssertionError("fail_json returned")  # fail_json exits; a fake that does not is a test bug
