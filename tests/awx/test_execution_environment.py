@@ -4,10 +4,13 @@ playbooks in, and the navigator settings that use it.
 No image is built here (no container engine): `ansible-builder create` must turn the definition
 into a complete build context, every Python pin of the image must be the one requirements.txt
 installs (the version every test here runs), and the image must hold every runtime dependency of
-ansible-core and ansible-runner, pinned.
+ansible-core and ansible-runner, pinned. ansible-navigator must read the project's settings, and
+run the playbook without an execution environment (`--ee false`, the README's command) in check
+mode against a local fleet (slow).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +18,9 @@ import sys
 from importlib.metadata import requires
 from pathlib import Path
 
+import pytest
 import yaml
+from fault_fleet import HOST, V1_SHAPE, V2_SHAPE, Fleet, PlaybookRun, assert_end_state, capture
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -23,6 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 DEFINITION = ROOT / "execution-environment.yml"
 TIMEOUT_S = 60
+PLAYBOOK_TIMEOUT_S = 180
+
+
+def tool_env() -> dict[str, str]:
+    """ansible-navigator without an execution environment runs the ansible-playbook it finds on PATH."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1"}
+    env.pop("ANSIBLE_CONFIG", None)
+    return env
 
 
 def pins(lines) -> dict[str, str]:
@@ -103,7 +116,7 @@ def test_ansible_builder_create_writes_the_build_context(tmp_path):
 def test_navigator_reads_the_project_settings_and_uses_the_image_built_from_the_definition(tmp_path):
     shown = subprocess.run([str(VENV_BIN / "ansible-navigator"), "settings", "--effective", "--mode", "stdout",
                             "--ee", "false", "--lf", str(tmp_path / "navigator.log")], cwd=ROOT,
-                           env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+                           env=tool_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     settings = yaml.safe_load(shown.stdout)["ansible-navigator"]
     image_tag, = definition()["options"]["tags"]
@@ -111,3 +124,26 @@ def test_navigator_reads_the_project_settings_and_uses_the_image_built_from_the_
     assert settings["execution-environment"]["image"] == f"localhost/{image_tag}"
     assert settings["playbook-artifact"]["save-as"].startswith("{playbook_dir}/.navigator/")
     assert ".navigator/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.slow
+def test_navigator_without_an_execution_environment_runs_the_plan_and_changes_nothing(tmp_path):
+    fleet = Fleet(tmp_path / "fleet", hosts=1)
+    try:
+        before = capture(fleet, HOST)
+        artifact = tmp_path / "migrate_v2-artifact.json"
+        # The command of the README; the log and the playbook artifact go to tmp_path, not the checkout.
+        completed = subprocess.run(
+            [str(VENV_BIN / "ansible-navigator"), "run", "migrate_v2.yml", "--ee", "false", "--mode", "stdout",
+             "-i", str(fleet.root / "inventory.yml"), "--check", "--diff", "-e", f"riskmgr_report_dir={fleet.reports}",
+             "--pas", str(artifact), "--lf", str(tmp_path / "navigator.log")],
+            cwd=ROOT, env=tool_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=PLAYBOOK_TIMEOUT_S, check=False)
+        run = PlaybookRun(completed.returncode, completed.stdout, completed.stderr)
+        assert_end_state(fleet, before, run, db="v1", daemon="untouched")
+        new_indexes = sorted(name for kind, name in V2_SHAPE.keys() - V1_SHAPE.keys() if kind == "index")
+        assert new_indexes and all(name in run.stdout for name in new_indexes), run.stdout[-3000:]
+        assert json.loads(artifact.read_text())["status"] == "successful"
+        assert not fleet.reports.exists()  # check mode writes no report
+    finally:
+        fleet.destroy()
