@@ -48,6 +48,7 @@ no_terminal: {description: Why no one could be asked (null when asked)., type: s
 
 import os
 import time
+from collections.abc import Mapping
 
 from ansible.errors import AnsiblePromptInterrupt, AnsiblePromptNoninteractive
 from ansible.module_utils.common.text.converters import to_text
@@ -57,13 +58,14 @@ from ansible.utils.display import Display
 display = Display()
 
 YES = ("yes", "y")
-# Set by ansible-runner's RunnerConfig for every playbook it runs under its pseudo-terminal
-# (`ansible-runner run`, the Python API, AWX's workers, ansible-navigator's interactive mode).
+# Set by ansible-runner's RunnerConfig for every playbook it runs on its pseudo-terminal: `ansible-runner
+# run`, ansible_runner.run() and AWX's jobs. Its run_command() interface, which ansible-navigator uses,
+# sets neither (navigator's interactive mode then waits for the timeout).
 RUNNER_VARIABLES = ("RUNNER_OMIT_EVENTS", "RUNNER_ONLY_FAILED_EVENTS")
 AWX_EXTRA_VARS = ("awx_job_id", "tower_job_id")
 
 
-def why_no_one_can_answer(environ, task_vars: dict) -> str | None:
+def why_no_one_can_answer(environ: Mapping[str, str], task_vars: Mapping) -> str | None:
     """The reason no prompt can be answered in this run, or None when a terminal may have someone."""
     for name in AWX_EXTRA_VARS:
         if task_vars.get(name) not in (None, ""):
@@ -89,8 +91,9 @@ class ActionModule(ActionBase):
         })
         result.update(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None)
         if args["timeout"] < 1:
+            # The preflight's rescue adds that nothing was changed and releases the lock.
             return dict(result, failed=True, msg=f"riskmgr_confirm_timeout is {args['timeout']}: give the seconds "
-                                                 "to wait for an answer (at least 1). Nothing was changed.")
+                                                 "to wait for an answer (at least 1)")
         result["no_terminal"] = why_no_one_can_answer(os.environ, task_vars or {})
         if result["no_terminal"]:
             return result
