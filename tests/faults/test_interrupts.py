@@ -90,6 +90,8 @@ TASKS = [
     "report : Assemble this host's report",
     "report : Show this host's report",
     "report : Save this host's report on the controller",
+    "report : Publish this host's report as a job artifact (riskmgr_reports)",
+    "report : Publish the summary of every host reported so far as a job artifact (riskmgr_summary)",
     "Release the run lock of this host",
     "Show every host's outcome",
 ]

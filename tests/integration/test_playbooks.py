@@ -277,6 +277,7 @@ def test_migrate_without_confirmation_and_terminal_stops_before_any_change(quiet
     run = fleet.playbook("migrate_v2.yml")  # no -e riskmgr_confirm=true, stdin is not a terminal
     assert run.returncode != 0
     assert "Not confirmed: nothing was changed on any host" in run.output
+    assert "cannot ask anyone: standard input is not a terminal" in run.output  # asked no one
     assert fleet.snapshot() == files
     assert fleet.pids() == pids and all(fleet.logged_versions(h) == [1] for h in fleet.hosts)
 
