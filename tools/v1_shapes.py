@@ -100,12 +100,13 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable
 
 TOOLS = Path(__file__).resolve().parent
 if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
-from riskmgr_standin import quote_identifier, type_affinity  # noqa: E402  (the daemon's own rules)
+# The daemon's own rules: which enforcement_log columns it fills, how SQLite reads a declared type.
+from riskmgr_standin import KNOWN_COLUMNS, quote_identifier, type_affinity  # noqa: E402
 
 ROOT = TOOLS.parent
 MIGRATIONS = ROOT / "files" / "migrations"
@@ -126,7 +127,6 @@ NINE_TABLES = ("lockouts", "daily_pnl", "contract_cache", "trade_history", "sess
                "enforcement_log", "reset_schedule")
 DEPENDENT_COLUMNS = {"enforcement_log": ("success", "timestamp"), "positions": ("updated_at",),
                      "orders": ("state", "account_id")}
-DAEMON_COLUMNS = ("account_id", "rule_id", "action", "reason", "success", "timestamp", "execution_time_ms")
 
 
 def stamp(offset_s: float) -> str:
@@ -144,7 +144,7 @@ def batched(rows, size: int = BATCH):
         yield batch
 
 
-def split_statements(sql: str) -> List[str]:
+def split_statements(sql: str) -> list[str]:
     """The statements of a script, each as written, without the comment lines between them."""
     statements, pending = [], ""
     for line in sql.splitlines(keepends=True):
@@ -244,14 +244,14 @@ class Kind:
     """What a column holds: its values (from the row number n, from 1) and declarations that fit them.
 
     `checks` hold for every value and every default; `numeric_checks` too, but only when the
-    column has a numeric affinity (a TEXT column compares numbers as text). A kind whose values
-    depend on n alone (`keyed`) gives the same value again for the same row, in fill and grow.
+    column has a numeric affinity (a TEXT column compares numbers as text). A `unique` kind's
+    value is a function of n alone, so the rows of fill() and grow() never repeat one.
     """
-    types: Tuple[str, ...]
+    types: tuple[str, ...]
     value: Callable[[int, random.Random], object]
-    checks: Tuple[str, ...] = ()
-    numeric_checks: Tuple[str, ...] = ()
-    defaults: Tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
+    numeric_checks: tuple[str, ...] = ()
+    defaults: tuple[str, ...] = ()
     unique: bool = False
 
 
@@ -259,7 +259,7 @@ def account_text(number: int) -> str:
     return f"ACC-{number:04d}"
 
 
-KINDS: Dict[str, Kind] = {
+KINDS: dict[str, Kind] = {
     "serial": Kind(("INTEGER", "INT", "BIGINT", "NUMERIC"), lambda n, r: n, numeric_checks=("{c} > 0",), unique=True),
     "serial_text": Kind(("TEXT", "VARCHAR(40)", ""), lambda n, r: f"REF-{n:08d}", checks=("{c} LIKE 'REF-%'",),
                         unique=True),
@@ -341,8 +341,9 @@ PARENT_KEY_KINDS = {"account": "account_key", "account_text": "account_text_key"
 KEY_KIND_VALUES = {"account_key": ACCOUNTS, "account_text_key": ACCOUNTS, "contract_key": len(CONTRACTS),
                    "session_key": SESSIONS, "rule_key": len(RULES)}
 
-# The nine tables: (column, kind) in reference order. KEY columns are the table's natural key
-# (small tables) or its id (large tables); kinds starting "account" follow the shape's account style.
+# The nine tables: (column, kind) in reference order. ID marks a large table's id column, whose
+# form is drawn apart (id_column); NATURAL_KEYS are what a small table is keyed by. Kinds starting
+# "account" follow the shape's account style (integer or text ids).
 ID = "id"
 CORE_COLUMNS = {
     "lockouts": (("account_id", "account_key"), ("reason", "text"), ("locked_at", "opened_at"),
@@ -380,9 +381,8 @@ FREE_COLUMNS = (
     ("external_ref", "serial_text"), ("Broker Ref", "serial_text"), ("contract_ref", "contract"),
     ("session_key", "session_ref"), ("check", "text"), ("select", "count"), ("epoch_ms", "epoch_ms"),
 )
+# Keywords SQLite does not take as a bare column name (FREE_COLUMNS uses some: they get quoted).
 RESERVED = {"ORDER", "GROUP", "WHERE", "SELECT", "LIMIT", "CHECK", "DEFAULT", "TABLE", "INDEX", "FROM", "VALUES"}
-# Names v2 gives its objects: a shape may only carry them in the compatible form.
-V2_TABLE_NAMES = ("schema_version", "schema_migration_files", "daily_unrealized_pnl")
 
 
 # --- the model of a random shape -----------------------------------------------------------------
@@ -397,8 +397,8 @@ class Column:
     not_null_first: bool = False  # "INTEGER NOT NULL PRIMARY KEY"
     primary_key: str = ""  # the column-level clause: "PRIMARY KEY" or "PRIMARY KEY AUTOINCREMENT"
     unique: bool = False  # the column-level UNIQUE clause
-    default: Optional[str] = None
-    checks: List[str] = field(default_factory=list)
+    default: str | None = None
+    checks: list[str] = field(default_factory=list)
     collate: str = ""
     references: str = ""  # the column-level REFERENCES clause
     comment: str = ""
@@ -442,24 +442,24 @@ class Table:
     logical: str  # the name the project knows it by
     name: str  # as SQLite stores it
     sql: str  # as the DDL writes it
-    columns: List[Column] = field(default_factory=list)
-    constraints: List[str] = field(default_factory=list)  # table-level, as written
-    primary_key: List[Column] = field(default_factory=list)  # the columns of a table-level PRIMARY KEY
+    columns: list[Column] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)  # table-level, as written
+    primary_key: list[Column] = field(default_factory=list)  # the columns of a table-level PRIMARY KEY
     without_rowid: bool = False
     large: bool = False  # about `rows` rows, grown by grow()
     medium: bool = False  # about rows / 4 rows (daily_pnl)
     fixed_rows: int = 0  # otherwise: this many rows, whatever `rows` is
-    fixed_values: List[tuple] = field(default_factory=list)  # or exactly these rows (schema_version)
+    fixed_values: list[tuple] = field(default_factory=list)  # or exactly these rows (schema_version)
     trigger_filled: bool = False  # only triggers write it
     from_file: bool = False  # created by the statements of a migration file, not by this model
 
-    def column(self, name: str) -> Optional[Column]:
+    def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name.lower() == name.lower()), None)
 
     def has(self, *names: str) -> bool:
         return all(self.column(name) is not None for name in names)
 
-    def written_columns(self) -> List[Column]:
+    def written_columns(self) -> list[Column]:
         return [c for c in self.columns if not c.rowid_alias and not c.left_out]
 
     def insert_sql(self) -> str:
@@ -490,7 +490,7 @@ class Table:
 class Shape:
     """A v1 schema: its DDL, what it carries, and how to fill a database of it."""
 
-    def __init__(self, spec: str, statements: List[str], features: dict) -> None:
+    def __init__(self, spec: str, statements: list[str], features: dict) -> None:
         self.spec = spec
         self.statements = statements
         self.features = features
@@ -530,7 +530,7 @@ class ReferenceShape(Shape):
 
 
 class RandomShape(Shape):
-    def __init__(self, spec: str, statements: List[str], features: dict, tables: List[Table], analyze: bool) -> None:
+    def __init__(self, spec: str, statements: list[str], features: dict, tables: list[Table], analyze: bool) -> None:
         super().__init__(spec, statements, features)
         self.tables = tables
         self.analyze = analyze
@@ -561,7 +561,7 @@ class RandomShape(Shape):
 
 # --- the random shape builder --------------------------------------------------------------------
 
-def indexes_in(path: Path) -> List[Tuple[str, str, List[str]]]:
+def indexes_in(path: Path) -> list[tuple[str, str, list[str]]]:
     """(name, table, key columns without ASC/DESC) of each CREATE INDEX of a migration file."""
     return [(name, table, [c.split()[0] for c in columns.split(",")]) for name, table, columns in
             re.findall(r"CREATE INDEX (\w+) ON (\w+)\(([^)]*)\)", path.read_text())]
@@ -571,7 +571,7 @@ def is_bare_identifier(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None and name.upper() not in RESERVED
 
 
-def is_constant_default(default: Optional[str]) -> bool:
+def is_constant_default(default: str | None) -> bool:
     """What ALTER TABLE ADD COLUMN accepts as a default: a literal, no expression."""
     return default is None or re.fullmatch(r"[-+]?[0-9.]+|'[^']*'|x'[0-9a-fA-F]*'|NULL", default) is not None
 
@@ -598,13 +598,13 @@ class ShapeBuilder:
         self.rng = random.Random(seed)
         self.spec = f"random:{seed}"
         self.features = default_features()
-        self.tables: Dict[str, Table] = {}
+        self.tables: dict[str, Table] = {}
         # Tables, indexes, views and triggers share one namespace; v1's and v2's index names are
         # taken from the start, so that no extra index gets one of them by chance.
         self.taken_names = [name.lower() for name, _, _ in
                             indexes_in(BASELINE_SQL) + indexes_in(ANALYTICS_INDEXES_SQL)
                             + indexes_in(UNREALIZED_PNL_SQL)] + ["idx_schema_version_applied"]
-        self.unique_index_keys: List[Tuple[Table, List[Column]]] = []
+        self.unique_index_keys: list[tuple[Table, list[Column]]] = []
         self.account_style = "account_text" if self.chance(0.15) else "account"
         self.lower_keywords = self.chance(0.2)
         self.one_line_tables = self.chance(0.25)
@@ -620,7 +620,7 @@ class ShapeBuilder:
     def sample(self, population: list, count: int) -> list:
         return self.rng.sample(population, min(count, len(population)))
 
-    def some(self, weights: Tuple[int, ...]) -> int:
+    def some(self, weights: tuple[int, ...]) -> int:
         """0, 1, 2... with these weights."""
         return self.rng.choices(range(len(weights)), weights=weights)[0]
 
@@ -668,7 +668,7 @@ class ShapeBuilder:
     def decorate(self, table: Table, column: Column, not_null_rate: float, odd_type_rate: float) -> None:
         """NOT NULL, DEFAULT, CHECK, COLLATE, NULLs and left-out values: all within the kind's values."""
         kind = KINDS[column.kind]
-        unknown_on_log = table.logical == "enforcement_log" and column.name.lower() not in DAEMON_COLUMNS
+        unknown_on_log = table.logical == "enforcement_log" and column.name.lower() not in KNOWN_COLUMNS
         if not column.key and column.kind not in PARENT_KEY_KINDS and self.chance(odd_type_rate):
             column.decl_type = self.pick(ODD_TYPES)
         column.not_null = column.key or self.chance(not_null_rate)
@@ -697,7 +697,7 @@ class ShapeBuilder:
 
     def maybe_reference(self, table: Table, column: Column) -> None:
         """A FOREIGN KEY (p 0.3) to a parent whose keys hold every value the column gets."""
-        if table.logical == "enforcement_log" and column.name.lower() in DAEMON_COLUMNS:
+        if table.logical == "enforcement_log" and column.name.lower() in KNOWN_COLUMNS:
             return  # contract: the daemon's account_id 1000+ is in no parent
         key_kind = PARENT_KEY_KINDS.get(column.kind)
         parents = [(t, key) for t in self.tables.values() if t is not table
@@ -717,7 +717,7 @@ class ShapeBuilder:
                                      + self.pick(("", " ON DELETE SET NULL", " DEFERRABLE INITIALLY DEFERRED")))
         self.features["foreign_keys"] += 1
 
-    def core_columns(self, table: Table) -> List[Column]:
+    def core_columns(self, table: Table) -> list[Column]:
         """The reference's columns of one of the nine tables: the dependent and key ones always."""
         columns = []
         required = DEPENDENT_COLUMNS.get(table.logical, ()) + NATURAL_KEYS.get(table.logical, ())
@@ -738,9 +738,9 @@ class ShapeBuilder:
             columns.append(column)
         return columns
 
-    def free_columns(self, table: Table, taken: List[Column]) -> List[Column]:
+    def free_columns(self, table: Table, taken: list[Column]) -> list[Column]:
         """0-4 columns the reference does not have: any type, odd names, some unique."""
-        columns: List[Column] = []
+        columns: list[Column] = []
         for name, kind in self.rng.sample(FREE_COLUMNS, self.some((15, 30, 30, 15, 10))):
             if any(c.name.lower() == name.lower() for c in taken + columns):
                 continue
@@ -803,7 +803,7 @@ class ShapeBuilder:
         table.columns = self.keys_first(table, columns)
         self.table_checks(table)
 
-    def id_column(self, table: Table, columns: List[Column]) -> Optional[Column]:
+    def id_column(self, table: Table, columns: list[Column]) -> Column | None:
         styles = {"alias_autoinc": 40, "alias": 25, "alias_not_null": 10, "table_pk_alias": 10, "none": 15}
         if table.logical != "enforcement_log":  # contract: the log's only key is a rowid alias, or none
             styles.update({"bigint_pk": 10, "text_pk": 5, "composite": 10, "without_rowid": 2})
@@ -849,7 +849,7 @@ class ShapeBuilder:
                               "execution_time_ms_added_later": column.added_later})
         return column
 
-    def keys_first(self, table: Table, columns: List[Column]) -> List[Column]:
+    def keys_first(self, table: Table, columns: list[Column]) -> list[Column]:
         """Keys first, then the other columns, sometimes in another order than the reference's.
 
         A WITHOUT ROWID table declares its primary key columns first, in key order: SQLite
@@ -882,11 +882,11 @@ class ShapeBuilder:
                                                 f"CHECK ({stamp_column.sql} IS NOT NULL)")))
             self.features["checks"] += 1
 
-    def pick_weighted(self, weights: Dict[str, int]) -> str:
+    def pick_weighted(self, weights: dict[str, int]) -> str:
         return self.rng.choices(list(weights), weights=list(weights.values()))[0]
 
     # --- extra tables
-    def extra_table(self, logical: str, columns: List[Column], rows: int = 0) -> Table:
+    def extra_table(self, logical: str, columns: list[Column], rows: int = 0) -> Table:
         table = self.new_table(logical, 0.0, 0.1)
         table.columns, table.fixed_rows = columns, rows
         self.features["extra_table_names"].append(table.name)
@@ -928,7 +928,7 @@ class ShapeBuilder:
                               self.new_column("note", "text", 0.1, 0.1),
                               self.new_column("written_at", "timestamp", 0.1, 0.1)], 20)
 
-    def trigger_target(self, logical: str, columns: List[Column]) -> Table:
+    def trigger_target(self, logical: str, columns: list[Column]) -> Table:
         """A table only triggers write: no constraint a trigger's row could break."""
         table = self.extra_table(logical, columns)
         table.trigger_filled = True
@@ -977,7 +977,7 @@ class ShapeBuilder:
         self.features["version_table"] = kind
         self.features["version_table_has_success"] = success in columns
 
-    def unrealized_pnl_statements(self) -> List[str]:
+    def unrealized_pnl_statements(self) -> list[str]:
         """daily_unrealized_pnl exactly as v2 creates it (its indexes p 0.7), with a few rows."""
         statements = split_statements(UNREALIZED_PNL_SQL.read_text())
         if not self.chance(0.7):
@@ -997,13 +997,13 @@ class ShapeBuilder:
         return statements
 
     # --- indexes
-    def index_sql(self, name: str, table: Table, keys: List[str], unique: bool = False, where: str = "") -> str:
+    def index_sql(self, name: str, table: Table, keys: list[str], unique: bool = False, where: str = "") -> str:
         head = self.keyword("CREATE UNIQUE INDEX" if unique else "CREATE INDEX")
         written = quote_identifier(name) if self.chance(0.1) else name
         sql = f"{head} {self.if_not_exists()}{written} ON {self.table_reference(table)}({', '.join(keys)})"
         return sql + (f" WHERE {where}" if where else "")
 
-    def reference_index_statements(self) -> List[str]:
+    def reference_index_statements(self) -> list[str]:
         """v1's indexes (p 0.7 each, when their columns exist); p 0.06 another definition under the name."""
         statements = []
         for name, logical, keys in indexes_in(BASELINE_SQL):
@@ -1018,7 +1018,7 @@ class ShapeBuilder:
             statements.append(self.index_sql(name, table, columns))
         return statements
 
-    def unique_index_statements(self) -> List[str]:
+    def unique_index_statements(self) -> list[str]:
         statements = []
         for table, key in self.unique_index_keys:
             name = self.take_name(f"ux_{table.logical}_{'_'.join(c.name.lower() for c in key)}")
@@ -1026,7 +1026,7 @@ class ShapeBuilder:
         self.features["extra_indexes"] += len(statements)
         return statements
 
-    def extra_index_statements(self) -> List[str]:
+    def extra_index_statements(self) -> list[str]:
         statements = []
         candidates = [t for t in self.tables.values()
                       if not (t.trigger_filled or t.fixed_values or t.from_file)]
@@ -1042,7 +1042,7 @@ class ShapeBuilder:
         self.features["extra_indexes"] += len(statements)
         return statements
 
-    def extra_index(self, table: Table, columns: List[Column]) -> str:
+    def extra_index(self, table: Table, columns: list[Column]) -> str:
         style = self.pick_weighted({"plain": 30, "multi": 20, "unique": 15, "partial": 15, "expression": 20})
         unique_columns = [c for c in columns if KINDS[c.kind].unique and c.key]
         if style == "unique" and (table.logical == "enforcement_log" or not unique_columns):
@@ -1080,7 +1080,7 @@ class ShapeBuilder:
             return f"abs({column.sql})"
         return self.pick((f"lower({column.sql})", f"length({column.sql})", f"coalesce({column.sql}, '')"))
 
-    def v2_index_statements(self) -> List[str]:
+    def v2_index_statements(self) -> list[str]:
         """p 0.25: some of v2's analytics indexes, under their exact names and key columns."""
         if not self.chance(0.25):
             return []
@@ -1095,7 +1095,7 @@ class ShapeBuilder:
         return statements
 
     # --- views and triggers
-    def view_statements(self) -> List[str]:
+    def view_statements(self) -> list[str]:
         log = self.tables["enforcement_log"]
         success, when = log.column("success").sql, log.column("timestamp").sql
         account = log.column("account_id")
@@ -1117,7 +1117,7 @@ class ShapeBuilder:
         self.features["views"] = len(statements)
         return statements
 
-    def other_views(self) -> List[Tuple[str, str]]:
+    def other_views(self) -> list[tuple[str, str]]:
         orders, positions, pnl = self.tables["orders"], self.tables["positions"], self.tables["daily_pnl"]
         state = orders.column("state")
         open_states = "('PENDING', 'WORKING')" if state.kind == "state" else "(0, 1)"
@@ -1139,7 +1139,7 @@ class ShapeBuilder:
         written = self.quoted(name, 0.1) + (f"({columns}" if columns else "")
         return f"{self.keyword('CREATE VIEW')} {self.if_not_exists()}{written} AS {body}"
 
-    def trigger_statements(self) -> List[str]:
+    def trigger_statements(self) -> list[str]:
         """Triggers on enforcement_log that no row of fill() or of the daemon can make fail."""
         log = self.tables["enforcement_log"]
         log_name = self.table_reference(log)
@@ -1211,7 +1211,7 @@ class ShapeBuilder:
                  for n, (d, c) in enumerate(zip(definitions, comments))]
         return f"{head} (\n" + "\n".join(lines) + f"\n){tail}"
 
-    def add_column_statements(self) -> List[str]:
+    def add_column_statements(self) -> list[str]:
         """p 0.3: 1-3 columns reach their table through ALTER TABLE ADD COLUMN, as a schema's history leaves
         them (SQLite then appends them to the stored CREATE TABLE text)."""
         if self.chance(0.3):
@@ -1230,7 +1230,7 @@ class ShapeBuilder:
                     self.features["added_columns"].append(f"{table.name}.{column.name}")
         return statements
 
-    def build(self) -> "RandomShape":
+    def build(self) -> RandomShape:
         # Parents first, so that a child column can reference them.
         self.build_parent_tables()
         for logical in ("reset_schedule", "contract_cache", "session_state", "lockouts", "daily_pnl"):
@@ -1276,7 +1276,7 @@ def shape_for(spec: str) -> Shape:
     return ShapeBuilder(int(match.group(1))).build()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", required=True, help="reference or random:SEED")
     parser.add_argument("--db", help="build and fill this database (must not exist) instead of printing the DDL")
