@@ -9,6 +9,9 @@ guess, so the migration is tested on many shapes of v1:
     shape_for("reference")     exactly 000_baseline.sql, filled as the demo and tests always were
     shape_for("random:SEED")   a random shape, the same for the same SEED (Python 3.8+, any SQLite 3.31+)
 
+random_specs(wanted, count) finds shapes by their features, e.g.
+random_specs(lambda f: f["execution_time_ms"] and f["version_table"], 3).
+
 A Shape has `spec`, `statements` (the DDL in creation order: print them to replay a failure),
 `features` (what the shape carries, for tests to pick and count shapes), `create(conn)`,
 `fill(conn, rows, rng)` (about `rows` rows in each large table: positions, orders,
@@ -284,9 +287,11 @@ KINDS: dict[str, Kind] = {
                         checks=("{c} LIKE 'session.%'",)),
     "rule": Kind(TEXT_TYPES, lambda n, r: r.choice(RULES), checks=("length({c}) > 0",)),
     "rule_key": Kind(("TEXT", "VARCHAR(16)", ""), lambda n, r: RULES[n - 1], unique=True),
-    "action": Kind(TEXT_TYPES, lambda n, r: r.choice(ACTIONS), checks=("{c} = upper({c})", "length({c}) BETWEEN 1 AND 64")),
+    "action": Kind(TEXT_TYPES, lambda n, r: r.choice(ACTIONS),
+                   checks=("{c} = upper({c})", "length({c}) BETWEEN 1 AND 64")),
     "state": Kind(("TEXT", "VARCHAR(16)", "CHAR(12)", ""), lambda n, r: r.choice(ORDER_STATES),
-                  checks=("{c} IN ('PENDING', 'WORKING', 'FILLED', 'CANCELLED', 'REJECTED')",), defaults=("'PENDING'",)),
+                  checks=("{c} IN ('PENDING', 'WORKING', 'FILLED', 'CANCELLED', 'REJECTED')",),
+                  defaults=("'PENDING'",)),
     "state_code": Kind(("INTEGER", "INT", "SMALLINT", ""), lambda n, r: r.randint(0, 4),
                        numeric_checks=("{c} BETWEEN 0 AND 4",), defaults=("0",)),
     "side": Kind(INT_TYPES, lambda n, r: r.choice((0, 1)), checks=("{c} IN (0, 1)",), defaults=("0", "(0)")),
@@ -663,7 +668,8 @@ class ShapeBuilder:
     # --- columns
     def new_column(self, name: str, kind: str, case_rate: float = 0.1, quote_rate: float = 0.08) -> Column:
         stored = self.recased(name, case_rate)
-        return Column(name=stored, kind=kind, sql=self.quoted(stored, quote_rate), decl_type=self.pick(KINDS[kind].types))
+        return Column(name=stored, kind=kind, sql=self.quoted(stored, quote_rate),
+                      decl_type=self.pick(KINDS[kind].types))
 
     def decorate(self, table: Table, column: Column, not_null_rate: float, odd_type_rate: float) -> None:
         """NOT NULL, DEFAULT, CHECK, COLLATE, NULLs and left-out values: all within the kind's values."""
@@ -778,7 +784,8 @@ class ShapeBuilder:
             table.constraints.append(f"PRIMARY KEY ({key_list})")
             table.primary_key, table.without_rowid = key, style == "without_rowid"
         elif style == "surrogate":
-            columns.insert(0, Column(name="id", kind="serial", sql="id", decl_type="INTEGER", key=True, rowid_alias=True,
+            columns.insert(0, Column(name="id", kind="serial", sql="id", decl_type="INTEGER", key=True,
+                                     rowid_alias=True,
                                      primary_key=self.pick(("PRIMARY KEY", "PRIMARY KEY AUTOINCREMENT"))))
             table.constraints.append(f"UNIQUE ({key_list})")
         elif style == "unique_index":
@@ -921,8 +928,8 @@ class ShapeBuilder:
             self.extra_table("app_settings", [self.key_column("name", "session_key"),
                                               self.new_column("value", "value_text", 0.1, 0.05)], 8)
         if self.chance(0.2):
-            note_id = Column(name="note_id", kind="serial", sql="note_id", decl_type="INTEGER", primary_key="PRIMARY KEY",
-                             rowid_alias=True, key=True)
+            note_id = Column(name="note_id", kind="serial", sql="note_id", decl_type="INTEGER",
+                             primary_key="PRIMARY KEY", rowid_alias=True, key=True)
             self.extra_table(self.pick(("order notes", "Order Notes", "order_notes")),
                              [note_id, self.new_column("order_ref", "serial_text", 0.1, 0.1),
                               self.new_column("note", "text", 0.1, 0.1),
@@ -1158,7 +1165,8 @@ class ShapeBuilder:
         if audit is not None and self.chance(0.9):
             statements.append(self.trigger_sql(
                 "trg_enforcement_log_audit", f"AFTER INSERT ON {log_name} FOR EACH ROW",
-                f"INSERT INTO {audit.sql} (log_rowid, event, success) VALUES (NEW.rowid, 'insert', NEW.{success.sql});"))
+                f"INSERT INTO {audit.sql} (log_rowid, event, success) "
+                f"VALUES (NEW.rowid, 'insert', NEW.{success.sql});"))
             kinds.append("after_insert_audit")
         if self.chance(0.25):
             when.null_rate, when.left_out = 0.0, False
@@ -1170,7 +1178,8 @@ class ShapeBuilder:
         if audit is not None and self.chance(0.3):
             statements.append(self.trigger_sql(
                 "trg_enforcement_log_update", f"AFTER UPDATE OF {success.sql} ON {log_name}",
-                f"INSERT INTO {audit.sql} (log_rowid, event, success) VALUES (OLD.rowid, 'update', NEW.{success.sql});"))
+                f"INSERT INTO {audit.sql} (log_rowid, event, success) "
+                f"VALUES (OLD.rowid, 'update', NEW.{success.sql});"))
             kinds.append("after_update_audit")
         if self.chance(0.15):
             statements.append(self.trigger_sql("trg_enforcement_log_append_only", f"BEFORE DELETE ON {log_name}",
@@ -1186,12 +1195,14 @@ class ShapeBuilder:
         orders = self.tables["orders"]
         state = orders.column("state")
         history = self.trigger_target("order_state_history", [
-            Column(name="changed_at", kind="timestamp", sql="changed_at", decl_type="TEXT", default="CURRENT_TIMESTAMP"),
+            Column(name="changed_at", kind="timestamp", sql="changed_at", decl_type="TEXT",
+                   default="CURRENT_TIMESTAMP"),
             Column(name="old_state", kind="state", sql="old_state", decl_type=state.decl_type),
             Column(name="new_state", kind="state", sql="new_state", decl_type=state.decl_type)])
         return self.trigger_sql(
             "trg_orders_state_history", f"AFTER UPDATE OF {state.sql} ON {self.table_reference(orders)}",
-            f"INSERT INTO {self.table_reference(history)} (old_state, new_state) VALUES (OLD.{state.sql}, NEW.{state.sql});")
+            f"INSERT INTO {self.table_reference(history)} (old_state, new_state) "
+            f"VALUES (OLD.{state.sql}, NEW.{state.sql});")
 
     def trigger_sql(self, name: str, event: str, body: str) -> str:
         self.taken_names.append(name.lower())
@@ -1274,6 +1285,19 @@ def shape_for(spec: str) -> Shape:
     if not match:
         raise ValueError(f"unknown shape {spec!r}: use 'reference' or 'random:<integer seed>', e.g. random:42")
     return ShapeBuilder(int(match.group(1))).build()
+
+
+def random_specs(wanted: Callable[[dict], object], count: int = 1, seeds: range = range(10000)) -> list[str]:
+    """The first `count` random specs whose features satisfy `wanted`: how a test picks shapes
+    with what it needs (found, not hard-coded, so a change to the generator cannot silently
+    take the feature away from the test)."""
+    found = []
+    for seed in seeds:
+        if wanted(shape_for(f"random:{seed}").features):
+            found.append(f"random:{seed}")
+            if len(found) == count:
+                return found
+    raise ValueError(f"only {len(found)} of seeds {seeds.start}-{seeds.stop - 1} have the wanted features")
 
 
 def main(argv: list[str] | None = None) -> int:

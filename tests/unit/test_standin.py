@@ -16,7 +16,7 @@ import pytest
 from fixtures import wait_for
 from make_state_db import build_v1_db
 from riskmgr_standin import KNOWN_COLUMNS, quote_identifier, schema_version
-from v1_shapes import shape_for
+from v1_shapes import random_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tools" / "riskmgr_standin.py"
@@ -246,12 +246,6 @@ def test_ignore_sigterm_keeps_running(standin):
 
 # --- any v1 shape (tools/v1_shapes.py) ---------------------------------------------------------
 
-def first_seed(wanted) -> str:
-    """The first random shape whose features satisfy `wanted`: found, not hard-coded, so a change
-    of the generator cannot silently take the feature away from the test."""
-    return next(f"random:{seed}" for seed in range(1000) if wanted(shape_for(f"random:{seed}").features))
-
-
 SHAPES_WANTED = {
     "execution_time_ms with values": lambda f: f["execution_time_ms"] and f["execution_time_ms_values"],
     "execution_time_ms NOT NULL DEFAULT 0, added by ALTER": lambda f: f["execution_time_ms_not_null"]
@@ -273,7 +267,7 @@ def log_table(conn: sqlite3.Connection) -> str:
 
 @pytest.mark.parametrize("wanted", SHAPES_WANTED, ids=list(SHAPES_WANTED))
 def test_daemon_writes_into_random_shapes_and_copies_what_it_does_not_know(standin, tmp_path, wanted):
-    spec = first_seed(SHAPES_WANTED[wanted])
+    spec, = random_specs(SHAPES_WANTED[wanted])
     standin.db = build_v1_db(tmp_path / "shaped.db", rows=40, shape=spec)
     with closing(sqlite3.connect(standin.db)) as conn:
         log = quote_identifier(log_table(conn))

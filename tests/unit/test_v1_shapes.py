@@ -22,8 +22,8 @@ import pytest
 from fixtures import wait_for
 from make_state_db import build_v1_db
 from riskmgr_standin import KNOWN_COLUMNS, RowPlan, insert_row, quote_identifier, schema_version, type_affinity
-from v1_shapes import (BASELINE_SQL, DEPENDENT_COLUMNS, NINE_TABLES, UNREALIZED_PNL_SQL, shape_for,
-                       split_statements)
+from v1_shapes import (BASELINE_SQL, DEPENDENT_COLUMNS, NINE_TABLES, UNREALIZED_PNL_SQL, random_specs,
+                       shape_for, split_statements)
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools"
@@ -296,7 +296,7 @@ def test_v1_shapes_db_option_builds_a_filled_database_and_refuses_bad_input(tmp_
 
 
 def test_make_state_db_builds_any_shape_and_grows_it_to_a_target_size(tmp_path):
-    spec = next(f"random:{seed}" for seed in SEEDS if shape_for(f"random:{seed}").features["enforcement_log_triggers"])
+    spec, = random_specs(lambda features: features["enforcement_log_triggers"])
     path = tmp_path / "state.db"
     done = subprocess.run([sys.executable, TOOLS / "make_state_db.py", path, "--shape", spec, "--rows", "200",
                            "--target-mb", "2"], capture_output=True, text=True)
@@ -355,3 +355,13 @@ def test_local_fleet_refuses_an_unknown_shape_before_creating_anything(fleet_roo
                           "--shape", "random:"], capture_output=True, text=True)
     assert cli.returncode == 1 and cli.stderr.startswith("local_fleet.py create: --shape 'random:'")
     assert "Traceback" not in cli.stderr and not fleet_root.exists()
+
+
+def test_random_specs_finds_shapes_by_their_features():
+    specs = random_specs(lambda f: f["execution_time_ms"] and f["version_table"] == "with_success", count=2)
+    assert len(specs) == 2
+    for spec in specs:
+        features = shape_for(spec).features
+        assert features["execution_time_ms"] and features["version_table"] == "with_success"
+    with pytest.raises(ValueError, match="only 0 of seeds 0-9 have the wanted features"):
+        random_specs(lambda f: False, seeds=range(10))
