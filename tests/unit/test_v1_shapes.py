@@ -199,6 +199,7 @@ def test_features_say_what_the_database_really_has(built_shapes):
                                         "AND lower(tbl_name) = 'enforcement_log'").fetchone()[0]
             log_views = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'view' "
                                      "AND lower(sql) LIKE '%enforcement_log%'").fetchone()[0]
+            columns = {logical: list(columns_of(conn, table_name(conn, logical))) for logical in NINE_TABLES}
         claims = {
             "execution_time_ms": (features["execution_time_ms"], has_execution_time),
             "execution_time_ms values": (features["execution_time_ms_values"], filled > 0),
@@ -215,6 +216,7 @@ def test_features_say_what_the_database_really_has(built_shapes):
                              len(tables) - 9 - (version_table is not None) - bool(pnl)),
             "enforcement_log_views": (features["enforcement_log_views"], log_views),
             "enforcement_log_triggers": (len(features["enforcement_log_triggers"]), log_triggers),
+            "columns": (features["columns"], columns),
         }
         wrong = {claim: (said, real) for claim, (said, real) in claims.items() if said != real}
         if wrong:
@@ -263,6 +265,8 @@ def test_reference_shape_is_the_baseline_file_with_todays_rows(tmp_path):
         conn.executescript(BASELINE_SQL.read_text())
         baseline = objects(conn)
     assert replayed == baseline and len(baseline) == 9 + 13
+    assert reference.features["columns"]["enforcement_log"] == ["id", "account_id", "rule_id", "action", "reason",
+                                                                 "success", "timestamp"]
 
     path = build_v1_db(tmp_path / "reference.db", rows=300, journal="delete", seed=3)
     digest = hashlib.sha256()
