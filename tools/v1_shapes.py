@@ -10,7 +10,9 @@ guess, so the migration is tested on many shapes of v1:
     shape_for("random:SEED")   a random shape, the same for the same SEED (Python 3.8+, any SQLite 3.31+)
 
 random_specs(wanted, count) finds shapes by their features, e.g.
-random_specs(lambda f: f["execution_time_ms"] and f["version_table"], 3).
+random_specs(lambda f: f["execution_time_ms"] and f["version_table"], 3), or
+random_specs(lambda f: "order_id" in f["columns"]["orders"]): features["columns"] lists the
+real columns of each of the nine tables (only the dependent ones are sure to be there).
 
 A Shape has `spec`, `statements` (the DDL in creation order: print them to replay a failure),
 `features` (what the shape carries, for tests to pick and count shapes), `create(conn)`,
@@ -100,6 +102,7 @@ import random
 import re
 import sqlite3
 import sys
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -593,6 +596,7 @@ def default_features() -> dict:
         "foreign_keys": 0, "checks": 0, "extra_indexes": 0, "reference_index_variants": [],
         "views": 0, "enforcement_log_views": 0, "triggers": 0, "enforcement_log_triggers": [],
         "user_version": 0, "analyzed": False, "lower_case_keywords": False,
+        "columns": {},  # each of the nine tables: its column names, lower case, in table order
     }
 
 
@@ -1272,6 +1276,9 @@ class ShapeBuilder:
             "without_rowid_tables": [t.name for t in modelled if t.without_rowid],
             "extra_tables": len(self.features["extra_table_names"]),
             "lower_case_keywords": self.lower_keywords,
+            "columns": {t.logical: [c.name.lower() for c in t.columns if not c.added_later]
+                        + [c.name.lower() for c in t.columns if c.added_later]  # ALTER appends them
+                        for t in modelled if t.logical in NINE_TABLES},
         })
         fill_order = [t for t in self.tables.values() if not t.trigger_filled]
         return RandomShape(self.spec, statements, self.features, fill_order, self.features["analyzed"])
@@ -1280,7 +1287,12 @@ class ShapeBuilder:
 def shape_for(spec: str) -> Shape:
     """The shape a spec names: "reference" or "random:<int seed>"; ValueError for anything else."""
     if spec == "reference":
-        return ReferenceShape(spec, split_statements(BASELINE_SQL.read_text()), default_features())
+        features = default_features()
+        with closing(sqlite3.connect(":memory:")) as conn:
+            conn.executescript(BASELINE_SQL.read_text())
+            features["columns"] = {table: [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+                                   for table in NINE_TABLES}
+        return ReferenceShape(spec, split_statements(BASELINE_SQL.read_text()), features)
     match = re.fullmatch(r"random:(-?\d+)", spec)
     if not match:
         raise ValueError(f"unknown shape {spec!r}: use 'reference' or 'random:<integer seed>', e.g. random:42")
