@@ -6,7 +6,8 @@ daemon (tools/riskmgr_standin.py), reached by Ansible with `ansible_connection: 
 
     ROOT/
       inventory.yml            hosts and their riskmgr_* variables (ansible-playbook -i ROOT/inventory.yml)
-      fleet.json               the same, for this tool and for tests (stop/status/destroy read it)
+      fleet.json               the same, for this tool and for tests (stop/status/destroy read it),
+                               and the v1 shape of each host's database ("shapes")
       <prefix>-1/
         data/state.db          v1, WAL (data/backups/ is left for the playbook to create)
         logs/daemon.log
@@ -16,10 +17,15 @@ Commands:
 
     local_fleet.py create  --root DIR --hosts N [--rows R | --target-mb M] [--prefix local] [--group demo]
                            [--refuse-version V --refuse-host NAME] [--track-pnl] [--interval-ms MS]
+                           [--shape reference | random:SEED | mixed:SEED]
     local_fleet.py start   --root DIR     start every daemon that is not running (same command as create)
     local_fleet.py stop    --root DIR     SIGTERM every daemon by its pidfile and wait (SIGKILL after 10 s)
     local_fleet.py destroy --root DIR     stop, then remove DIR (only a directory this tool created)
     local_fleet.py status  --root DIR [--json]   per host: daemon pid/alive, schema version, row counts
+
+--shape is the v1 schema of the databases (tools/v1_shapes.py): `reference` (the default,
+000_baseline.sql), `random:SEED` (the same random shape on every host), or `mixed:SEED` (host 1
+the reference, host i `random:SEED+i`: a fleet whose hosts differ, as real ones do).
 
 Python 3 standard library only. Paths may contain spaces: the start command is quoted with
 shlex, which is how riskmgr_daemon splits it again.
@@ -44,7 +50,9 @@ from pathlib import Path
 TOOLS = Path(__file__).resolve().parent
 STANDIN = TOOLS / "riskmgr_standin.py"
 sys.path.insert(0, str(TOOLS))
-from make_state_db import build_v1_db  # noqa: E402  (a sibling tool, found through sys.path)
+from make_state_db import build_v1_db  # noqa: E402  (sibling tools, found through sys.path)
+from riskmgr_standin import StandinError, schema_version  # noqa: E402
+from v1_shapes import shape_for  # noqa: E402
 
 FLEET_FILE = "fleet.json"
 INVENTORY_FILE = "inventory.yml"
@@ -101,26 +109,43 @@ def host_vars(host_dir: Path, argv: list[str], track_pnl: bool) -> dict:
     return variables
 
 
-def build_database(path: str, rows: int, target_mb: float | None, seed: int) -> str:
-    build_v1_db(path, rows=rows, journal="wal", seed=seed, target_mb=target_mb)
+def host_shapes(shape: str, names: list[str]) -> dict[str, str]:
+    """The v1 shape of each host's database, from --shape (see the module doc)."""
+    mixed = re.fullmatch(r"mixed:(-?\d+)", shape)
+    if mixed:
+        seed = int(mixed.group(1))
+        return {name: "reference" if number == 1 else f"random:{seed + number}"
+                for number, name in enumerate(names, start=1)}
+    try:
+        shape_for(shape)
+    except ValueError as err:
+        raise FleetError(f"--shape {shape!r}: use reference, random:<integer seed>, or mixed:<integer seed> "
+                         f"(a different shape per host)") from None
+    return {name: shape for name in names}
+
+
+def build_database(path: str, rows: int, target_mb: float | None, seed: int, shape: str) -> str:
+    build_v1_db(path, rows=rows, journal="wal", seed=seed, target_mb=target_mb, shape=shape)
     return path
 
 
-def build_databases(paths: list[Path], rows: int, target_mb: float | None) -> None:
+def build_databases(paths: list[Path], rows: int, target_mb: float | None, shapes: list[str]) -> None:
     """One database per host, built in parallel: a 30 MB database takes a few seconds."""
     if len(paths) == 1:
-        build_database(str(paths[0]), rows, target_mb, 7)
+        build_database(str(paths[0]), rows, target_mb, 7, shapes[0])
         return
     with ProcessPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
-        jobs = [pool.submit(build_database, str(path), rows, target_mb, 7 + number)
-                for number, path in enumerate(paths)]
+        jobs = [pool.submit(build_database, str(path), rows, target_mb, 7 + number, shape)
+                for number, (path, shape) in enumerate(zip(paths, shapes))]
         for job in jobs:
             job.result()
 
 
 def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: str, group: str,
-           refuse_version: int | None, refuse_host: str | None, track_pnl: bool, interval_ms: int | None) -> dict:
+           refuse_version: int | None, refuse_host: str | None, track_pnl: bool, interval_ms: int | None,
+           shape: str = "reference") -> dict:
     names = host_names(prefix, count)
+    shapes = host_shapes(shape, names)
     if (refuse_version is None) != (refuse_host is None):
         raise FleetError("--refuse-version and --refuse-host go together: name the host whose daemon refuses")
     if refuse_host is not None and refuse_host not in names:
@@ -128,7 +153,8 @@ def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: s
     if root.exists() and any(root.iterdir()):
         raise FleetError(f"{root}: exists and is not empty; run `local_fleet.py destroy --root {root}` first")
     root.mkdir(parents=True, exist_ok=True)
-    fleet = {"group": group, "hosts": {}}
+    # "hosts" holds exactly the inventory variables (Molecule compares them with its own).
+    fleet = {"group": group, "hosts": {}, "shapes": shapes}
     for number, name in enumerate(names):
         host_dir = root / name
         for sub in ("data", "logs", "run"):
@@ -136,7 +162,8 @@ def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: s
         rate = interval_ms or INTERVALS_MS[number % len(INTERVALS_MS)]
         argv = standin_argv(host_dir, rate, refuse_version if name == refuse_host else None)
         fleet["hosts"][name] = host_vars(host_dir, argv, track_pnl)
-    build_databases([root / name / "data" / "state.db" for name in names], rows, target_mb)
+    build_databases([root / name / "data" / "state.db" for name in names], rows, target_mb,
+                    [shapes[name] for name in names])
     # Written before the daemons start, so that a failed start can still be cleaned up by destroy.
     write_fleet(root, fleet)
     for name, variables in fleet["hosts"].items():
@@ -273,10 +300,10 @@ def database_facts(path: str) -> dict:
     with closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
         tables = [row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-        version = 1
-        if "schema_version" in tables:
-            found = conn.execute("SELECT MAX(version) FROM schema_version WHERE success = 1").fetchone()[0]
-            version = found if found is not None else 1
+        try:
+            version = schema_version(conn)  # the daemon's own reading, for a schema_version of any shape
+        except StandinError as err:
+            raise FleetError(f"{path}: {err}") from None
         counts = {table: conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] for table in tables}
         indexes = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
                                "AND name NOT LIKE 'sqlite_%'").fetchone()[0]
@@ -284,19 +311,20 @@ def database_facts(path: str) -> dict:
     return {"exists": True, "version": version, "size": size, "indexes": indexes, "row_counts": counts}
 
 
-def host_status(name: str, variables: dict) -> dict:
+def host_status(name: str, variables: dict, shape: str) -> dict:
     pid = read_pid(variables["riskmgr_pidfile"])
     db = Path(variables["riskmgr_db_path"])
     backup_dir = Path(variables["riskmgr_backup_dir"])
     backups = sorted(p.name for p in backup_dir.glob("*.db")) if backup_dir.is_dir() else []
     kept = sorted(p.name for p in db.parent.glob(f"{db.name}.*_*") if not re.search(r"-(wal|shm)$", p.name))
-    return {"host": name, "pid": pid, "alive": is_alive(pid), "db": str(db), "backups": backups, "kept": kept,
-            **database_facts(str(db))}
+    return {"host": name, "pid": pid, "alive": is_alive(pid), "db": str(db), "shape": shape, "backups": backups,
+            "kept": kept, **database_facts(str(db))}
 
 
 def status(root: Path) -> list[dict]:
     fleet = read_fleet(root)
-    return [host_status(name, variables) for name, variables in fleet["hosts"].items()]
+    shapes = fleet.get("shapes", {})  # fleets created before shapes existed are all reference
+    return [host_status(name, variables, shapes.get(name, "reference")) for name, variables in fleet["hosts"].items()]
 
 
 def status_lines(report: list[dict]) -> list[str]:
@@ -306,7 +334,8 @@ def status_lines(report: list[dict]) -> list[str]:
         if not host["exists"]:
             lines.append(f"{host['host']}: daemon {daemon}; {host['db']} is missing")
             continue
-        lines.append(f"{host['host']}: daemon {daemon}; schema v{host['version']}; {host['size'] / 1048576:.1f} MB; "
+        lines.append(f"{host['host']}: daemon {daemon}; schema v{host['version']}; shape {host['shape']}; "
+                     f"{host['size'] / 1048576:.1f} MB; "
                      f"{host['indexes']} indexes; backups {len(host['backups'])}"
                      + (f"; kept {', '.join(host['kept'])}" if host["kept"] else ""))
         lines.append("    rows: " + ", ".join(f"{table} {count}" for table, count in host["row_counts"].items()))
@@ -335,6 +364,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             sub.add_argument("--track-pnl", action="store_true", help="set riskmgr_track_unrealized_pnl: true")
             sub.add_argument("--interval-ms", type=int, help="one row per this many ms on every host "
                                                              "(default 20-50, different per host)")
+            sub.add_argument("--shape", default="reference",
+                             help="v1 schema of the databases: reference (default), random:SEED, or mixed:SEED "
+                                  "(host 1 reference, host i random:SEED+i)")
     args = parser.parse_args(argv)
     if args.command == "create" and args.hosts < 1:
         parser.error("--hosts must be at least 1")
@@ -347,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "create":
             fleet = create(args.root, args.hosts, args.rows, args.target_mb, args.prefix, args.group,
-                           args.refuse_version, args.refuse_host, args.track_pnl, args.interval_ms)
+                           args.refuse_version, args.refuse_host, args.track_pnl, args.interval_ms, args.shape)
             print(f"{args.root / INVENTORY_FILE}: {len(fleet['hosts'])} host(s) in group {fleet['group']}")
             print("\n".join(status_lines(status(args.root))))
         elif args.command == "status":

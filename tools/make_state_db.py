@@ -2,9 +2,12 @@
 """Build realistic risk-manager state databases for the demo, the tests and the bench.
 
     make_state_db.py PATH [--rows 2000] [--target-mb N] [--journal wal|delete] [--seed 7]
+                          [--shape reference|random:SEED]
 
-The schema is files/migrations/v1/000_baseline.sql, the same file the engine recognises v1 by.
-Rows are generated and inserted in batches, so a 600 MB database costs a few MB of memory.
+The shape (tools/v1_shapes.py) is the schema and its data generator: `reference` (the default)
+is files/migrations/v1/000_baseline.sql, the same file the engine recognises v1 by; `random:SEED`
+is one of the many realistic v1 shapes the field may have. --seed seeds the rows, --shape the
+schema. Rows are generated and inserted in batches, so a 600 MB database costs a few MB of memory.
 """
 from __future__ import annotations
 
@@ -15,127 +18,37 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BASELINE_SQL = ROOT / "files" / "migrations" / "v1" / "000_baseline.sql"
-BATCH = 5000
-EPOCH = datetime(2026, 1, 2, 14, 30, tzinfo=timezone.utc)
-RULES = [f"RULE-{n:03d}" for n in range(1, 13)]
-ACTIONS = ["CLOSE_POSITION", "CANCEL_ORDERS", "LOCKOUT", "FLATTEN", "ALERT"]
-ORDER_STATES = ["PENDING", "WORKING", "FILLED", "CANCELLED", "REJECTED"]
-CONTRACTS = [f"CON.F.US.{sym}.Z26" for sym in ("MNQ", "MES", "MYM", "M2K", "MGC", "MCL", "NQ", "ES", "CL", "GC")]
-
-
-def stamp(offset_s: float) -> str:
-    return (EPOCH + timedelta(seconds=offset_s)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def batched(rows, size: int = BATCH):
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def create_v1_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(BASELINE_SQL.read_text())
-
-
-def fill(conn: sqlite3.Connection, rows: int, rng: random.Random, accounts: int = 50) -> None:
-    """Insert about `rows` rows into each large table and a realistic few into the small ones."""
-    small = max(10, accounts)
-    inserts = {
-        "INSERT INTO contract_cache VALUES (?,?,?,?,?,?)": (
-            (c, c.split(".")[3], 0.25, 0.5, "2026-12-19", stamp(0)) for c in CONTRACTS),
-        "INSERT INTO session_state VALUES (?,?,?)": (
-            (f"session.{k}", str(rng.randint(0, 10**6)), stamp(k)) for k in range(small)),
-        "INSERT INTO reset_schedule VALUES (?,?,?,?,?)": (
-            (a, "17:00", "America/Chicago", stamp(-86400), stamp(86400)) for a in range(1, small + 1)),
-        "INSERT INTO lockouts VALUES (?,?,?,?,?)": (
-            (a, "daily loss limit", stamp(a * 60), stamp(a * 60 + 3600), rng.choice(RULES))
-            for a in range(1, small // 5 + 2)),
-        "INSERT INTO daily_pnl VALUES (?,?,?,?,?)": (
-            (a, (EPOCH + timedelta(days=d)).strftime("%Y-%m-%d"), round(rng.gauss(0, 800), 2),
-             rng.randint(0, 60), stamp(d * 86400)) for a in range(1, accounts + 1) for d in range(max(1, rows // accounts // 4))),
-        "INSERT INTO positions (account_id, contract_id, quantity, avg_price, unrealized_pnl, opened_at, updated_at) "
-        "VALUES (?,?,?,?,?,?,?)": (
-            (rng.randint(1, accounts), rng.choice(CONTRACTS), rng.choice([-3, -2, -1, 1, 2, 3]),
-             round(rng.uniform(4000, 21000), 2), round(rng.gauss(0, 300), 2), stamp(i), stamp(i + rng.randint(0, 900)))
-            for i in range(rows)),
-        "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?)": (
-            (i + 1, rng.randint(1, accounts), rng.choice(CONTRACTS), rng.randint(1, 4), rng.choice([0, 1]),
-             rng.randint(1, 5), round(rng.uniform(4000, 21000), 2), None, rng.choice(ORDER_STATES), stamp(i), stamp(i + 5))
-            for i in range(rows)),
-        "INSERT INTO trade_history (account_id, contract_id, side, quantity, price, pnl, timestamp) VALUES (?,?,?,?,?,?,?)": (
-            (rng.randint(1, accounts), rng.choice(CONTRACTS), rng.choice([0, 1]), rng.randint(1, 5),
-             round(rng.uniform(4000, 21000), 2), round(rng.gauss(0, 120), 2), stamp(i * 2)) for i in range(rows)),
-        "INSERT INTO enforcement_log (account_id, rule_id, action, reason, success, timestamp) VALUES (?,?,?,?,?,?)": (
-            (rng.randint(1, accounts), rng.choice(RULES), rng.choice(ACTIONS),
-             "breach of " + rng.choice(RULES) + " at " + stamp(i), int(rng.random() > 0.03), stamp(i * 3))
-            for i in range(rows)),
-    }
-    for sql, rows_iter in inserts.items():
-        conn.execute("BEGIN")
-        for batch in batched(rows_iter):
-            conn.executemany(sql, batch)
-        conn.execute("COMMIT")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from v1_shapes import shape_for  # noqa: E402  (a sibling tool, found through sys.path)
 
 
 def build_v1_db(path: str | os.PathLike, rows: int = 2000, journal: str = "wal", seed: int = 7,
-                target_mb: float | None = None) -> Path:
-    """Create a v1 database at `path` (which must not exist) and return it.
+                target_mb: float | None = None, shape: str = "reference") -> Path:
+    """Create a v1 database of `shape` at `path` (which must not exist) and return it.
 
     With target_mb, rows are added in rounds until the file reaches that size.
     """
     path = Path(path)
     if path.exists():
         raise FileExistsError(path)
+    v1_shape = shape_for(shape)
     rng = random.Random(seed)
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute(f"PRAGMA journal_mode={'WAL' if journal == 'wal' else 'DELETE'}")
         conn.execute("PRAGMA synchronous=OFF")  # a generator, not the daemon: speed over durability
-        create_v1_schema(conn)
-        fill(conn, rows, rng)
+        v1_shape.create(conn)
+        v1_shape.fill(conn, rows, rng)
         if target_mb:
             bytes_per_round = max(path.stat().st_size, 1)
             while path.stat().st_size < target_mb * 1024 * 1024:
                 grow_rows = int(rows * min(8.0, (target_mb * 1024 * 1024 - path.stat().st_size) / bytes_per_round + 0.05))
                 before = path.stat().st_size
-                grow(conn, max(grow_rows, 1000), rng)
+                v1_shape.grow(conn, max(grow_rows, 1000), rng)
                 bytes_per_round = max(path.stat().st_size - before, 1) / max(grow_rows, 1) * rows
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path
-
-
-def grow(conn: sqlite3.Connection, rows: int, rng: random.Random) -> None:
-    """Append rows to the large tables only (the small ones keep their natural size)."""
-    offset = conn.execute("SELECT COALESCE(MAX(order_id), 0) FROM orders").fetchone()[0]
-    conn.execute("BEGIN")
-    for batch in batched(
-            (rng.randint(1, 50), rng.choice(CONTRACTS), rng.choice([-1, 1]), 4000.0, 1.0, stamp(i), stamp(i + 3))
-            for i in range(rows)):
-        conn.executemany("INSERT INTO positions (account_id, contract_id, quantity, avg_price, unrealized_pnl, "
-                         "opened_at, updated_at) VALUES (?,?,?,?,?,?,?)", batch)
-    for batch in batched(
-            (offset + i + 1, rng.randint(1, 50), rng.choice(CONTRACTS), 2, 1, 1, 4000.25, None,
-             rng.choice(ORDER_STATES), stamp(i), stamp(i)) for i in range(rows)):
-        conn.executemany("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?)", batch)
-    for batch in batched(
-            (rng.randint(1, 50), rng.choice(CONTRACTS), 1, 1, 4000.5, 12.5, stamp(i)) for i in range(rows)):
-        conn.executemany("INSERT INTO trade_history (account_id, contract_id, side, quantity, price, pnl, timestamp) "
-                         "VALUES (?,?,?,?,?,?,?)", batch)
-    for batch in batched(
-            (rng.randint(1, 50), rng.choice(RULES), rng.choice(ACTIONS), "breach at " + stamp(i), 1, stamp(i))
-            for i in range(rows)):
-        conn.executemany("INSERT INTO enforcement_log (account_id, rule_id, action, reason, success, timestamp) "
-                         "VALUES (?,?,?,?,?,?)", batch)
-    conn.execute("COMMIT")
 
 
 WAL_WRITER = r"""
@@ -160,10 +73,20 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=2000, help="rows per large table (default 2000)")
     parser.add_argument("--target-mb", type=float, help="grow the large tables until the file is this big")
     parser.add_argument("--journal", choices=["wal", "delete"], default="wal")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="seed of the rows (default 7)")
+    parser.add_argument("--shape", default="reference",
+                        help="schema: reference (default, 000_baseline.sql) or random:SEED (tools/v1_shapes.py)")
     args = parser.parse_args()
-    path = build_v1_db(args.path, rows=args.rows, journal=args.journal, seed=args.seed, target_mb=args.target_mb)
-    print(f"{path}: v1 database, {path.stat().st_size / 1048576:.1f} MB")
+    try:
+        shape_for(args.shape)
+    except ValueError as err:
+        parser.error(f"--shape: {err}")
+    try:
+        path = build_v1_db(args.path, rows=args.rows, journal=args.journal, seed=args.seed,
+                           target_mb=args.target_mb, shape=args.shape)
+    except FileExistsError:
+        parser.error(f"{args.path}: exists; choose a new path (an existing database is never overwritten)")
+    print(f"{path}: v1 database ({args.shape}), {path.stat().st_size / 1048576:.1f} MB")
     return 0
 
 

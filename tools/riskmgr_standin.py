@@ -4,7 +4,16 @@
 It is not part of the roles. It behaves like the real daemon where the migration can tell:
 it holds state.db open in WAL mode, logs "Database schema version: N" at start, writes one
 enforcement_log row per --interval-ms in its own committed transaction, never drops a write
-because of a lock, and stops cleanly on SIGTERM. Faults on demand: --refuse-version N makes it
+because of a lock, and stops cleanly on SIGTERM.
+
+It works on any v1 shape (tools/v1_shapes.py), not only on the reference schema. At start it
+reads the real columns of enforcement_log (PRAGMA table_xinfo, names matched case-insensitively
+like SQLite does) and writes each row with fresh values for the columns it knows (account_id,
+rule_id, action, reason, success, timestamp, and execution_time_ms when present); every other
+column gets the value of the most recent row, or, in an empty table, is left to its default or
+NULL, or gets a value of its type affinity when it is NOT NULL without a default. The schema
+version is MAX(version) of a schema_version table of any shape, WHERE success = 1 when it has a
+success column; no such table means version 1. Faults on demand: --refuse-version N makes it
 exit 3 on that schema version (to exercise automatic rollback), --ignore-sigterm makes a daemon
 that will not stop.
 
@@ -37,6 +46,10 @@ PROGRESS_EVERY_S = 5.0
 PROCESS_NAME = "riskmgr_standin"
 EXIT_OK, EXIT_LAUNCH, EXIT_DB_ERROR, EXIT_REFUSED, EXIT_BUG = 0, 1, 2, 3, 4
 RULES = ("MAX_DAILY_LOSS", "MAX_POSITION", "MAX_ORDER_SIZE", "TRADING_HOURS")
+# The enforcement_log columns the daemon fills itself; it copies any other column.
+KNOWN_COLUMNS = ("account_id", "rule_id", "action", "reason", "success", "timestamp", "execution_time_ms")
+# A NOT NULL column without a default in an empty table: the daemon needs some value of its type.
+AFFINITY_FILLER = {"INTEGER": 0, "REAL": 0.0, "NUMERIC": 0, "TEXT": "", "BLOB": b""}
 
 
 class StandinError(Exception):
@@ -223,36 +236,132 @@ def retry_busy(log: Log, what: str, action, busy_timeout_s: float):
         return result
 
 
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def type_affinity(declared_type: str) -> str:
+    """SQLite's affinity of a declared column type, by its rules in order (datatype3.html, 3.1)."""
+    upper = declared_type.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
+        return "TEXT"
+    if "BLOB" in upper or not upper.strip():
+        return "BLOB"
+    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
+        return "REAL"
+    return "NUMERIC"
+
+
+def table_named(conn: sqlite3.Connection, name: str) -> str | None:
+    """The stored name of a table, matched without regard to case as SQLite matches it."""
+    row = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND lower(name) = ?",
+                       (name.lower(),)).fetchone()
+    return row[0] if row else None
+
+
+def column_names(conn: sqlite3.Connection, table: str) -> dict[str, str]:
+    """Lower-case name -> stored name of each column of `table`."""
+    return {row[1].lower(): row[1] for row in conn.execute(f"PRAGMA table_info({quote_identifier(table)})")}
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
-    has_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
-    if not has_table:
+    """MAX(version) of schema_version in whatever shape it has; no table means version 1."""
+    table = table_named(conn, "schema_version")
+    if table is None:
         return 1
-    row = conn.execute("SELECT MAX(version) FROM schema_version WHERE success = 1").fetchone()
+    columns = column_names(conn, table)
+    if "version" not in columns:
+        raise StandinError(f"table {table} has no version column; cannot tell the schema version", EXIT_DB_ERROR)
+    query = f"SELECT MAX({quote_identifier(columns['version'])}) FROM {quote_identifier(table)}"
+    if "success" in columns:  # a failed attempt recorded in the history does not count
+        query += f" WHERE {quote_identifier(columns['success'])} = 1"
+    row = conn.execute(query).fetchone()
     return row[0] if row and row[0] is not None else 1
 
 
-def has_execution_time_column(conn: sqlite3.Connection) -> bool:
-    return any(row[1] == "execution_time_ms" for row in conn.execute("PRAGMA table_info(enforcement_log)"))
+class RowPlan:
+    """How to write one enforcement_log row into the table this database really has.
+
+    Read once at start from PRAGMA table_xinfo: the known columns present get fresh values;
+    every other column is copied from the most recent row (by rowid), so whatever constraint
+    the real schema puts on it stays satisfied. Left out: the rowid alias (SQLite assigns it)
+    and generated columns.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        table = table_named(conn, "enforcement_log")
+        if table is None:
+            raise StandinError("no enforcement_log table in this database; is it a risk manager state.db?",
+                               EXIT_DB_ERROR)
+        try:
+            conn.execute(f"SELECT rowid FROM {quote_identifier(table)} LIMIT 0")
+        except sqlite3.OperationalError:
+            raise StandinError(f"{table} is a WITHOUT ROWID table; the stand-in appends rows by rowid and "
+                               f"needs a rowid table (see the shape contract in tools/v1_shapes.py)",
+                               EXIT_DB_ERROR) from None
+        columns = conn.execute(f"PRAGMA table_xinfo({quote_identifier(table)})").fetchall()
+        keys = [column for column in columns if column[5]]
+        rowid_alias = keys[0][1] if len(keys) == 1 and keys[0][2].upper() == "INTEGER" else None
+        self.table = quote_identifier(table)
+        self.known = {}  # lower-case known name -> stored name
+        self.copied = []  # stored names, in table order
+        self.fillers = {}  # stored name -> value, for an empty table
+        for _cid, name, declared_type, not_null, default, _pk, hidden in columns:
+            if hidden or name == rowid_alias:
+                continue
+            if name.lower() in KNOWN_COLUMNS:
+                self.known[name.lower()] = name
+                continue
+            self.copied.append(name)
+            if not_null and default is None:
+                self.fillers[name] = AFFINITY_FILLER[type_affinity(declared_type or "")]
+        self.latest_row_sql = (f"SELECT {', '.join(quote_identifier(name) for name in self.copied)} "
+                               f"FROM {self.table} ORDER BY rowid DESC LIMIT 1")
+
+    @property
+    def with_execution_time(self) -> bool:
+        return "execution_time_ms" in self.known
+
+    def fresh_values(self, number: int) -> dict:
+        values = {
+            "account_id": 1000 + number % 7,
+            "rule_id": RULES[number % len(RULES)],
+            "action": "CHECK",
+            "reason": f"standin heartbeat {number}",
+            "success": 1,
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "execution_time_ms": number % 13,
+        }
+        return {self.known[key]: value for key, value in values.items() if key in self.known}
+
+    def row(self, conn: sqlite3.Connection, number: int) -> dict:
+        """Stored column name -> value for row `number`; call inside the write transaction."""
+        values = self.fresh_values(number)
+        if self.copied:
+            latest = conn.execute(self.latest_row_sql).fetchone()
+            values.update(zip(self.copied, latest) if latest else self.fillers)
+        return values
+
+    def describe(self) -> str:
+        text = "; filling execution_time_ms" if self.with_execution_time else ""
+        if self.copied:
+            text += f"; copying {len(self.copied)} other column(s) from the latest row"
+        return text
 
 
-def insert_row(conn: sqlite3.Connection, number: int, with_execution_time: bool) -> int:
-    """One enforcement_log row in its own committed transaction; returns its id."""
-    values = {
-        "account_id": 1000 + number % 7,
-        "rule_id": RULES[number % len(RULES)],
-        "action": "CHECK",
-        "reason": f"standin heartbeat {number}",
-        "success": 1,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    }
-    if with_execution_time:
-        values["execution_time_ms"] = number % 13
-    columns = ", ".join(values)
-    marks = ", ".join("?" for _ in values)
+def insert_row(conn: sqlite3.Connection, number: int, plan: RowPlan) -> int:
+    """One enforcement_log row in its own committed transaction; returns its rowid."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        cursor = conn.execute(f"INSERT INTO enforcement_log ({columns}) VALUES ({marks})", tuple(values.values()))
+        values = plan.row(conn, number)
+        if values:
+            columns = ", ".join(quote_identifier(name) for name in values)
+            marks = ", ".join("?" for _ in values)
+            cursor = conn.execute(f"INSERT INTO {plan.table} ({columns}) VALUES ({marks})", tuple(values.values()))
+        else:
+            cursor = conn.execute(f"INSERT INTO {plan.table} DEFAULT VALUES")
         conn.execute("COMMIT")
     except sqlite3.Error:
         if conn.in_transaction:
@@ -270,6 +379,7 @@ class Daemon:
         self.stop_requested = False
         self.rows = 0
         self.last_id: int | None = None
+        self.plan: RowPlan | None = None
 
     def retry_busy(self, what: str, action):
         return retry_busy(self.log, what, action, self.args.busy_timeout_ms / 1000)
@@ -295,10 +405,9 @@ class Daemon:
             conn.close()
             raise StandinError(f"schema version {version} is not supported by this build; refusing to run",
                                EXIT_REFUSED)
-        self.with_execution_time = has_execution_time_column(conn)
+        self.plan = self.retry_busy("reading the columns of enforcement_log", lambda: RowPlan(conn))
         self.log.write("INFO", f"started pid {os.getpid()}; journal_mode={mode}; one enforcement_log row "
-                               f"every {self.args.interval_ms} ms"
-                               + ("; filling execution_time_ms" if self.with_execution_time else ""))
+                               f"every {self.args.interval_ms} ms" + self.plan.describe())
         return conn
 
     def run(self, conn: sqlite3.Connection) -> None:
@@ -307,7 +416,7 @@ class Daemon:
         while not self.stop_requested:
             number = self.rows + 1
             self.last_id = self.retry_busy(f"insert of row {number}",
-                                           lambda: insert_row(conn, number, self.with_execution_time))
+                                           lambda: insert_row(conn, number, self.plan))
             self.rows = number
             if time.monotonic() >= next_progress:
                 self.log.write("INFO", f"progress: {self.rows} rows written; last id {self.last_id}")

@@ -1,4 +1,5 @@
-"""tools/riskmgr_standin.py as the demo and Molecule use it: real processes on real databases."""
+"""tools/riskmgr_standin.py as the demo and Molecule use it: real processes on real databases,
+of the reference v1 shape and of random ones (tools/v1_shapes.py)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 from fixtures import wait_for
+from make_state_db import build_v1_db
+from riskmgr_standin import KNOWN_COLUMNS, quote_identifier, schema_version
+from v1_shapes import random_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tools" / "riskmgr_standin.py"
@@ -238,3 +242,146 @@ def test_ignore_sigterm_keeps_running(standin):
     os.kill(pid, signal.SIGTERM)
     time.sleep(0.3)
     assert is_running(pid)
+
+
+# --- any v1 shape (tools/v1_shapes.py) ---------------------------------------------------------
+
+SHAPES_WANTED = {
+    "execution_time_ms with values": lambda f: f["execution_time_ms"] and f["execution_time_ms_values"],
+    "execution_time_ms NOT NULL DEFAULT 0, added by ALTER": lambda f: f["execution_time_ms_not_null"]
+    and f["execution_time_ms_added_later"],
+    "two-column schema_version": lambda f: f["version_table"] == "two_columns",
+    "schema_version with success": lambda f: f["version_table"] == "with_success",
+    "AFTER INSERT trigger into an audit table": lambda f: "after_insert_audit" in f["enforcement_log_triggers"],
+    "BEFORE INSERT trigger that RAISEs": lambda f: "before_insert_raise" in f["enforcement_log_triggers"],
+    "re-cased or quoted enforcement_log": lambda f: any(name.lower() == "enforcement_log"
+                                                        for name in f["quoted_tables"] + f["renamed_tables"]),
+    "text account ids": lambda f: f["account_style"] == "text",
+}
+
+
+def log_table(conn: sqlite3.Connection) -> str:
+    return conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND lower(name) = 'enforcement_log'").fetchone()[0]
+
+
+@pytest.mark.parametrize("wanted", SHAPES_WANTED, ids=list(SHAPES_WANTED))
+def test_daemon_writes_into_random_shapes_and_copies_what_it_does_not_know(standin, tmp_path, wanted):
+    spec, = random_specs(SHAPES_WANTED[wanted])
+    standin.db = build_v1_db(tmp_path / "shaped.db", rows=40, shape=spec)
+    with closing(sqlite3.connect(standin.db)) as conn:
+        log = quote_identifier(log_table(conn))
+        info = conn.execute(f"PRAGMA table_xinfo({log})").fetchall()
+        keys = [row for row in info if row[5]]
+        alias = keys[0][1] if len(keys) == 1 and keys[0][2].upper() == "INTEGER" else None
+        copied = [row[1] for row in info if row[1] != alias and row[1].lower() not in KNOWN_COLUMNS]
+        known = {row[1].lower(): row[1] for row in info if row[1].lower() in KNOWN_COLUMNS}
+        last_id = conn.execute(f"SELECT MAX(rowid) FROM {log}").fetchone()[0]
+        select = ", ".join(quote_identifier(name) for name in copied) or "1"
+        last_values = conn.execute(f"SELECT {select} FROM {log} WHERE rowid = ?", (last_id,)).fetchone()
+
+    process = standin.foreground()
+    assert wait_for(lambda: standin.logged("INFO Database schema version: 1")), (spec, standin.log_lines())
+    wait_for(lambda: rows_of(standin.db, log) >= 40 + 4)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0, (spec, standin.log_lines())
+    stopped = re.search(r"INFO stopped after (\d+) rows", standin.log_lines()[-1])
+    assert stopped, (spec, standin.log_lines())
+
+    with closing(sqlite3.connect(standin.db)) as conn:
+        assert rows_of(standin.db, log) == 40 + int(stopped.group(1)), spec  # every write landed, none extra
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)], spec
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == [], spec
+        daemon_rows = conn.execute(f"SELECT {select} FROM {log} WHERE rowid > ?", (last_id,)).fetchall()
+        assert daemon_rows and all(row == last_values for row in daemon_rows), spec  # copied, constraints kept
+        if "success" in known:
+            assert conn.execute(f"SELECT COUNT(*) FROM {log} WHERE rowid > ? AND {quote_identifier(known['success'])} "
+                                f"= 1", (last_id,)).fetchone()[0] == len(daemon_rows)
+        if "reason" in known:
+            reasons = conn.execute(f"SELECT {quote_identifier(known['reason'])} FROM {log} WHERE rowid > ?",
+                                   (last_id,)).fetchall()
+            assert all(reason.startswith("standin heartbeat ") for (reason,) in reasons), spec
+        if "execution_time_ms" in known:
+            assert standin.logged("filling execution_time_ms")
+            assert conn.execute(f"SELECT COUNT(execution_time_ms) FROM {log} WHERE rowid > ?",
+                                (last_id,)).fetchone()[0] == len(daemon_rows)
+        audit = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND sql LIKE '%INSERT INTO%' "
+                             "AND lower(tbl_name) = 'enforcement_log'").fetchone()
+        if audit:  # the trigger fired for the daemon's rows too: the audit table follows the log row for row
+            target = re.search(r"INSERT INTO (.+?) \(log_rowid", conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = ?", audit).fetchone()[0]).group(1)
+            assert conn.execute(f"SELECT COUNT(*) FROM {target}").fetchone()[0] == rows_of(standin.db, log)
+
+
+def rows_of(path: Path, quoted_table: str) -> int:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {quoted_table}").fetchone()[0]
+
+
+@pytest.mark.parametrize("ddl, rows, version", [
+    ("CREATE TABLE schema_version (version INTEGER, applied_at TEXT)", [(1, "x"), (2, "y")], 2),
+    ("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, description TEXT)",
+     [(1, "x", "baseline")], 1),
+    ("CREATE TABLE Schema_Version (id INTEGER PRIMARY KEY, \"Version\" INT NOT NULL, \"Success\" BOOLEAN)",
+     [(1, 1, 1), (2, 2, 1), (3, 3, 0)], 2),  # a failed attempt at 3 does not count
+    ("CREATE TABLE [schema_version] (version INTEGER, success INTEGER NOT NULL)", [(1, 0)], 1),  # none succeeded
+    ("CREATE TABLE schema_version (version INTEGER)", [], 1),
+])
+def test_schema_version_is_read_from_a_table_of_any_shape(tmp_path, ddl, rows, version):
+    path = tmp_path / "state.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(ddl)
+        for row in rows:
+            conn.execute(f"INSERT INTO schema_version VALUES ({', '.join('?' for _ in row)})", row)
+        conn.commit()
+        assert schema_version(conn) == version
+
+
+def test_daemon_logs_the_version_of_an_odd_schema_version_table(standin):
+    with closing(sqlite3.connect(standin.db)) as conn:
+        conn.executescript("""
+            CREATE TABLE "SCHEMA_VERSION" ("Version" INTEGER NOT NULL, applied_at TEXT, "SUCCESS" INT DEFAULT 1);
+            INSERT INTO schema_version VALUES (1, 'x', 1), (2, 'y', 1), (3, 'z', 0);
+        """)
+    process = standin.foreground()
+    assert wait_for(lambda: standin.logged("INFO Database schema version: 2"))
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+
+
+def test_empty_log_gets_defaults_then_affinity_values_then_copies(standin, tmp_path):
+    standin.db = tmp_path / "empty.db"
+    with closing(sqlite3.connect(standin.db)) as conn:
+        conn.execute("""CREATE TABLE Enforcement_Log (
+            "Success" INTEGER NOT NULL, timestamp TEXT NOT NULL, desk TEXT NOT NULL, weight REAL NOT NULL,
+            note TEXT DEFAULT 'n/a', payload, started DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)""")
+    process = standin.foreground()
+    wait_for(lambda: rows_of(standin.db, "enforcement_log") >= 2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+    with closing(sqlite3.connect(standin.db)) as conn:
+        first, second = conn.execute("SELECT success, desk, weight, note, payload, started IS NOT NULL "
+                                     "FROM enforcement_log ORDER BY rowid LIMIT 2").fetchall()
+    # A rowid table with no key: the first row leaves out what has a default or may be NULL,
+    # and gives a NOT NULL column without default a value of its affinity; later rows copy it.
+    assert first == (1, "", 0.0, "n/a", None, 1)
+    assert second == first
+    assert standin.logged("copying 5 other column(s) from the latest row")
+
+
+@pytest.mark.parametrize("ddl, message", [
+    ("CREATE TABLE enforcement_log (id TEXT PRIMARY KEY, success INT, timestamp TEXT) WITHOUT ROWID",
+     "ERROR enforcement_log is a WITHOUT ROWID table; the stand-in appends rows by rowid"),
+    ("CREATE TABLE orders (id INTEGER PRIMARY KEY)",
+     "ERROR no enforcement_log table in this database"),
+    ("CREATE TABLE enforcement_log (id INTEGER PRIMARY KEY, success INT, timestamp TEXT);"
+     "CREATE TABLE schema_version (applied_at TEXT)",
+     "ERROR table schema_version has no version column; cannot tell the schema version"),
+])
+def test_shapes_it_cannot_write_to_end_with_one_clear_error(standin, tmp_path, ddl, message):
+    standin.db = tmp_path / "odd.db"
+    with closing(sqlite3.connect(standin.db)) as conn:
+        conn.executescript(ddl)
+    process = standin.foreground()
+    assert process.wait(timeout=5) == 2
+    assert message in standin.log_lines()[-1]
