@@ -25,6 +25,7 @@ Python 3 standard library only. Exit status 1 with one message naming what is mi
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -234,8 +235,7 @@ def build_library(source: SqliteSource) -> Path:
     if library_is_current(source):
         return directory
     ensure_build_tools()
-    CACHE.mkdir(parents=True, exist_ok=True)
-    print(f"target_pythons: building SQLite {source.version} from {source.npm_package} (about a minute)",
+    print(f"target_pythons: building SQLite {source.version} from {source.npm_package} (a minute or two)",
           file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix=f"sqlite-{source.version}-", dir=CACHE) as temp:
         work = Path(temp)
@@ -298,22 +298,27 @@ def ensure_targets(names: list[str] | None = None) -> list[dict]:
     chosen = [t for t in TARGETS if not names or t.name in names]
     versions = pyenv_root() / "versions"
     system_sqlite = system_sqlite_version()
-    checked = []
-    for target in chosen:
-        python = find_python(target.python, versions)
-        libraries = build_library(SQLITE_SOURCES[target.sqlite]) if target.sqlite else None
-        write_wrapper(target, wrapper_text(target, python, libraries))
-        checked.append(check_wrapper(target, target.sqlite or system_sqlite, libraries))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # One maker at a time (scripts/test and a developer's pytest may start together): the others
+    # wait, then find the cache made and only check it.
+    with open(CACHE / ".lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        checked = []
+        for target in chosen:
+            python = find_python(target.python, versions)
+            libraries = build_library(SQLITE_SOURCES[target.sqlite]) if target.sqlite else None
+            write_wrapper(target, wrapper_text(target, python, libraries))
+            checked.append(check_wrapper(target, target.sqlite or system_sqlite, libraries))
     return checked
 
 
 def table(checked: list[dict]) -> str:
-    lines = [f"{'target':<22} {'python':<8} {'sqlite':<8} {'stands for':<40} interpreter"]
-    for row in checked:
-        interpreter = os.path.relpath(row["interpreter"], ROOT) if row["interpreter"].startswith(str(ROOT)) \
-            else row["interpreter"]
-        lines.append(f"{row['target']:<22} {row['python']:<8} {row['sqlite']:<8} {row['like']:<40} {interpreter}")
-    return "\n".join(lines)
+    columns = ("target", "python", "sqlite", "like", "interpreter")
+    rows = [("target", "python", "sqlite", "stands for", "interpreter")]
+    rows += [tuple(os.path.relpath(row[c], ROOT) if c == "interpreter" else row[c] for c in columns) for row in checked]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns) - 1)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+                     for row in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
