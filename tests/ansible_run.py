@@ -8,6 +8,7 @@
     assert result["failed"] and "locked by run r1" in result["msg"]  # a failed task is a result too
     # diff=True adds --diff; run_ansible() gives the raw CompletedProcess; load_library_module()
     # imports library/<name>.py for tests that fake the AnsibleModule boundary instead.
+    run, results = run_playbook(PLAYBOOK, {"ansible_connection": "local", ...})  # {task name: result}
 
 What runs: `ansible localhost -M library -m NAME -a '<args as JSON>'` from the repository
 root, so ansible.cfg applies as it does for operators, with ANSIBLE_MODULE_UTILS pointing at
@@ -41,6 +42,7 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
+ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
 MARKER = "ANSIBLE_RUN_RESULT "
 DEFAULT_TIMEOUT_S = 120
 
@@ -124,6 +126,29 @@ def run_module(name: str, args: dict, check: bool = False, diff: bool = False,
     return result
 
 
+def parse_task_results(stdout: str) -> dict[str, dict]:
+    """{task name: result} from the marked lines of a one-host playbook run (a name run twice: the last)."""
+    results = {}
+    for line in stdout.splitlines():
+        if line.startswith(MARKER):
+            record = json.loads(line[len(MARKER):])
+            results[record["task"]] = record["result"]
+    return results
+
+
+def run_playbook(playbook: str | os.PathLike, extra_vars: dict, inventory: str = "localhost,",
+                 timeout: float = DEFAULT_TIMEOUT_S) -> tuple[subprocess.CompletedProcess, dict[str, dict]]:
+    """ansible-playbook from the repository root with this file's callback: the run, {task name: result}.
+
+    extra_vars go as one JSON -e (paths with spaces survive); a failed task is a result too, and the
+    tasks after it have none.
+    """
+    command = [str(ANSIBLE_PLAYBOOK), "-i", inventory, str(playbook), "-e", json.dumps(extra_vars)]
+    completed = subprocess.run(command, cwd=ROOT, env=ansible_env(), stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=timeout, check=False)
+    return completed, parse_task_results(completed.stdout)
+
+
 # --- the stdout callback: loaded by ansible from this file, never by pytest ------------------------
 
 try:
@@ -134,7 +159,7 @@ except ImportError:  # pragma: no cover - the helper half works without the plug
 if CallbackBase is not object:
 
     class CallbackModule(CallbackBase):
-        """Prints MARKER + {"host", "status", "result"} as one JSON line per task result."""
+        """Prints MARKER + {"host", "task", "status", "result"} as one JSON line per task result."""
 
         CALLBACK_VERSION = 2.0
         CALLBACK_TYPE = "stdout"
@@ -145,7 +170,8 @@ if CallbackBase is not object:
                       if not key.startswith("_ansible")}
             if status == "failed":
                 result["failed"] = True
-            record = {"host": task_result.host.get_name(), "status": status, "result": result}
+            record = {"host": task_result.host.get_name(), "task": task_result.task_name, "status": status,
+                      "result": result}
             self._display.display(MARKER + json.dumps(record, default=repr))
 
         def v2_runner_on_ok(self, result) -> None:

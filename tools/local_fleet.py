@@ -17,7 +17,7 @@ Commands:
 
     local_fleet.py create  --root DIR --hosts N [--rows R | --target-mb M] [--prefix local] [--group demo]
                            [--refuse-version V --refuse-host NAME] [--track-pnl] [--interval-ms MS]
-                           [--shape reference | random:SEED | mixed:SEED]
+                           [--shape reference | random:SEED | mixed:SEED] [--python PATH]
     local_fleet.py start   --root DIR     start every daemon that is not running (same command as create)
     local_fleet.py stop    --root DIR     SIGTERM every daemon by its pidfile and wait (SIGKILL after 10 s)
     local_fleet.py destroy --root DIR     stop, then remove DIR (only a directory this tool created)
@@ -81,8 +81,8 @@ def host_names(prefix: str, count: int) -> list[str]:
     return [f"{prefix}-{number}" for number in range(1, count + 1)]
 
 
-def standin_argv(host_dir: Path, interval_ms: int, refuse_version: int | None) -> list[str]:
-    argv = [sys.executable, str(STANDIN), "--db", str(host_dir / "data" / "state.db"),
+def standin_argv(host_dir: Path, interval_ms: int, refuse_version: int | None, python: str) -> list[str]:
+    argv = [python, str(STANDIN), "--db", str(host_dir / "data" / "state.db"),
             "--pidfile", str(host_dir / "run" / "riskmgr.pid"), "--log", str(host_dir / "logs" / "daemon.log"),
             "--interval-ms", str(interval_ms)]
     if refuse_version is not None:
@@ -90,13 +90,13 @@ def standin_argv(host_dir: Path, interval_ms: int, refuse_version: int | None) -
     return argv
 
 
-def host_vars(host_dir: Path, argv: list[str], track_pnl: bool) -> dict:
+def host_vars(host_dir: Path, argv: list[str], track_pnl: bool, python: str) -> dict:
     """The inventory variables of one host: its paths, how to start and stop its daemon."""
     data = host_dir / "data"
     variables = {
         "ansible_connection": "local",
-        # The interpreter running this tool: discovery could pick a python3.X shim that does not run.
-        "ansible_python_interpreter": sys.executable,
+        # Named, not discovered: discovery could pick a python3.X shim that does not run.
+        "ansible_python_interpreter": python,
         "riskmgr_db_path": str(data / "state.db"),
         "riskmgr_backup_dir": str(data / "backups"),
         "riskmgr_start_command": shlex.join(argv),
@@ -143,9 +143,14 @@ def build_databases(paths: list[Path], rows: int, target_mb: float | None, shape
 
 def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: str, group: str,
            refuse_version: int | None, refuse_host: str | None, track_pnl: bool, interval_ms: int | None,
-           shape: str = "reference") -> dict:
+           shape: str = "reference", python: str = sys.executable) -> dict:
     names = host_names(prefix, count)
     shapes = host_shapes(shape, names)
+    found = shutil.which(python)
+    if found is None:
+        raise FleetError(f"--python {python}: not an executable interpreter; give the path of a Python 3.8+ "
+                         "(tools/target_pythons.py makes them)")
+    python = os.path.abspath(found)  # the inventory is used from any directory
     if (refuse_version is None) != (refuse_host is None):
         raise FleetError("--refuse-version and --refuse-host go together: name the host whose daemon refuses")
     if refuse_host is not None and refuse_host not in names:
@@ -160,8 +165,8 @@ def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: s
         for sub in ("data", "logs", "run"):
             (host_dir / sub).mkdir(parents=True, mode=0o755)
         rate = interval_ms or INTERVALS_MS[number % len(INTERVALS_MS)]
-        argv = standin_argv(host_dir, rate, refuse_version if name == refuse_host else None)
-        fleet["hosts"][name] = host_vars(host_dir, argv, track_pnl)
+        argv = standin_argv(host_dir, rate, refuse_version if name == refuse_host else None, python)
+        fleet["hosts"][name] = host_vars(host_dir, argv, track_pnl, python)
     build_databases([root / name / "data" / "state.db" for name in names], rows, target_mb,
                     [shapes[name] for name in names])
     # Written before the daemons start, so that a failed start can still be cleaned up by destroy.
@@ -367,6 +372,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             sub.add_argument("--shape", default="reference",
                              help="v1 schema of the databases: reference (default), random:SEED, or mixed:SEED "
                                   "(host 1 reference, host i random:SEED+i)")
+            sub.add_argument("--python", default=sys.executable,
+                             help="the hosts' ansible_python_interpreter and their daemons' interpreter "
+                                  "(default: the one running this tool)")
     args = parser.parse_args(argv)
     if args.command == "create" and args.hosts < 1:
         parser.error("--hosts must be at least 1")
@@ -379,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "create":
             fleet = create(args.root, args.hosts, args.rows, args.target_mb, args.prefix, args.group,
-                           args.refuse_version, args.refuse_host, args.track_pnl, args.interval_ms, args.shape)
+                           args.refuse_version, args.refuse_host, args.track_pnl, args.interval_ms, args.shape,
+                           args.python)
             print(f"{args.root / INVENTORY_FILE}: {len(fleet['hosts'])} host(s) in group {fleet['group']}")
             print("\n".join(status_lines(status(args.root))))
         elif args.command == "status":

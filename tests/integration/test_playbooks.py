@@ -43,10 +43,10 @@ VERSION_LINE = "Database schema version:"
 class Fleet:
     """A local fleet made by tools/local_fleet.py, and ansible-playbook runs against it."""
 
-    def __init__(self, root: Path, *create_args: str) -> None:
+    def __init__(self, root: Path, *create_args: str, hosts: int = HOSTS) -> None:
         self.root = root
         self.reports = root.parent / "reports"
-        subprocess.run([sys.executable, str(FLEET_TOOL), "create", "--root", str(root), "--hosts", str(HOSTS),
+        subprocess.run([sys.executable, str(FLEET_TOOL), "create", "--root", str(root), "--hosts", str(hosts),
                         "--rows", "2000", *create_args], check=True, capture_output=True, text=True)
         self.hosts = local_fleet.read_fleet(root)["hosts"]
 
