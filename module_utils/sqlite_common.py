@@ -262,6 +262,29 @@ def table_row_counts(conn: sqlite3.Connection, errors: dict[str, str] | None = N
     return counts
 
 
+def has_autoincrement(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+                       (table,)).fetchone()
+    return bool(row and row[0] and "AUTOINCREMENT" in row[0].upper())
+
+
+def autoincrement_sequence(conn: sqlite3.Connection, table: str) -> int | None:
+    """The AUTOINCREMENT high-water mark of table (sqlite_sequence), None when it has none yet."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ? COLLATE NOCASE", (table,)).fetchone()
+    return row[0] if row else None
+
+
+def set_autoincrement_sequence(conn: sqlite3.Connection, table: str, value: int | None) -> None:
+    """Put an AUTOINCREMENT table's high-water mark back to what autoincrement_sequence read (after a DROP
+    TABLE forgot it, a copy set it to the highest id, or a row the migration wrote moved it on)."""
+    if value is None:
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = ? COLLATE NOCASE", (table,))
+    elif conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ? COLLATE NOCASE", (value, table)).rowcount == 0:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, value))
+
+
 def database_row_counts(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict[str, int]:
     """table_row_counts of a database file, in one read snapshot."""
     with closing(connect_readonly(path, busy_timeout_s)) as conn:

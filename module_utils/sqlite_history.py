@@ -21,7 +21,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, connect_readonly, equality_clause, identifier_list, placeholders, quote_identifier)
+    DEFAULT_BUSY_TIMEOUT_S, autoincrement_sequence, connect_readonly, has_autoincrement, equality_clause, identifier_list, placeholders,
+    quote_identifier)
 from ansible.module_utils.sqlite_shapes import MISSING, PRESENT, Names, fold, table_shape
 
 VERSION_TABLE = "schema_version"
@@ -60,9 +61,9 @@ class VersionInfo:
         return self.provenance.get((version, kind, fold(name)))
 
     def since(self, version: int) -> list[Provenance]:
-        """Provenance of every migration above `version`, newest version first, in reverse order of making."""
-        return sorted((p for p in self.provenance.values() if p.version > version),
-                      key=lambda p: p.version, reverse=True)
+        """Provenance of every migration above `version`, the last made first (undoing goes backwards)."""
+        made = [p for p in self.provenance.values() if p.version > version]  # in the order they were recorded
+        return [p for _order, p in sorted(enumerate(made), key=lambda item: (item[1].version, item[0]), reverse=True)]
 
     @property
     def traces(self) -> bool:
@@ -137,6 +138,8 @@ def insert_history_row(conn: sqlite3.Connection, table: str, values: dict, key_c
     hand), so that a downgrade deletes exactly this row and puts those back."""
     key = {column: values[column] for column in key_columns}
     replaced = []
+    counted = adopted and has_autoincrement(conn, table)
+    sequence = autoincrement_sequence(conn, table) if counted else None
     if adopted:
         cursor = conn.execute(f"SELECT rowid, * FROM {quote_identifier(table)} WHERE {equality_clause(key)}",
                               tuple(key.values()))
@@ -149,7 +152,9 @@ def insert_history_row(conn: sqlite3.Connection, table: str, values: dict, key_c
     if adopted:
         name = f"{table}:{list(key.values())[-1]}"  # schema_version:2, schema_migration_files:v2/010_x.sql
         record(conn, version, "row", name, REPLACED if replaced else INSERTED, None, now,
-               original_rows=json.dumps({"table": table, "key": key, "replaced": replaced}, default=blob_as_json))
+               original_rows=json.dumps({"table": table, "key": key, "replaced": replaced, "counted": counted,
+                                         "sequence": sequence},
+                                        default=blob_as_json))
 
 
 def blob_as_json(value):

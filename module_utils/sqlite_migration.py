@@ -17,7 +17,7 @@ from typing import Callable
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, MigrationError, connect_readonly, connect_writable, equality_clause, identifier_list,
-    placeholders, quote_identifier, sqlite_error_text)
+    placeholders, quote_identifier, set_autoincrement_sequence, sqlite_error_text)
 from ansible.module_utils.sqlite_history import (
     LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
 from ansible.module_utils.sqlite_plan import Step, data_dropped, plan
@@ -60,6 +60,8 @@ def delete_history_rows(conn: sqlite3.Connection, data: dict) -> None:
         return
     conn.execute(f"DELETE FROM {quote_identifier(data['table'])} WHERE {equality_clause(data['key'])}",
                  tuple(data["key"].values()))
+    if data.get("counted"):  # the row moved the table's AUTOINCREMENT counter on
+        set_autoincrement_sequence(conn, data["table"], data["sequence"])
 
 
 def restore_history_rows(conn: sqlite3.Connection, data: dict) -> None:

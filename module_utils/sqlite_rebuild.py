@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from ansible.module_utils.sqlite_common import MigrationError, identifier_list, quote_identifier
+from ansible.module_utils.sqlite_common import (
+    MigrationError, autoincrement_sequence, has_autoincrement, identifier_list, quote_identifier,
+    set_autoincrement_sequence)
 from ansible.module_utils.sqlite_shapes import table_shape
 
 WITHOUT_ROWID = re.compile(r"\)\s*(STRICT\s*,\s*)?WITHOUT\s+ROWID\s*(,\s*STRICT\s*)?$", re.I)
@@ -52,21 +54,6 @@ def rowid_column(conn: sqlite3.Connection, table: str, sql: str) -> str | None:
                          "restore the backup instead of downgrading")
 
 
-def sequence_value(conn: sqlite3.Connection, table: str) -> int | None:
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'").fetchone() is None:
-        return None
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ? COLLATE NOCASE", (table,)).fetchone()
-    return row[0] if row else None
-
-
-def restore_sequence(conn: sqlite3.Connection, table: str, value: int | None) -> None:
-    """AUTOINCREMENT's high-water mark as it was: DROP TABLE forgot it, the copy set it to the highest id."""
-    if value is None:
-        return
-    if conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (value, table)).rowcount == 0:
-        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, value))
-
-
 def rebuild_table(conn: sqlite3.Connection, table: str, original_sql: str) -> None:
     """Turn `table` back into `original_sql`, its rows, rowids, indexes, triggers and sequence kept.
 
@@ -77,7 +64,8 @@ def rebuild_table(conn: sqlite3.Connection, table: str, original_sql: str) -> No
     current_sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
                                (table,)).fetchone()[0]
     rowid = rowid_column(conn, table, current_sql)
-    sequence = sequence_value(conn, table)
+    counted = has_autoincrement(conn, table)
+    sequence = autoincrement_sequence(conn, table) if counted else None
     aside = ASIDE_PREFIX + table
     conn.execute(f"ALTER TABLE {quote_identifier(table)} RENAME TO {quote_identifier(aside)}")
     conn.execute(original_sql)
@@ -89,7 +77,8 @@ def rebuild_table(conn: sqlite3.Connection, table: str, original_sql: str) -> No
     conn.execute(f"DROP TABLE {quote_identifier(aside)}")
     for _kind, _name, sql in kept_entries:
         conn.execute(sql)
-    restore_sequence(conn, table, sequence)
+    if counted and has_autoincrement(conn, table):
+        set_autoincrement_sequence(conn, table, sequence)
 
 
 def foreign_key_violations(conn: sqlite3.Connection) -> set[tuple]:

@@ -42,6 +42,21 @@ def type_affinity(declared: str) -> str:
     return "NUMERIC"
 
 
+def holds_the_same_values(real: ColumnShape, wanted: ColumnShape) -> bool:
+    """Whether a column of an adopted table stores what the engine writes into it unchanged.
+
+    Same affinity; or no declared type (BLOB affinity keeps every value as written); or INTEGER and
+    NUMERIC for each other (a BOOLEAN is NUMERIC: both keep integers as integers); or a DATE/TIME type
+    (NUMERIC) for a timestamp the engine writes as text ('2026-11-30 12:00:00' is not a number, so it
+    stays text). A REAL column would turn a version into 2.0, a TEXT one would keep '2' as text.
+    """
+    if real.affinity in (wanted.affinity, "BLOB"):
+        return True
+    if {real.affinity, wanted.affinity} == {"INTEGER", "NUMERIC"}:
+        return True
+    return wanted.affinity == "TEXT" and real.affinity == "NUMERIC" and re.search("DATE|TIME", real.declared) is not None
+
+
 def fold(name: str) -> str:
     """How SQLite compares identifiers (ASCII case folding)."""
     return name.lower()
@@ -160,7 +175,7 @@ def compare_table(conn: sqlite3.Connection, names: Names, reference: sqlite3.Con
     for key, column in wanted.items():
         if key not in real:
             missing.append(column)
-        elif real[key].affinity != column.affinity:
+        elif not holds_the_same_values(real[key], column):
             clashes.append(f"{column.name} is {real[key].declared or 'untyped'} ({real[key].affinity}), "
                            f"wanted {column.declared} ({column.affinity})")
     key_missing = [c.name for c in missing if c.pk]

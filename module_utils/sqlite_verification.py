@@ -288,7 +288,8 @@ def forced_plan(conn: sqlite3.Connection, index: str, query: str) -> str | None:
 
 def serves(plan: str, index: str, query: str) -> bool:
     """The index narrows the search, or delivers the ORDER BY without a sort of its own."""
-    searched = re.search(rf"\bSEARCH \S+ USING (COVERING )?INDEX {re.escape(index)}\b", plan, re.I)
+    # "SEARCH orders USING ..." since SQLite 3.36, "SEARCH TABLE orders USING ..." before it.
+    searched = re.search(rf"\bSEARCH (TABLE )?\S+ USING (COVERING )?INDEX {re.escape(index)}\b", plan, re.I)
     ordered = "ORDER BY" in query.upper() and index_in_plan(index, plan) and "TEMP B-TREE FOR ORDER BY" not in plan
     return bool(searched or ordered)
 
