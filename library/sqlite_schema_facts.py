@@ -145,10 +145,13 @@ indexes: {description: Indexes in the database., type: list, elements: str, retu
 row_counts: {description: Rows per table, from one snapshot., type: dict, returned: when count_rows, sample: {orders: 2000}}
 lock_present: {description: Whether I(lock_path) exists (false when not given)., type: bool, returned: always}
 integrity:
-  description: Result of the integrity check, null when not run.
+  description:
+    - Result of the integrity check, null when not run. C(notes) lists reports that are known false ones of
+      the running SQLite, checked against the table (3.40.0 to 3.41.0, which Debian 12 ships, report
+      C(NULL value in t.c) for a NOT NULL column declared before the key of a WITHOUT ROWID table).
   type: dict
   returned: always
-  sample: {level: integrity, ok: true, errors: [], seconds: 0.4}
+  sample: {level: integrity, ok: true, errors: [], notes: [], seconds: 0.4}
 """
 
 

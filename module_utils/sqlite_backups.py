@@ -30,7 +30,7 @@ from ansible.module_utils.host_files import (
     remove_temp_database, same_file, sha256_fd)
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, BackupError, RiskmgrError, connect_readonly, connect_writable, database_bytes,
-    file_format, free_bytes, megabytes, read_header, require_sqlite_file, sqlite_error_text,
+    file_format, free_bytes, integrity_result, megabytes, read_header, require_sqlite_file, sqlite_error_text,
     table_row_counts, wal_is_empty)
 from ansible.module_utils.sqlite_history import current_version
 
@@ -123,9 +123,9 @@ def check_backup_file(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
                           f"18-19 = {header[18:20].hex()})")
     with closing(sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=busy_timeout_s,
                                  isolation_level=None)) as conn:
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise BackupError(f"{path}: quick_check of the copy failed: {'; '.join(problems[:3])}")
+        checked = integrity_result(conn, "quick")
+        if not checked["ok"]:
+            raise BackupError(f"{path}: quick_check of the copy failed: {'; '.join(checked['errors'][:3])}")
         conn.execute("BEGIN")
         try:
             version = current_version(conn)

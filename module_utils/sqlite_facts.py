@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -11,21 +10,10 @@ from ansible.module_utils.riskmgr_daemon import process_cmdline
 from ansible.module_utils.host_processes import live_file_names, processes_holding
 from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, connect_readonly, database_bytes, free_bytes, migration_write_problems,
+    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, integrity_result, connect_readonly, database_bytes, free_bytes, migration_write_problems,
     sqlite_error_text, table_row_counts)
 from ansible.module_utils.sqlite_schema import (
     INCOMPLETE, USABLE, index_names, inspect, read_versions, table_names)
-
-INTEGRITY_PRAGMAS = {"integrity": "integrity_check", "quick": "quick_check"}
-INTEGRITY_LINES = 20
-
-
-def integrity_result(conn: sqlite3.Connection, level: str) -> dict:
-    started = time.monotonic()
-    lines = [row[0] for row in conn.execute(f"PRAGMA {INTEGRITY_PRAGMAS[level]}({INTEGRITY_LINES})")]
-    return {"level": level, "ok": lines == ["ok"], "errors": [] if lines == ["ok"] else lines,
-            "seconds": round(time.monotonic() - started, 3)}
-
 
 def file_facts(path: str, backup_dir: str | None) -> dict:
     db_size = os.path.getsize(path)

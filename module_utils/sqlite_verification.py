@@ -26,9 +26,8 @@ from pathlib import Path
 
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, quote_identifier, sqlite_error_text,
-    table_row_counts)
-from ansible.module_utils.sqlite_facts import integrity_result
+    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, integrity_result, quote_identifier,
+    sqlite_error_text, table_row_counts)
 from ansible.module_utils.sqlite_history import VersionInfo
 from ansible.module_utils.sqlite_schema import (
     DIFFERENT, INCOMPLETE, MISSING, VERSION_TABLE, Inspection, checksum_problems, current_version, inspect,
@@ -180,7 +179,8 @@ def check_integrity(conn: sqlite3.Connection, level: str) -> Check:
         # One error can span lines ("*** in database main ***\nOn tree page 194 ..."): one line each.
         lines = [line.strip() for error in outcome["errors"] for line in error.splitlines() if line.strip()]
         return Check("integrity", False, f"{level}_check reported: " + "; ".join(lines))
-    return Check("integrity", True, f"{level}_check ok in {outcome['seconds']}s")
+    notes = f"; {'; '.join(outcome['notes'])}" if outcome["notes"] else ""
+    return Check("integrity", True, f"{level}_check ok in {outcome['seconds']}s{notes}")
 
 
 def check_sample_queries(conn: sqlite3.Connection) -> Check:

@@ -7,6 +7,7 @@ VENV="$ROOT/.venv"
 
 need_debs=()
 command -v sqlite3 >/dev/null || need_debs+=(sqlite3)
+command -v sqldiff >/dev/null || need_debs+=(sqlite3-tools)  # the tests compare tables with it
 [ -x /usr/sbin/sshd ] || need_debs+=(openssh-server)
 command -v sudo >/dev/null || need_debs+=(sudo)
 command -v ssh-keygen >/dev/null || need_debs+=(openssh-client)

@@ -660,7 +660,7 @@ SQL_RUNNERS = {"execute", "executemany", "executescript"}
 # interpolations are identifiers through quote_identifier() or the table constants above.
 # (file, function, source of the SQL expression) -> where its text comes from.
 ALLOWED_DYNAMIC_SQL = {
-    ("sqlite_facts.py", "integrity_result", "f'PRAGMA {INTEGRITY_PRAGMAS[level]}({INTEGRITY_LINES})'"):
+    ("sqlite_common.py", "integrity_result", "f'PRAGMA {INTEGRITY_PRAGMAS[level]}({INTEGRITY_LINES})'"):
         "PRAGMA name from the fixed dict INTEGRITY_PRAGMAS (level is one of the module's choices, a KeyError "
         "otherwise), the row limit a constant int",
     ("sqlite_migration.py", "planned_schema", "sql"):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import local_fleet
 import pytest
+from witness import every_row, master_entries, rows_kept
 
 pytestmark = pytest.mark.slow
 
@@ -379,5 +380,75 @@ def test_online_mode_is_refused_for_a_database_not_in_wal_mode(tmp_path):
         assert re.search(r"riskmgr_migration_mode=online needs .*state\.db in WAL mode", run.output), run.output[-3000:]
         assert "journal mode delete" in run.output and "Traceback" not in run.output
         assert fleet.snapshot() == before
+    finally:
+        fleet.destroy()
+
+
+# --- v1 databases unlike the reference ----------------------------------------------------------
+
+V1_TABLE_NAMES = ("lockouts", "daily_pnl", "contract_cache", "trade_history", "session_state", "positions", "orders",
+                  "enforcement_log", "reset_schedule")
+# mixed:4 = host 1 the reference schema; host 2 random:6 (execution_time_ms already there, all three
+# v2 indexes); host 3 random:7 (a two-column schema_version holding 1, idx_positions_updated).
+MIXED_SHAPES = "mixed:4"
+
+
+def sqldiff_of_v1_tables(backup: Path, live: Path) -> dict[str, list[str]]:
+    """sqldiff (Debian sqlite3-tools, not this project's code) of each v1 table: backup -> live."""
+    names = {name.lower(): name for (name,) in query(live, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    diffs = {}
+    for table in V1_TABLE_NAMES:
+        done = subprocess.run(["sqldiff", "--table", names[table], str(backup), str(live)], capture_output=True,
+                              text=True, timeout=60, check=True)
+        diffs[table] = done.stdout.splitlines()
+    return diffs
+
+
+def test_a_fleet_of_unlike_v1_shapes_migrates_keeps_every_v1_row_and_downgrades_to_its_exact_schema(tmp_path):
+    fleet = Fleet(tmp_path / "fleet with spaces", "--shape", MIXED_SHAPES, hosts=3)
+    try:
+        before = {host: (master_entries(fleet.db(host)), every_row(fleet.db(host))) for host in fleet.hosts}
+        assert scalar(fleet.db("local-2"), "SELECT COUNT(*) FROM pragma_table_info('enforcement_log') "
+                                           "WHERE name = 'execution_time_ms'") == 1
+        assert [r[1] for r in query(fleet.db("local-3"), "PRAGMA table_info(schema_version)")] == \
+            ["version", "applied_at"]
+
+        run = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true")
+        assert_ran(run, fleet.hosts)
+        for host in fleet.hosts:
+            db = fleet.db(host)
+            assert scalar(db, "SELECT MAX(version) FROM schema_version WHERE success = 1") == 2  # the daemon's read
+            assert fleet.logged_versions(host) == [1, 2] and fleet.alive(host)
+            assert rows_kept(before[host][1], every_row(db), [t for t in before[host][1] if t != "sqlite_sequence"]) \
+                == [], host
+            # No v1 row changed or went: the only statements sqldiff finds are the new column and the
+            # rows the daemon wrote since its stop.
+            backup = Path(fleet.hosts[host]["riskmgr_backup_dir"]) / fleet.manifests(host)[0]["backup"]
+            for table, lines in sqldiff_of_v1_tables(backup, db).items():
+                changed = [line for line in lines if not line.startswith("INSERT INTO")
+                           and not re.match(r"ALTER TABLE \S+ ADD COLUMN execution_time_ms", line)]
+                assert changed == [], f"{host} {table}: {changed[:3]}"
+        adopted = fleet.reports / sorted(os.listdir(fleet.reports))[0]
+        report = json.loads((adopted / "local-3.json").read_text())
+        assert report["outcome"] == "changed"
+
+        rerun = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true")
+        assert_ran(rerun, fleet.hosts)
+        assert all(r["changed"] == 0 for r in rerun.recap.values()), rerun.recap
+
+        down = fleet.playbook("rollback_v2.yml", "-e", "riskmgr_confirm=true", "-e", "riskmgr_rollback_method=downgrade")
+        assert_ran(down, fleet.hosts)
+        for host in fleet.hosts:
+            db = fleet.db(host)
+            entries, rows = before[host]
+            assert master_entries(db) == entries, f"{host}: {sorted(master_entries(db) ^ entries, key=repr)[:4]}"
+            assert rows_kept(rows, every_row(db)) == [], host  # every v1 row, and the rows written since
+            assert fleet.logged_versions(host) == [1, 2, 1] and fleet.alive(host)
+        # What the v1 database of host 2 and host 3 had of v2 is still there, with its data.
+        assert scalar(fleet.db("local-2"), "SELECT COUNT(*) FROM pragma_table_info('enforcement_log') "
+                                           "WHERE name = 'execution_time_ms'") == 1
+        assert [r[1] for r in query(fleet.db("local-3"), "PRAGMA table_info(schema_version)")] == \
+            ["version", "applied_at"]
+        assert query(fleet.db("local-3"), "SELECT version FROM schema_version") == [(1,)]
     finally:
         fleet.destroy()

@@ -18,14 +18,14 @@ from ansible_run import run_playbook
 from fixtures import V1_ROWS, row_counts
 from make_state_db import build_v1_db
 from targets import TARGET_PARAMS, checked_targets, target_params
-from test_playbooks import V2_OBJECTS, Fleet, assert_ran, schema_version, v2_objects_present
+from test_playbooks import HISTORY_TABLES, V2_OBJECTS, Fleet, assert_ran, schema_version, v2_objects_present
 
 pytestmark = pytest.mark.slow
 
 MODULE_FLOW = Path(__file__).with_name("target_matrix.yml")
 MODULE_FLOW_TIMEOUT_S = 300
 V2_PRESENT = sorted(V2_OBJECTS + ["execution_time_ms"])
-V2_ONLY_TABLES = ("schema_version", "schema_migration_files")
+V2_ONLY_TABLES = HISTORY_TABLES
 
 
 # --- module level: every target, one ansible-playbook run each ----------------------------------
