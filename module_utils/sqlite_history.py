@@ -28,6 +28,7 @@ from ansible.module_utils.sqlite_shapes import MISSING, PRESENT, Names, fold, ta
 VERSION_TABLE = "schema_version"
 LEDGER_TABLE = "schema_migration_files"
 PROVENANCE_TABLE = "schema_migration_objects"
+HISTORY_TABLES = (VERSION_TABLE, LEDGER_TABLE, PROVENANCE_TABLE)
 PROVENANCE_COLUMNS = ("version", "kind", "name", "action", "filename", "original_sql", "original_rows", "recorded_at")
 # action values
 CREATED, ADOPTED, ALTERED, INSERTED, REPLACED = "created", "adopted", "altered", "inserted", "replaced"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ansible.module_utils.sqlite_catalog import Catalog, SchemaObject, build_reference
 from ansible.module_utils.sqlite_history import (
-    LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, VersionInfo, current_version, read_versions)
+    HISTORY_TABLES, LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, VersionInfo, current_version, read_versions)
 from ansible.module_utils.sqlite_shapes import (
     COMPATIBLE, DIFFERENT, INCOMPLETE, MISSING, PRESENT, USABLE, ColumnShape, Names, compare_column,
     compare_index, compare_table, fold, index_shape, table_shape)
@@ -192,7 +192,7 @@ def history_table_problems(conn: sqlite3.Connection, names: Names, reference: sq
     """A history table found in the database must take the rows the engine writes: a column of its own
     that is NOT NULL without a default would make every insert fail."""
     problems = []
-    for table in (VERSION_TABLE, LEDGER_TABLE, PROVENANCE_TABLE):
+    for table in HISTORY_TABLES:
         if names.table(table) is None:
             continue
         wanted = table_shape(reference, table)

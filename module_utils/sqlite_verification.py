@@ -28,11 +28,11 @@ from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, integrity_result, quote_identifier,
     sqlite_error_text, table_row_counts)
-from ansible.module_utils.sqlite_history import VersionInfo
+from ansible.module_utils.sqlite_history import HISTORY_TABLES, VersionInfo
 from ansible.module_utils.sqlite_schema import (
     DIFFERENT, INCOMPLETE, MISSING, VERSION_TABLE, Inspection, checksum_problems, current_version, inspect,
     read_versions)
-from ansible.module_utils.sqlite_shapes import Names, index_shape
+from ansible.module_utils.sqlite_shapes import Names, fold, index_shape
 
 SAMPLE_TABLES = ("enforcement_log", "positions", "orders")
 INTEGRITY_LEVELS = ("integrity", "quick", "none")
@@ -243,23 +243,27 @@ def target_tables(catalog: Catalog, target: int) -> set[str]:
 
 def check_row_counts(counts: dict[str, int], count_errors: dict[str, str], expected: dict[str, int] | None,
                      mode: str, manifest: str | None, tables: set[str] | None = None) -> Check:
-    """Compare with a backup manifest, over the tables the target schema has.
+    """Compare with a backup manifest, over the tables the target schema has (by folded name).
 
     A manifest taken before a downgrade lists tables that the downgrade drops on purpose
-    (their rows stay in that backup); only the target's own tables can be held to it.
+    (their rows stay in that backup); only the target's own tables can be held to it. The history
+    tables are held to "at least" whatever the mode: the migration writes its own rows there (a
+    schema_version the database had before gets the version row).
     """
     if expected is None:
         return Check("row_counts", True, "not compared (no manifest given)")
     if tables is not None:
-        expected = {table: wanted for table, wanted in expected.items() if table in tables}
+        wanted_tables = {fold(table) for table in tables}
+        expected = {table: wanted for table, wanted in expected.items() if fold(table) in wanted_tables}
     relation = ">=" if mode == "at_least" else "=="
     short = []
     for table, wanted in sorted(expected.items()):
+        at_least = mode == "at_least" or fold(table) in HISTORY_TABLES
         if table in count_errors:
             short.append(f"{table} cannot be counted ({count_errors[table]}), manifest {wanted}")
         elif table not in counts:
             short.append(f"{table} missing now, manifest {wanted}")
-        elif (counts[table] < wanted) if mode == "at_least" else (counts[table] != wanted):
+        elif (counts[table] < wanted) if at_least else (counts[table] != wanted):
             short.append(f"{table} {counts[table]} now, manifest {wanted}")
     if short:
         return Check("row_counts", False, f"not {relation} the manifest {manifest}: {'; '.join(short)}")

@@ -38,7 +38,7 @@ from witness import every_row, master_entries, rows_kept  # noqa: E402
 
 
 def engine(workdir: Path):
-    """(gather, migrate_database, verify_database) from module_utils, as ansible.module_utils.*."""
+    """(gather, backup_database, migrate_database, verify_database) from module_utils, as ansible.module_utils.*."""
     try:
         import ansible.module_utils  # noqa: F401  (ansible-core is installed: extend its package)
     except ImportError:
@@ -51,9 +51,10 @@ def engine(workdir: Path):
     if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
         ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
     facts = importlib.import_module("ansible.module_utils.sqlite_facts")
+    backups = importlib.import_module("ansible.module_utils.sqlite_backups")
     migration = importlib.import_module("ansible.module_utils.sqlite_migration")
     verification = importlib.import_module("ansible.module_utils.sqlite_verification")
-    return facts.gather, migration.migrate_database, verification.verify_database
+    return facts.gather, backups.backup_database, migration.migrate_database, verification.verify_database
 
 
 def build(spec: str, path: Path, rows: int) -> Path:
@@ -71,7 +72,7 @@ def check(condition: bool, what: str) -> None:
 
 def round_trip(spec: str, workdir: Path, rows: int = 40) -> None:
     """Raise AssertionError (or the engine's error) naming the step that broke; return on success."""
-    gather, migrate, verify = engine(workdir)
+    gather, backup, migrate, verify = engine(workdir)
     db = build(spec, workdir / "state.db", rows)
     entries, data = master_entries(db), every_row(db)
     facts = gather(str(db), str(MIGRATIONS), integrity="integrity")
@@ -80,10 +81,12 @@ def round_trip(spec: str, workdir: Path, rows: int = 40) -> None:
 
     plan = migrate(str(db), MIGRATIONS, check_mode=True)
     check(master_entries(db) == entries and every_row(db) == data, "check mode wrote to the database")
+    taken = backup(str(db), str(workdir / "backups"))
     result = migrate(str(db), MIGRATIONS)
     check([(s["object"], s["action"]) for s in result["steps"]] == [(s["object"], s["action"]) for s in plan["steps"]],
           "the run applied another plan than check mode showed")
-    verified = verify(str(db), MIGRATIONS, integrity="integrity")
+    # as the offline upgrade does it: against the backup's manifest, every table's rows equal
+    verified = verify(str(db), MIGRATIONS, integrity="integrity", manifest=taken["manifest"], row_count_mode="equal")
     check(verified["ok"], f"verify after migrate: {verified['failed_checks']}")
     migrated = every_row(db)
     # A schema_version the database had may count its rows with AUTOINCREMENT: the version row the

@@ -16,6 +16,7 @@ import pytest
 from fixtures import MIGRATIONS, every_row, master_entries, rows_kept, run_sql, sha256
 from sqlite_common import MigrationError
 from sqlite_facts import gather
+from sqlite_backups import backup_database
 from sqlite_migration import migrate_database
 from sqlite_verification import verify_database
 
@@ -103,10 +104,12 @@ def round_trip(path: Path) -> tuple[dict, dict]:
 
     check = migrate(path, check_mode=True, want_diff=True)
     assert master_entries(path) == entries and every_row(path) == rows, "check mode changed the database"
+    taken = backup_database(str(path), str(path.parent / "backups"))
     result = migrate(path)
     assert [(s["object"], s["action"]) for s in result["steps"]] == \
         [(s["object"], s["action"]) for s in check["steps"]], "check mode promised another plan"
-    verified = verify_database(str(path), MIGRATIONS, integrity="integrity")
+    verified = verify_database(str(path), MIGRATIONS, integrity="integrity", manifest=taken["manifest"],
+                               row_count_mode="equal")  # as the offline upgrade does
     assert verified["ok"], verified["failed_checks"]
     assert rows_kept(rows, every_row(path)) == [], "a v1 row changed or went missing"
     assert gather(str(path), str(MIGRATIONS))["state"] == "v2"
