@@ -53,6 +53,27 @@ options:
       - The run lock file of this host (M(riskmgr_lock)); only whether it exists is reported, in I(lock_present),
         so that a host needing nothing still gets a lock left by a dead run taken over and released.
     type: path
+  plan:
+    description:
+      - Also return I(plan), what a migration to I(target_version) would do now (as M(sqlite_migrate) in check mode,
+        on the same snapshot); a I(target_version) of 1 plans the downgrade and what it drops.
+    type: bool
+    default: false
+  free_space_margin:
+    description: I(backup_dir) must have this factor times the database and its C(-wal) free, or the host is refused.
+    type: float
+    default: 1.1
+  require_wal:
+    description: Refuse a database that is not in WAL mode when a change is planned (online mode).
+    type: bool
+    default: false
+  fail_on_refusal:
+    description:
+      - Fail the task with every reason in I(refusals), one line, instead of only returning them.
+      - The preflight of the playbooks sets it, so that a host that cannot be changed stops the run before any
+        daemon is stopped.
+    type: bool
+    default: false
 extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
 attributes:
   check_mode: {support: full}
@@ -144,6 +165,20 @@ tables: {description: Tables in the database., type: list, elements: str, return
 indexes: {description: Indexes in the database., type: list, elements: str, returned: always}
 row_counts: {description: Rows per table, from one snapshot., type: dict, returned: when count_rows, sample: {orders: 2000}}
 lock_present: {description: Whether I(lock_path) exists (false when not given)., type: bool, returned: always}
+plan:
+  description:
+    - With I(plan), what a migration to I(target_version) would do now - C(direction) (up, down or none), C(steps)
+      as M(sqlite_migrate) returns them, C(data_dropped) for a downgrade; null when the database cannot be migrated.
+  type: dict
+  returned: always
+refusals:
+  description:
+    - Every reason the host cannot be changed, each naming the file and the remedy - the database's I(problems),
+      a failed integrity check, and when a change is planned, I(write_problems), too little room for the backup
+      in I(backup_dir), or (I(require_wal)) a journal mode other than WAL. Empty when nothing stops it.
+  type: list
+  elements: str
+  returned: always
 integrity:
   description:
     - Result of the integrity check, null when not run. C(notes) lists reports that are known false ones of
@@ -160,18 +195,23 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import MIGRATION_SOURCE_SPEC, run_module_guarded
 from ansible.module_utils.sqlite_catalog import catalog_of_params
-from ansible.module_utils.sqlite_facts import gather
+from ansible.module_utils.sqlite_facts import FactsRequest, gather
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    facts = gather(params["path"], catalog_of_params(params), params["backup_dir"],
-                   {"track_unrealized_pnl": params["track_unrealized_pnl"]}, params["target_version"],
-                   params["integrity"], params["count_rows"], params["busy_timeout"], params["process_match"])
+    request = FactsRequest(
+        backup_dir=params["backup_dir"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
+        target_version=params["target_version"], integrity=params["integrity"], count_rows=params["count_rows"],
+        busy_timeout_s=params["busy_timeout"], process_match=params["process_match"], plan=params["plan"],
+        free_space_margin=params["free_space_margin"], require_wal=params["require_wal"])
+    facts = gather(params["path"], catalog_of_params(params), request)
     # Not "path": exit_json() overwrites state, mode and size of any result with a "path" key
     # with the stat of that file (state would always read "file").
     facts["db_path"] = facts.pop("path")
     facts["lock_present"] = bool(params["lock_path"]) and os.path.lexists(params["lock_path"])
+    if params["fail_on_refusal"] and facts["refusals"]:
+        module.fail_json(msg=" | ".join(facts["refusals"]), changed=False, **facts)
     return dict(changed=False, **facts)
 
 
@@ -188,6 +228,10 @@ def main() -> None:
             "busy_timeout": {"type": "float", "default": 10.0},
             "process_match": {"type": "str"},
             "lock_path": {"type": "path"},
+            "plan": {"type": "bool", "default": False},
+            "free_space_margin": {"type": "float", "default": 1.1},
+            "require_wal": {"type": "bool", "default": False},
+            "fail_on_refusal": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
         mutually_exclusive=[("migrations_dir", "migrations")],

@@ -1,17 +1,20 @@
 """Read-only facts about a state database: what a preflight needs before the daemon stops."""
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ansible.module_utils.riskmgr_daemon import process_cmdline
 from ansible.module_utils.host_processes import live_file_names, processes_holding
 from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, integrity_result, connect_readonly, database_bytes, free_bytes, migration_write_problems,
-    sqlite_error_text, table_row_counts)
+    DEFAULT_BUSY_TIMEOUT_S, INTEGRITY_PRAGMAS, MigrationError, RiskmgrError, connect_readonly, database_bytes, free_bytes,
+    integrity_result, migration_write_problems, sqlite_error_text, table_row_counts)
+from ansible.module_utils.sqlite_plan import data_dropped, plan
 from ansible.module_utils.sqlite_schema import (
     INCOMPLETE, USABLE, index_names, inspect, read_versions, table_names)
 
@@ -46,35 +49,90 @@ def open_by(path: str, process_match: str | None) -> list[dict]:
     return found
 
 
-def gather(path: str, migrations_dir: str | None = None, backup_dir: str | None = None,
-           options: dict[str, bool] | None = None, target_version: int | None = None,
-           integrity: str = "none", count_rows: bool = True,
-           busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, process_match: str | None = None) -> dict:
-    """Everything known about the database, from one read snapshot. Never writes a byte."""
-    options = options or {}
+@dataclass
+class FactsRequest:
+    """What a caller wants read, and what it would refuse (the preflight, while the daemon runs)."""
+
+    backup_dir: str | None = None
+    options: dict = field(default_factory=dict)
+    target_version: int | None = None
+    integrity: str = "none"  # integrity | quick | none
+    count_rows: bool = True
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+    process_match: str | None = None
+    plan: bool = False  # also the steps a migration to target_version would take (its check mode)
+    free_space_margin: float = 1.1  # the backup needs the database and its -wal times this
+    require_wal: bool = False  # online mode: backup and migration run while the daemon writes
+
+
+def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) -> dict:
+    """Everything known about the database, from one read snapshot. Never writes a byte.
+
+    `refusals` lists every reason the preflight stops this host, each with its remedy: a database
+    that cannot be migrated (problems), that fails its integrity check, that a migration could not
+    write in place, whose backup does not fit, or that online mode cannot work on.
+    """
+    request = request or FactsRequest()
     catalog = as_catalog(migrations_dir) if migrations_dir else None
     facts = {"path": path, "exists": os.path.exists(path)}
     if not facts["exists"]:
         raise RiskmgrError(f"{path}: no such file; check riskmgr_db_path for this host")
-    facts.update(file_facts(path, backup_dir))
+    facts.update(file_facts(path, request.backup_dir))
     facts["write_problems"] = migration_write_problems(path)
     # Before our own connection opens it (it would not count anyway: processes_holding skips us).
-    facts["open_by"] = open_by(path, process_match)
+    facts["open_by"] = open_by(path, request.process_match)
     try:
-        with closing(connect_readonly(path, busy_timeout_s)) as conn:
-            conn.execute("BEGIN")  # one snapshot: schema, history and counts agree with each other
+        with closing(connect_readonly(path, request.busy_timeout_s)) as conn:
+            conn.execute("BEGIN")  # one snapshot: schema, history, counts and plan agree with each other
             facts["journal_mode"] = conn.execute("PRAGMA journal_mode").fetchone()[0]
             facts["page_size"] = conn.execute("PRAGMA page_size").fetchone()[0]
             facts["page_count"] = conn.execute("PRAGMA page_count").fetchone()[0]
             facts["tables"] = sorted(table_names(conn))
             facts["indexes"] = sorted(index_names(conn))
-            facts["row_counts"] = table_row_counts(conn) if count_rows else None
-            facts.update(schema_state(conn, catalog, options, target_version))
-            facts["integrity"] = integrity_result(conn, integrity) if integrity != "none" else None
+            facts["row_counts"] = table_row_counts(conn) if request.count_rows else None
+            facts.update(schema_state(conn, catalog, request.options, request.target_version))
+            facts["integrity"] = integrity_result(conn, request.integrity) if request.integrity != "none" else None
+            facts["plan"] = planned(conn, catalog, request, path) if request.plan and catalog else None
             conn.execute("COMMIT")
     except sqlite3.Error as err:
-        raise RiskmgrError(sqlite_error_text(path, err, busy_timeout_s)) from err
+        raise RiskmgrError(sqlite_error_text(path, err, request.busy_timeout_s)) from err
+    facts["refusals"] = refusals(path, facts, request)
     return facts
+
+
+def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str) -> dict | None:
+    """The migration's check mode on this snapshot: direction, steps, and for a downgrade what it drops."""
+    target = request.target_version or catalog.newest_version
+    try:
+        _inspection, steps, direction = plan(conn, catalog, request.options, target, path)
+    except MigrationError:
+        return None  # a database that cannot be migrated: its problems are the refusal
+    changing = [s for s in steps if s.action != "skip"]
+    return {"direction": direction if changing else "none", "steps": [s.as_dict() for s in changing],
+            "data_dropped": data_dropped(conn, steps) if direction == "down" else {}}
+
+
+def refusals(path: str, facts: dict, request: FactsRequest) -> list[str]:
+    """Why the preflight stops this host before its daemon is stopped; empty when nothing does."""
+    found = [f"{path} is in state {facts['state']}: {problem}" for problem in facts.get("problems") or []]
+    integrity = facts.get("integrity")
+    if integrity and not integrity["ok"]:
+        errors = " | ".join(" ".join(line.split()) for line in integrity["errors"][:5])
+        found.append(f"{path} fails PRAGMA {INTEGRITY_PRAGMAS[integrity['level']]}: {errors}; restore it from a "
+                     "backup or repair it before migrating")
+    change = facts.get("plan") and facts["plan"]["direction"] != "none"
+    if change and facts["write_problems"]:
+        found.append(f"{path} cannot be changed in place: {'; '.join(facts['write_problems'])}")
+    needed = math.ceil(facts["backup_bytes_needed"] * request.free_space_margin)
+    if change and request.backup_dir and facts["free_bytes_backup_dir"] < needed:
+        found.append(f"{request.backup_dir} has {facts['free_bytes_backup_dir']} bytes free, the backup of {path} "
+                     f"needs {needed} (database and -wal x {request.free_space_margin:g}); free space there or set "
+                     "riskmgr_backup_dir to a larger filesystem")
+    if change and request.require_wal and facts["journal_mode"].lower() != "wal":
+        found.append(f"riskmgr_migration_mode=online needs {path} in WAL mode, so that the backup and the migration "
+                     f"can run while the daemon writes; it is in journal mode {facts['journal_mode']}. Use "
+                     "riskmgr_migration_mode=offline for this host (or switch the daemon to WAL)")
+    return found
 
 
 def schema_state(conn: sqlite3.Connection, catalog, options: dict[str, bool], target_version: int | None) -> dict:

@@ -54,7 +54,9 @@ def engine(workdir: Path):
     backups = importlib.import_module("ansible.module_utils.sqlite_backups")
     migration = importlib.import_module("ansible.module_utils.sqlite_migration")
     verification = importlib.import_module("ansible.module_utils.sqlite_verification")
-    return facts.gather, backups.backup_database, migration.migrate_database, verification.verify_database
+    def gather(path, migrations, integrity="none"):
+        return facts.gather(path, migrations, facts.FactsRequest(integrity=integrity))
+    return gather, backups.backup_database, migration.migrate_database, verification.verify_database
 
 
 def build(spec: str, path: Path, rows: int) -> Path:

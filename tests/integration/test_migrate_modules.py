@@ -137,7 +137,7 @@ def test_schema_facts_report_the_state(request, state):
     assert facts["db_path"] == str(db)
     assert facts["journal_mode"] == "wal"
     assert facts["row_counts"] == counts and facts["row_counts"]["orders"] == V1_ROWS
-    assert facts["integrity"] == {"level": "integrity", "ok": True, "errors": [],
+    assert facts["integrity"] == {"level": "integrity", "ok": True, "errors": [], "notes": [],
                                   "seconds": facts["integrity"]["seconds"]}
     assert bool(facts["problems"]) == (expected_state in ("newer", "unknown"))
     assert db_hashes(db) == hashes

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fixtures import MIGRATIONS, every_row, master_entries, rows_kept, run_sql, sha256
 from sqlite_common import MigrationError
-from sqlite_facts import gather
+from sqlite_facts import FactsRequest, gather
 from sqlite_backups import backup_database
 from sqlite_migration import migrate_database
 from sqlite_verification import verify_database
@@ -365,7 +365,7 @@ def test_a_without_rowid_table_with_its_key_last_is_not_refused_as_damaged(tmp_p
                                       "WITHOUT ROWID; INSERT INTO app_settings VALUES ('on', 'audit');")
     with closing(sqlite3.connect(db)) as conn:
         raw = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    facts = gather(str(db), str(MIGRATIONS), integrity="integrity")
+    facts = gather(str(db), str(MIGRATIONS), FactsRequest(integrity="integrity"))
     assert facts["integrity"]["ok"] and facts["integrity"]["errors"] == []
     if (3, 40, 0) <= sqlite3.sqlite_version_info <= (3, 41, 0):
         assert raw == ["NULL value in app_settings.value"]
@@ -387,5 +387,5 @@ def test_a_without_rowid_table_with_its_key_last_is_not_refused_as_damaged(tmp_p
         conn.execute("UPDATE sqlite_master SET sql = replace(sql, 'value TEXT,', 'value TEXT NOT NULL,') "
                      "WHERE name = 'app_settings'")
         conn.commit()
-    damaged = gather(str(db), str(MIGRATIONS), integrity="integrity")["integrity"]
+    damaged = gather(str(db), str(MIGRATIONS), FactsRequest(integrity="integrity"))["integrity"]
     assert not damaged["ok"] and any("app_settings.value" in line for line in damaged["errors"])

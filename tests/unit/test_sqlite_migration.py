@@ -24,7 +24,7 @@ import pytest
 from fixtures import MIGRATIONS, V1_ROWS, copy_db, row_counts, run_sql, schema_objects, sha256
 from sqlite_catalog import load_catalog
 from sqlite_common import MigrationError, RiskmgrError
-from sqlite_facts import gather
+from sqlite_facts import FactsRequest, gather
 from sqlite_migration import migrate_database
 from sqlite_schema import inspect
 
@@ -544,7 +544,7 @@ def test_gather_reports_the_state_of_each_field_database_without_writing(request
     db = request.getfixturevalue(state)
     expected_state, expected_version, needed = FACTS[state]
     hashes, counts = file_hashes(db), row_counts(db)
-    facts = gather(str(db), str(MIGRATIONS), integrity="integrity")
+    facts = gather(str(db), str(MIGRATIONS), FactsRequest(integrity="integrity"))
     assert (facts["state"], facts["version"], facts["migration_needed"]) == (expected_state, expected_version, needed)
     assert facts["row_counts"] == counts
     assert facts["journal_mode"] == "wal"
