@@ -28,8 +28,9 @@ description:
     I(expect_log_line) is set, waits for that line to appear in I(log_path) or, under systemd
     without I(log_path), in the unit's journal (C(journalctl --unit) after the journal's cursor
     taken just before the start). Only lines written after this start count.
-  - Under systemd a start refused by the unit's start limit (C(Result=start-limit-hit), which
-    the run's own stops and starts count toward) is retried once after C(systemctl reset-failed).
+  - Under systemd a start that fails and leaves the unit C(failed) is retried once, after
+    C(systemctl reset-failed). That is how the start limit of the unit (C(StartLimitBurst))
+    refuses a start, and the run's own stops and starts count toward it.
   - I(state=checked) changes nothing. It returns the daemon's pid and whether it runs and,
     under systemd, the unit's C(LoadState), C(ActiveState), C(SubState) and C(UnitFileState),
     with the I(problems) that would keep a run from stopping the daemon and starting it again,

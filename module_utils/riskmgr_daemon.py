@@ -31,6 +31,7 @@ POLL_S = 0.01  # also the resolution of the downtime measured at the start
 LAUNCH_POLL_S = 0.005  # Popen.wait(timeout) backs off to 50 ms sleeps: too coarse inside a restart
 KILL_WAIT_S = 10.0
 TAIL_LINES = 5
+SYSTEMD_TAIL_LINES = 3
 STDERR_TAIL_CHARS = 400
 MAX_LOG_READ = 1024 * 1024  # lines written since a start: never read a whole multi-GB log
 SYSTEMCTL_TIMEOUT_S = 30.0  # show, stop --no-block and kill return at once; start has start_timeout
@@ -290,10 +291,36 @@ class JournalLog(DaemonLog):
         newest = self.journal_json("--lines=1")
         return newest[-1].get("__CURSOR") if newest else None
 
-    def lines_since(self, mark) -> list[tuple[str, float | None]]:
+    def entries_since(self, mark) -> list[dict]:
         where = [f"--after-cursor={mark}"] if mark else [f"--lines={MAX_JOURNAL_LINES}"]
-        return [(journal_message(entry), journal_time(entry))
-                for entry in self.journal_json(f"--unit={self.unit}", *where)]
+        return self.journal_json(f"--unit={self.unit}", *where)
+
+    def lines_since(self, mark) -> list[tuple[str, float | None]]:
+        return [(journal_message(entry), journal_time(entry)) for entry in self.entries_since(mark)]
+
+    def tail_text(self, mark, lines: int = TAIL_LINES) -> str:
+        """The daemon's own last lines, then systemd's last ones about the unit: systemd can log
+        many lines about one stop or start, which would push the daemon's ERROR out of a plain tail."""
+        entries = self.entries_since(mark)
+        by_daemon = [journal_message(entry).strip() for entry in entries if entry.get("_PID") != "1"]
+        by_systemd = [journal_message(entry).strip() for entry in entries if entry.get("_PID") == "1"]
+        if not entries:
+            return f"nothing written to {self.source} since the start"
+        text = f"last lines of {self.source}: " + (" | ".join(by_daemon[-lines:]) or "none from the daemon")
+        if by_systemd:
+            text += "; systemd: " + " | ".join(distinct_tail(by_systemd, SYSTEMD_TAIL_LINES))
+        return text
+
+
+def distinct_tail(lines: list[str], count: int) -> list[str]:
+    """The last count distinct lines, in order: a line systemd repeats counts once."""
+    tail: list[str] = []
+    for line in reversed(lines):
+        if line not in tail:
+            tail.insert(0, line)
+            if len(tail) == count:
+                break
+    return tail
 
 
 def journal_message(entry: dict) -> str:
@@ -553,16 +580,24 @@ class SystemdControl(DaemonControl):
         # again. Queued first (a no-op when the earlier stop's job still runs), the stop job
         # forbids that restart and turns the kill into the end of a stop.
         self.systemctl_output("stop", "--no-block", self.unit)
-        self.systemctl_output("kill", "--signal=SIGKILL", self.unit)
+        try:
+            self.systemctl_output("kill", "--signal=SIGKILL", self.unit)
+        except DaemonError:
+            # systemd can fail to signal the unit's other processes (seen: EIO from a cgroup v1
+            # hierarchy in a container), before or after the main one: the main process is what
+            # the stop waits for, and the stop job ends the rest.
+            send_signal(pid, signal.SIGKILL, self.label)
 
     def launch(self, timeout: float) -> None:
         try:
             self.systemctl_output("start", self.unit, timeout=timeout)
         except DaemonError:
-            # Every start counts against the unit's StartLimitBurst, this run's own stops and starts
-            # too (and Restart= after a refused version): a limit hit by them must not keep the
-            # daemon down. Any other failure stands.
-            if self.show("Result") != "start-limit-hit":
+            # systemd refuses a start once StartLimitBurst starts fell within StartLimitIntervalSec,
+            # and this run's own stops and starts count (Restart= after a refused version too): that
+            # must not keep the daemon down. systemd 252 then still reports the earlier Result, so
+            # the only sign is a failed unit: reset it and try once more. A start that fails for
+            # another reason fails again, and that is what is reported.
+            if self.show("ActiveState") != "failed":
                 raise
             self.systemctl_output("reset-failed", self.unit)
             self.systemctl_output("start", self.unit, timeout=timeout)
@@ -585,8 +620,8 @@ class SystemdControl(DaemonControl):
             main_pid = self.main_pid(status["MainPID"])
             if status["ActiveState"] == "active" and main_pid and main_pid != pid and pid_is_running(main_pid):
                 raise DaemonError(f"{self.label}: started again as pid {main_pid} while it was being stopped "
-                                  f"(NRestarts {status['NRestarts'] or 'unknown'}); something else starts it: find "
-                                  "out what, then rerun")
+                                  f"(NRestarts {status['NRestarts'] or 'unknown'}): by its Restart= or by something "
+                                  "else that starts it; find out which, then rerun")
             if status["ActiveState"] in STOPPED_UNIT_STATES:
                 if killed and status["ActiveState"] == "failed":
                     self.systemctl_output("reset-failed", self.unit)
@@ -881,8 +916,10 @@ def wait_until_healthy(pid: int, control: DaemonControl, process_match: str | No
 def exited_message(pid: int, control: DaemonControl, process_match: str | None, began: float,
                    expected: str | None, line: str | None, log: DaemonLog, mark) -> str:
     after = time.monotonic() - began
-    # A zombie has exited too: its cmdline reads empty until it is reaped, which is no mismatch.
-    if process_state(pid) not in (None, "Z", "X", "x") and process_match and process_match not in process_cmdline(pid):
+    # A zombie, or a process in the middle of its exit (state still R or S, its memory already
+    # gone), has an empty cmdline: that is no mismatch, it exited.
+    cmdline = process_cmdline(pid)
+    if process_state(pid) not in (None, "Z", "X", "x") and process_match and cmdline and process_match not in cmdline:
         what = f"pid {pid} {control.pid_source} is not a process matching {process_match!r}"
     else:
         what = f"pid {pid} exited {after:.1f}s after the start (before the settle time passed)"

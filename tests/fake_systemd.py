@@ -29,8 +29,10 @@ STANDIN = ROOT / "tools" / "riskmgr_standin.py"
 #   to systemd, which starts the daemon again RESTART_SEC later (auto-restart; "restart_sec" in
 #   units.json) unless a stop comes first;
 # - a daemon that died leaving its pidfile (SIGKILL, a refused version) leaves the unit failed;
-# - "start_limit_hit": start fails as systemd's start limit does, until reset-failed;
-# - "stop_post_s": the unit stays deactivating that long after a stop request (an ExecStopPost=).
+# - "start_limit_hit": start fails as systemd's start limit does (the unit then failed, its Result
+#   the earlier one), until reset-failed;
+# - "stop_post_s": the unit stays deactivating that long after a stop request (an ExecStopPost=);
+# - "kill_fails": `systemctl kill` fails and signals nothing (as EIO from a container's cgroup v1 made it).
 # As journalctl it prints the unit's log file as journal entries (the cursor is the line number).
 # Any argv it does not implement fails loudly (status 64), so the exact calls are tested.
 FAKE_SYSTEMCTL = '''#!{python}
@@ -72,6 +74,8 @@ def main_pid(config):
 
 
 def states(unit, config):
+    if limit_hit(unit, config) and marker(unit, "limit_refused").exists():
+        return "failed", "failed"
     if main_pid(config):
         return ("deactivating", "stop-sigterm") if marker(unit, "stop").exists() else ("active", "running")
     stop = marker(unit, "stop")
@@ -97,7 +101,7 @@ def show(unit, config, props, value_only):
         restarts = marker(unit, "restarts")
         values = {{"MainPID": str(main_pid(config)), "LoadState": config.get("load_state", "loaded"),
                   "ActiveState": active, "SubState": sub, "UnitFileState": "enabled",
-                  "Result": "start-limit-hit" if limit_hit(unit, config) else "exit-code" if active == "failed" else "success",
+                  "Result": "exit-code" if active == "failed" else "success",  # 252 keeps it after a start-limit hit
                   "NRestarts": restarts.read_text() if restarts.exists() else "0",
                   "RefuseManualStart": "no", "RefuseManualStop": "no"}}
     for prop in props:
@@ -113,7 +117,8 @@ def launch(config):
 
 def start(unit, config):
     if limit_hit(unit, config):
-        sys.stderr.write(f"Job for {{unit}} failed because start of the service was attempted too often.\\n")
+        marker(unit, "limit_refused").touch()
+        sys.stderr.write(f"Job for {{unit}} failed because the control process exited with error code.\\n")
         return 1
     marker(unit, "stop").unlink(missing_ok=True)
     marker(unit, "restart").unlink(missing_ok=True)
@@ -130,6 +135,10 @@ def stop(unit, config):
 
 
 def kill(unit, config):
+    if config.get("kill_fails"):
+        sys.stderr.write(f"Failed to kill unit {{unit}}: Failed to send signal SIGKILL to auxiliary processes: "
+                         "Input/output error\\n")
+        return 1
     pid = main_pid(config)
     if pid:
         os.kill(pid, signal.SIGKILL)

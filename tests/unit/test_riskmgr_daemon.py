@@ -20,7 +20,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_run import load_library_module, run_module
 from fake_systemd import FakeSystemd
 from riskmgr_daemon import (
-    DaemonError, PidfileControl, SystemdControl, check_daemon, ensure_started, ensure_stopped, find_log_line, log_size,
+    DaemonError, JournalLog, PidfileControl, SystemdControl, check_daemon, ensure_started, ensure_stopped, find_log_line, log_size,
     pid_is_running, process_cmdline, process_state, read_log_since, read_pid, run_start_command, scan_log_since,
     split_command, start_daemon, stop_daemon, unit_problems, wait_for_exit)
 
@@ -531,6 +531,15 @@ def test_systemd_sigkill_never_lets_restart_always_bring_the_daemon_back(systemd
     assert status["NRestarts"] == "0"
 
 
+def test_systemd_forced_stop_kills_the_main_process_when_systemctl_kill_fails(systemd):
+    systemd.settings.update(restart="always", kill_fails=True)
+    pid = systemd.start("--ignore-sigterm")["pid"]
+    forced = systemd.stop(stop_timeout=0.5, stop_force=True)
+    assert forced["killed"] and not pid_is_running(pid)
+    time.sleep(0.6)
+    assert systemd.status()["MainPID"] == "0"
+
+
 def test_systemd_stop_cancels_a_restart_pending_after_a_crash(systemd):
     systemd.settings.update(restart="always", restart_sec=1.0)  # a window the stop surely falls in
     pid = systemd.start()["pid"]
@@ -592,6 +601,36 @@ def test_systemd_without_log_path_reads_the_journal_from_the_start_on(systemd):
     assert "Database schema version: 1" not in message and "\n" not in message
 
 
+class RecordedJournal(JournalLog):
+    """The unit's journal as journalctl -o json gives it, from a list (the boundary to journalctl)."""
+
+    def __init__(self, entries: list[dict]) -> None:
+        super().__init__("risk-manager.service", "systemd unit risk-manager.service")
+        self.entries = entries
+
+    def journal_json(self, *args: str) -> list[dict]:
+        return self.entries
+
+
+def test_journal_tail_keeps_the_daemons_lines_when_systemd_logs_many(systemd):
+    noise = "risk-manager.service: Failed to kill control group /system.slice/risk-manager.service, ignoring"
+    entries = ([{"_PID": "812", "MESSAGE": "2026-11-30T05:16:25.542Z INFO Database schema version: 2"},
+                {"_PID": "812", "MESSAGE": "2026-11-30T05:16:25.542Z ERROR schema version 2 is not supported"},
+                {"_PID": "1", "MESSAGE": "risk-manager.service: Main process exited, code=exited, status=3/NOTIMPLEMENTED"}]
+               + [{"_PID": "1", "MESSAGE": noise}] * 6
+               + [{"_PID": "1", "MESSAGE": "risk-manager.service: Failed with result 'exit-code'."}])
+    assert RecordedJournal(entries).tail_text("cursor") == (
+        "last lines of the journal of risk-manager.service: 2026-11-30T05:16:25.542Z INFO Database schema version: 2 | "
+        "2026-11-30T05:16:25.542Z ERROR schema version 2 is not supported; systemd: risk-manager.service: Main process "
+        f"exited, code=exited, status=3/NOTIMPLEMENTED | {noise} | risk-manager.service: Failed with result 'exit-code'.")
+    assert RecordedJournal(entries[2:]).tail_text("cursor").startswith(
+        "last lines of the journal of risk-manager.service: none from the daemon; systemd: ")
+    assert RecordedJournal([]).tail_text("cursor") == (
+        "nothing written to the journal of risk-manager.service since the start")
+    # A message that is not UTF-8 comes as a list of bytes.
+    assert RecordedJournal([{"MESSAGE": list(b"caf\xc3\xa9 \xff")}]).lines_since(None) == [("café \ufffd", None)]
+
+
 def test_command_manager_without_log_path_cannot_expect_a_line(host):
     with pytest.raises(DaemonError, match=f"^{host.pidfile}: expect_log_line needs log_path"):
         ensure_started(str(host.pidfile), host.start_command(), expect_log_line="Database schema version: 1")
@@ -646,11 +685,9 @@ def test_check_reads_the_unit_and_changes_nothing(systemd):
     assert (checked["pid"], checked["running"], checked["active_state"], checked["problems"]) == (pid, True, "active", [])
     crash(systemd)  # no Restart= in this unit: it stays failed
     assert wait_for_exit(pid, 5)
-    systemd.settings["start_limit_hit"] = True  # Result start-limit-hit, as a crash loop leaves it
-    systemd.configure()
     checked = check_daemon(systemd.control(), "riskmgr_standin")
     assert checked["active_state"] == "failed" and checked["problems"][0].startswith(
-        f"systemd unit {systemd.unit} is failed (Result start-limit-hit) from before this run")
+        f"systemd unit {systemd.unit} is failed (Result exit-code) from before this run")
     missing = check_daemon(SystemdControl("nosuch.service"))
     assert missing["load_state"] == "not-found" and "is not found on this host" in missing["problems"][0]
 
