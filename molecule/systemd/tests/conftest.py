@@ -88,9 +88,9 @@ class Machine:
         return {path: (user, int(mode, 8)) for user, mode, path in (line.split(" ", 2) for line in out.splitlines())}
 
     def backups(self) -> list[str]:
-        """The backup files (not their manifests), oldest first: the names start with a UTC timestamp."""
-        names = self.host.file(self.backup_dir).listdir()
-        return sorted(posixpath.join(self.backup_dir, name) for name in names if name.endswith(".db"))
+        """The backup files (not their manifests), oldest first: state_v<N>_<UTC timestamp>.db."""
+        names = [name for name in self.host.file(self.backup_dir).listdir() if name.endswith(".db")]
+        return [posixpath.join(self.backup_dir, name) for name in sorted(names, key=lambda n: n.rsplit("_", 1)[1])]
 
     def manifest(self, backup: str) -> dict:
         return json.loads(self.host.file(f"{backup}.manifest.json").content_string)
