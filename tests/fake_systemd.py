@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,14 +151,20 @@ def kill(unit, config):
 
 
 def auto_restart(unit, config):
-    time.sleep(config.get("restart_sec", RESTART_SEC))
-    pending = marker(unit, "restart")
-    if not pending.exists():
-        return 0  # a stop came first
-    pending.unlink()
-    restarts = marker(unit, "restarts")
-    restarts.write_text(str(int(restarts.read_text()) + 1 if restarts.exists() else 1))
-    return launch(config)
+    helper = marker(unit, f"helper.{{os.getpid()}}")
+    helper.touch()  # FakeSystemd.cleanup() waits for it to go
+    try:
+        time.sleep(config.get("restart_sec", RESTART_SEC))
+        pending = marker(unit, "restart")
+        config = unit_config(unit)  # gone: the test is over
+        if not pending.exists() or config is None:
+            return 0  # a stop came first
+        pending.unlink()
+        restarts = marker(unit, "restarts")
+        restarts.write_text(str(int(restarts.read_text()) + 1 if restarts.exists() else 1))
+        return launch(config)
+    finally:
+        helper.unlink()
 
 
 def reset_failed(unit, config):
@@ -250,5 +257,9 @@ class FakeSystemd:
         (self.bin / "units.json").write_text(json.dumps(config))
 
     def cleanup(self) -> None:
-        """No unit any more: a pending auto-restart finds nothing to start. The caller kills the daemons."""
+        """No unit any more, so a pending auto-restart starts nothing; and the wait for any restart
+        under way, whose daemon the caller then finds in the pidfile and kills."""
         (self.bin / "units.json").write_text("{}")
+        deadline = time.monotonic() + 10
+        while list((self.bin / "state").glob("*.helper.*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
