@@ -562,9 +562,9 @@ class SystemdControl(DaemonControl):
         return status
 
     def find_pid(self) -> int | None:
-        return self.main_pid(self.show("MainPID"))
+        return self.parse_main_pid(self.show("MainPID"))
 
-    def main_pid(self, text: str) -> int | None:
+    def parse_main_pid(self, text: str) -> int | None:
         if not text.isdigit():
             if not text:
                 return None
@@ -617,7 +617,7 @@ class SystemdControl(DaemonControl):
         deadline = time.monotonic() + timeout
         while True:
             status = self.unit_status()
-            main_pid = self.main_pid(status["MainPID"])
+            main_pid = self.parse_main_pid(status["MainPID"])
             if status["ActiveState"] == "active" and main_pid and main_pid != pid and pid_is_running(main_pid):
                 raise DaemonError(f"{self.label}: started again as pid {main_pid} while it was being stopped "
                                   f"(NRestarts {status['NRestarts'] or 'unknown'}): by its Restart= or by something "
@@ -634,7 +634,7 @@ class SystemdControl(DaemonControl):
 
     def check(self, process_match: str | None) -> dict:
         status = self.unit_status()
-        pid = self.main_pid(status["MainPID"])
+        pid = self.parse_main_pid(status["MainPID"])
         running = pid_is_running(pid, process_match)
         cmdline = process_cmdline(pid) if pid and pid_is_running(pid) else ""
         return {"pid": pid, "running": running, "load_state": status["LoadState"] or None,
