@@ -26,11 +26,14 @@ def test_database_is_the_v1_backup_again_and_the_refused_v2_file_is_kept(machine
 
 def test_the_unit_runs_the_daemon_on_v1_after_the_refusal(machine):
     unit = machine.unit()
-    assert (unit["ActiveState"], unit["SubState"], unit["NRestarts"]) == ("active", "running", "0"), unit
+    assert (unit["ActiveState"], unit["SubState"]) == ("active", "running"), unit
     versions = machine.logged_versions()
     # boot, migrate, rollback; then the refused v2 start (more than one if Restart=always started it
-    # again before the unit stopped it) and the start on v1.
+    # again before the unit was stopped) and the start on v1.
     assert versions[:3] == [1, 2, 1] and re.fullmatch(r"2+1", "".join(map(str, versions[3:]))), versions
+    # Each further refusal was a restart by systemd (NRestarts was 0 before: tests/rolled_back); a
+    # restart stopped before its daemon logged anything counts there too. No restart after that.
+    assert int(unit["NRestarts"]) >= versions[3:].count(2) - 1
     assert any(REFUSAL in line for line in machine.daemon_lines())
     assert int(unit["MainPID"]) == machine.started_pids()[-1]
     assert "risk-manager.service: Main process exited, code=exited, status=3/NOTIMPLEMENTED" in machine.journal()
