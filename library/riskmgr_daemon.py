@@ -4,7 +4,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: riskmgr_daemon
-short_description: Stop or start the risk manager daemon, through systemd or its pidfile and start command
+short_description: Stop, start or check the risk manager daemon, through systemd or its pidfile and start command
 description:
   - Controls the daemon under either service manager, with the same stop wait, health check
     and timestamps for both.
@@ -14,13 +14,31 @@ description:
   - With I(service_manager=systemd) the daemon is the C(MainPID) of the unit I(service_name)
     (C(systemctl show --property=MainPID --value); 0 means not running). I(state=stopped) runs
     C(systemctl stop --no-block); I(state=started) runs C(systemctl start) and waits for a
-    C(MainPID). C(systemctl) is found on C(PATH) and run without a shell.
+    C(MainPID). C(systemctl) and C(journalctl) are found on C(PATH) and run without a shell.
   - Stopping waits for the process to exit (a zombie counts as exited). A daemon that does not
     exit within I(stop_timeout) is left running and the task fails, unless I(stop_force) is set,
-    which sends SIGKILL (C(systemctl kill --signal=SIGKILL) under systemd).
+    which sends SIGKILL (under systemd C(systemctl kill --signal=SIGKILL), with the stop job
+    still queued).
+  - Under systemd a stop also waits until the unit is C(inactive) or C(failed), so that a unit
+    with C(Restart=) cannot bring the daemon back while the database changes (systemd never
+    restarts a unit whose stop job it runs). A unit with no main process that is not stopped
+    either (a restart pending after a crash, C(auto-restart)) is stopped too. A C(failed) state
+    that the task's own SIGKILL caused is reset (C(systemctl reset-failed)).
   - Starting requires the new process to stay alive for I(settle) seconds and, when
-    I(expect_log_line) is set, waits for that line to appear in I(log_path). Only lines
-    written after this start count.
+    I(expect_log_line) is set, waits for that line to appear in I(log_path) or, under systemd
+    without I(log_path), in the unit's journal (C(journalctl --unit) after the journal's cursor
+    taken just before the start). Only lines written after this start count.
+  - Under systemd a start that fails and leaves the unit C(failed) is retried once, after
+    C(systemctl reset-failed). That is how the start limit of the unit (C(StartLimitBurst))
+    refuses a start, and the run's own stops and starts count toward it.
+  - I(state=checked) changes nothing. It returns the daemon's pid and whether it runs and,
+    under systemd, the unit's C(LoadState), C(ActiveState), C(SubState) and C(UnitFileState),
+    with the I(problems) that would keep a run from stopping the daemon and starting it again,
+    for example a unit that is not found, masked, failed, restarting after a crash, in transition, active
+    without a main process, whose main process does not match I(process_match), or that
+    refuses manual starts or stops; with C(command), a pidfile that cannot be read, or a start
+    command whose program is not an executable file. The task does not fail on problems; the
+    caller decides (the preflight refuses the host).
   - I(state=restarted) stops then starts the daemon in this one process, with no round trip
     between the two (the online upgrade's only downtime).
   - Timestamps are returned as epoch seconds from the host's clock, so the playbook can work
@@ -30,8 +48,10 @@ options:
   state:
     type: str
     required: true
-    choices: [stopped, started, restarted]
-    description: Whether the daemon should be stopped, started, or stopped and started again.
+    choices: [stopped, started, restarted, checked]
+    description:
+      - Whether the daemon should be stopped, started, or stopped and started again; C(checked)
+        only reads its state and the problems a run would meet.
   service_manager:
     type: str
     choices: [command, systemd]
@@ -56,7 +76,8 @@ options:
         which is split like a shell would split it. It is never run by a shell.
       - A non-zero exit status, or not returning within I(start_timeout), fails the task,
         and the message includes the end of the command's stderr.
-      - Required when I(state=started) and I(service_manager=command); ignored with C(systemd).
+      - Required when I(state=started) or I(state=restarted) and I(service_manager=command);
+        ignored with C(systemd). With I(state=checked), its program is checked when given.
   stop_timeout:
     type: int
     default: 60
@@ -67,7 +88,8 @@ options:
     description:
       - When the daemon is still running I(stop_timeout) seconds after SIGTERM, send SIGKILL
         and wait for it to exit. Under systemd this is C(systemctl kill --signal=SIGKILL), which
-        kills every process of the unit.
+        kills every process of the unit, after C(systemctl stop --no-block) again, so that the
+        stop job forbids C(Restart=) to start it again.
       - When this is false, the task fails and leaves the daemon running. Under systemd the
         queued stop job stays, so systemd itself may still kill it after the unit's
         C(TimeoutStopSec).
@@ -77,13 +99,15 @@ options:
     description: Seconds the new process must stay alive after it starts.
   log_path:
     type: path
-    description: The daemon's log file. Failure messages quote the last lines written since the start.
+    description:
+      - The daemon's log file. Failure messages quote the last lines written since the start.
+      - Under systemd, without it the unit's journal is read instead.
   expect_log_line:
     type: str
     description:
-      - "Text that a line written to I(log_path) after the start must contain, for example
-        C(Database schema version: 2)."
-      - Requires I(log_path).
+      - "Text that a line written to I(log_path) (under systemd without I(log_path): the unit's
+        journal) after the start must contain, for example C(Database schema version: 2)."
+      - With I(service_manager=command), requires I(log_path).
   start_timeout:
     type: int
     default: 30
@@ -104,7 +128,7 @@ attributes:
 notes:
   - Reads C(/proc), so it works on Linux hosts only.
   - Under systemd the task needs the rights to run C(systemctl stop), C(start) and C(kill) on
-    the unit, usually root (C(become)).
+    the unit and to read the system journal, usually root (C(become)).
 author: [Risk Platform team]
 """
 
@@ -137,15 +161,22 @@ EXAMPLES = r"""
     stop_force: true
   register: __daemon_stop_result
 
-- name: Start the risk manager's systemd unit and wait until it reports schema v2
+- name: Start the risk manager's systemd unit and wait until its journal reports schema v2
   riskmgr_daemon:
     state: started
     service_manager: systemd
     service_name: riskmgr.service
-    log_path: /opt/risk_manager/logs/riskmgr.log
     expect_log_line: "Database schema version: 2"
     process_match: risk_manager
   register: __daemon_start_result
+
+- name: Check that the unit can be stopped and started (not masked, failed, ...)
+  riskmgr_daemon:
+    state: checked
+    service_manager: systemd
+    service_name: riskmgr.service
+    process_match: risk_manager
+  register: __daemon_check
 """
 
 RETURN = r"""
@@ -154,46 +185,78 @@ pid:
   returned: always
   description: Pid of the daemon - the running one, the one stopped, or the one started. null when none.
   sample: 48213
+running:
+  type: bool
+  returned: when state is checked
+  description: Whether I(pid) is a live process (matching I(process_match), when given).
+  sample: true
+load_state:
+  type: str
+  returned: when state is checked
+  description: The unit's C(LoadState) (C(loaded), C(not-found), C(masked), ...); null with C(command).
+  sample: loaded
+active_state:
+  type: str
+  returned: when state is checked
+  description: The unit's C(ActiveState) (C(active), C(inactive), C(failed), C(activating), ...); null with C(command).
+  sample: active
+sub_state:
+  type: str
+  returned: when state is checked
+  description: The unit's C(SubState) (C(running), C(auto-restart), ...); null with C(command).
+  sample: running
+unit_file_state:
+  type: str
+  returned: when state is checked
+  description: The unit's C(UnitFileState) (C(enabled), C(disabled), C(masked), ...); null with C(command).
+  sample: enabled
+problems:
+  type: list
+  elements: str
+  returned: when state is checked
+  description: Why a run must not stop and start the daemon now, one text each, naming the unit (or pidfile) and the remedy; empty when none.
+  sample: ["systemd unit riskmgr.service is masked: systemd would refuse to start it again after the change; unmask it (`systemctl unmask riskmgr.service`) if it should run, or leave this host out"]
 was_running:
   type: bool
-  returned: always
+  returned: unless state is checked
   description: Whether the daemon was running when the task began.
   sample: true
 killed:
   type: bool
-  returned: always
+  returned: unless state is checked
   description: Whether the daemon had to be stopped with SIGKILL (C(systemctl kill) under systemd).
   sample: false
 stop_requested_at:
   type: float
-  returned: always
+  returned: unless state is checked
   description:
     - Host epoch time when SIGTERM was sent (C(systemctl stop --no-block) was run under systemd).
       null when nothing was stopped.
   sample: 1795522051.4289
 stopped_at:
   type: float
-  returned: always
+  returned: unless state is checked
   description: Host epoch time when the process was seen to have exited. null when nothing was stopped.
   sample: 1795522052.0112
 stop_seconds:
   type: float
-  returned: always
+  returned: unless state is checked
   description: Seconds from the stop request to exit. null when nothing was stopped.
   sample: 0.583
 started_at:
   type: float
-  returned: always
+  returned: unless state is checked
   description:
     - Host epoch time when the start command (C(systemctl start) under systemd) was launched.
       null when nothing was started.
   sample: 1795522063.9021
 serving_at:
   type: float
-  returned: always
+  returned: unless state is checked
   description:
     - Host epoch time when the started daemon was first seen serving, that is when it logged
-      I(expect_log_line) (or was alive, without one). null when nothing was started.
+      I(expect_log_line) (the journal's own time of the line, when read from the journal), or
+      when it was alive, without one. null when nothing was started.
   sample: 1795522064.1377
 downtime_seconds:
   type: float
@@ -202,41 +265,44 @@ downtime_seconds:
   sample: 0.201
 healthy_at:
   type: float
-  returned: always
+  returned: unless state is checked
   description:
     - Host epoch time when the started daemon had stayed alive for I(settle) seconds and had
       logged I(expect_log_line). null when nothing was started.
   sample: 1795522066.1377
 start_seconds:
   type: float
-  returned: always
+  returned: unless state is checked
   description: Seconds from the launch to C(healthy_at). null when nothing was started.
   sample: 2.236
 serve_seconds:
   type: float
-  returned: always
+  returned: unless state is checked
   description: Seconds from the launch to C(serving_at), the start's share of the downtime. null when nothing was started.
   sample: 0.071
 log_line:
   type: str
-  returned: always
+  returned: unless state is checked
   description: The log line that matched I(expect_log_line). null when none was expected or nothing was started.
   sample: "2026-11-24T12:00:00.123Z INFO Database schema version: 2"
 """
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control, restart_daemon, start_daemon, stop_daemon
 from ansible.module_utils.module_glue import run_module_guarded
+from ansible.module_utils.riskmgr_daemon import (
+    DAEMON_SPEC, check_daemon, daemon_control, restart_daemon, start_daemon, stop_daemon)
 
 ARGUMENT_SPEC = {
-    "state": {"type": "str", "required": True, "choices": ["stopped", "started", "restarted"]},
+    "state": {"type": "str", "required": True, "choices": ["stopped", "started", "restarted", "checked"]},
     **DAEMON_SPEC,
 }
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
+    if params["state"] == "checked":
+        return check_daemon(daemon_control(params, can_start=bool(params["start_command"])), params["process_match"])
     control = daemon_control(params, can_start=params["state"] != "stopped")
     if params["state"] == "restarted":
         return restart_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
@@ -264,14 +330,17 @@ def main() -> None:
         argument_spec=ARGUMENT_SPEC,
         required_if=[("service_manager", "command", ["pidfile"]),
                      ("service_manager", "systemd", ["service_name"])],
-        required_by={"expect_log_line": "log_path"},
         supports_check_mode=True,
     )
     params = module.params
-    if params["service_manager"] == "command" and params["state"] != "stopped" and not params["start_command"]:
-        # required_if takes one condition; start_command is needed only for this pair of them.
+    # required_if and required_by take one condition; these hold for a pair of them.
+    if params["service_manager"] == "command" and params["state"] in ("started", "restarted") \
+            and not params["start_command"]:
         module.fail_json(msg=f"service_manager is command and state is {params['state']} but all of the "
                              "following are missing: start_command")
+    if params["service_manager"] == "command" and params["expect_log_line"] and not params["log_path"]:
+        module.fail_json(msg="missing parameter(s) required by 'expect_log_line': log_path "
+                             "(with service_manager=command; under systemd the journal is read)")
     result = run_module_guarded(module, run, subject(module.params), "see the daemon's log")
     module.exit_json(**result)
 

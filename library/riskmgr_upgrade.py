@@ -19,7 +19,8 @@ description:
     in one transaction (as M(sqlite_migrate)) while a second thread runs C(quick_check) and the
     row counts on the backup, and commits only once that check passed; verifies the result
     against the backup's manifest (as M(sqlite_verify), row counts equal, I(integrity) check);
-    and starts the daemon, waiting until it logs C(Database schema version) and the new version in I(log_path).
+    and starts the daemon, waiting until it logs C(Database schema version) and the new version in I(log_path)
+    (under systemd without I(log_path), in the unit's journal).
   - Any failure after the stop puts the host back before the task fails, naming the phase; the
     database is either unchanged (the migration never committed) or restored from the backup
     just confirmed, the migrated file kept beside it as C(<db>.<keep_suffix>_<time>) (as
@@ -101,7 +102,9 @@ options:
     type: int
     default: 30
   log_path:
-    description: The daemon's log; without it the start is judged on the process alone.
+    description:
+      - The daemon's log. Without it, under systemd the unit's journal is read instead; with
+        C(command) the start is judged on the process alone.
     type: path
 extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
 attributes:

@@ -145,6 +145,7 @@ def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
     problems = migration_write_problems(path)
     if problems:
         raise RiskmgrError(f"{path}: cannot be migrated in place: {'; '.join(problems)}")
+    control.daemon_log(log_path)  # a journal that cannot be read refuses here, not once the daemon is down
     result["backup"] = backup_database(path, backup_dir, retention_days, max_backups, busy_timeout_s,
                                        free_space_margin, check_mode=True)
     if check_mode:
@@ -181,7 +182,7 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
             raise RiskmgrError(failure_message(path, result["verification"]))
         phase = "start"
         result["start"] = start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
-                                       expect_log_line=SCHEMA_LINE.format(version=target) if log_path else None,
+                                       expect_log_line=schema_line(control, log_path, target),
                                        process_match=process_match)
     except BaseException as err:
         result["failed_phase"] = phase
@@ -200,6 +201,12 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
     result["to_version"] = target
     result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
     return result
+
+
+def schema_line(control: DaemonControl, log_path: str | None, version: int) -> str | None:
+    """What a healthy start logs, when the daemon's lines can be read: its log file, or without one
+    a systemd unit's journal. None: the start is judged on the process alone."""
+    return SCHEMA_LINE.format(version=version) if control.daemon_log(log_path).watchable else None
 
 
 def downtime_seconds(stop: dict, start: dict) -> float | None:
@@ -235,7 +242,7 @@ def put_host_back(path: str, result: dict, phase: str, control: DaemonControl, b
         recovery["errors"].append(f"putting the database back: {err}")
     try:
         started = start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
-                               expect_log_line=(SCHEMA_LINE.format(version=before_version) if log_path else None),
+                               expect_log_line=schema_line(control, log_path, before_version),
                                process_match=process_match)
         recovery["daemon"] = f"runs again on v{before_version} (pid {started['pid']})"
     except BaseException as err:  # noqa: BLE001

@@ -11,6 +11,8 @@ command -v sqldiff >/dev/null || need_debs+=(sqlite3-tools)  # the tests compare
 [ -x /usr/sbin/sshd ] || need_debs+=(openssh-server)
 command -v sudo >/dev/null || need_debs+=(sudo)
 command -v ssh-keygen >/dev/null || need_debs+=(openssh-client)
+# molecule/systemd boots real systemd machines with systemd-nspawn (no container engine needed)
+command -v systemd-nspawn >/dev/null || need_debs+=(systemd-container)
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_debs[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -23,6 +23,9 @@ Python 3 standard library only: the Molecule hosts run it with nothing else inst
                        [--refuse-version N ...] [--ignore-sigterm] [--foreground]
                        [--busy-timeout-ms 5000]
 
+`--log -` writes the log lines to stdout instead (with --foreground only): a systemd unit's
+stdout is its journal, which is where a daemon without a log file of its own is read.
+
 Without --foreground it daemonizes (double fork, setsid, stdio to /dev/null, chdir /) and the
 launching command returns 0 only once the pidfile names the daemon: a `command` service
 manager's start command "returns once the daemon is launched". Exit statuses: 0 stopped
@@ -44,6 +47,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
 PROGRESS_EVERY_S = 5.0
 PROCESS_NAME = "riskmgr_standin"
+STDOUT_LOG = "-"
 EXIT_OK, EXIT_LAUNCH, EXIT_DB_ERROR, EXIT_REFUSED, EXIT_BUG = 0, 1, 2, 3, 4
 RULES = ("MAX_DAILY_LOSS", "MAX_POSITION", "MAX_ORDER_SIZE", "TRADING_HOURS")
 # The enforcement_log columns the daemon fills itself; it copies any other column.
@@ -61,10 +65,15 @@ class StandinError(Exception):
 
 
 class Log:
-    """Appending, line-buffered log in the real daemon's format (UTC, milliseconds)."""
+    """Appending, line-buffered log in the real daemon's format (UTC, milliseconds), to a file or stdout."""
 
     def __init__(self, path: str) -> None:
-        self.handle = open(path, "a", buffering=1, encoding="utf-8")
+        if path == STDOUT_LOG:
+            # A second, line-buffered file object on fd 1: sys.stdout is block-buffered when fd 1 is
+            # not a terminal (a pipe, the journal's socket), and a line must reach the reader at once.
+            self.handle = open(sys.stdout.fileno(), "w", buffering=1, encoding="utf-8", closefd=False)
+        else:
+            self.handle = open(path, "a", buffering=1, encoding="utf-8")
 
     def write(self, level: str, message: str) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -79,7 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", required=True, help="existing state.db (never created)")
     parser.add_argument("--pidfile", required=True)
-    parser.add_argument("--log", required=True, help="log file, appended to")
+    parser.add_argument("--log", required=True, help="log file, appended to; - for stdout (with --foreground)")
     parser.add_argument("--interval-ms", type=int, default=50, help="one enforcement_log row per interval")
     parser.add_argument("--refuse-version", type=int, action="append", default=[], metavar="N",
                         help="log an ERROR and exit 3 when the schema version is N (repeatable)")
@@ -90,9 +99,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.interval_ms < 1:
         parser.error("--interval-ms must be at least 1")
+    if args.log == STDOUT_LOG and not args.foreground:
+        parser.error("--log - needs --foreground: a daemonized stand-in has no stdout")
     # The daemon chdirs to /, so every path is made absolute before that.
     for name in ("db", "pidfile", "log"):
-        setattr(args, name, os.path.abspath(getattr(args, name)))
+        if not (name == "log" and args.log == STDOUT_LOG):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     return args
 
 

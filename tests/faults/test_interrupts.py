@@ -60,6 +60,8 @@ TASKS = [
     "preflight : Read the migration files on the controller",
     "preflight : Read the database state while the daemon still runs",
     "preflight : Refuse a database this tool cannot recognise",
+    "preflight : Check that the daemon can be stopped and started again",
+    "preflight : Refuse a daemon that cannot be stopped and started again",
     "preflight : Lock the host, check its integrity and plan its change",
     "preflight : Take the run lock for this host",
     "preflight : Check whether the run holding the lock is still alive on this controller",

@@ -1,6 +1,7 @@
 """riskmgr_daemon against real processes: the stand-in daemon on a real v1/v2 database."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shlex
@@ -17,10 +18,11 @@ from types import SimpleNamespace
 import pytest
 from ansible.module_utils.testing import patch_module_args
 from ansible_run import load_library_module, run_module
+from fake_systemd import FakeSystemd
 from riskmgr_daemon import (
-    DaemonError, SystemdControl, ensure_started, ensure_stopped, find_log_line, log_size, pid_is_running,
-    process_cmdline, process_state, read_log_since, read_pid, run_start_command, scan_log_since, split_command,
-    start_daemon, stop_daemon, wait_for_exit)
+    DaemonError, JournalLog, PidfileControl, SystemdControl, check_daemon, ensure_started, ensure_stopped, find_log_line, log_size,
+    pid_is_running, process_cmdline, process_state, read_log_since, read_pid, run_start_command, scan_log_since,
+    split_command, start_daemon, stop_daemon, unit_problems, wait_for_exit)
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tools" / "riskmgr_standin.py"
@@ -339,115 +341,42 @@ def test_unexpected_error_is_one_line_with_the_traceback_kept(host, monkeypatch)
 
 # --- service_manager=systemd, against a fake systemctl that runs the real stand-in ---------------
 
-# The one fake is systemctl itself: a real executable first on PATH, so the module's argv reach it
-# exactly as they would reach systemd. It knows the units in units.json next to it; a unit is the
-# stand-in daemonized with its pidfile, and MainPID is that pidfile's pid while it is alive.
-# Any argv it does not implement fails loudly (status 64), so the exact systemctl calls are tested.
-FAKE_SYSTEMCTL = '''#!{python}
-import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-STANDIN = {standin!r}
-
-
-def unit_config(unit):
-    return json.loads((HERE / "units.json").read_text()).get(unit)
-
-
-def main_pid(config):
-    """The pidfile's pid while it is a live (not zombie) process, else 0, as systemd reports it."""
-    try:
-        pid = int(Path(config["pidfile"]).read_text().split()[0])
-        with open(f"/proc/{{pid}}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, ValueError, IndexError):
-        return 0
-    return 0 if state == b"Z" else pid
-
-
-def active_state(config):
-    if main_pid(config):
-        return "active"
-    return "failed" if Path(config["pidfile"]).exists() else "inactive"  # a clean stop removes it
-
-
-def start(config):
-    if main_pid(config):
-        return 0
-    argv = [sys.executable, STANDIN, "--db", config["db"], "--pidfile", config["pidfile"],
-            "--log", config["log"], "--interval-ms", "20", *config["extra"]]
-    return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
-
-
-def signal_main(config, signum):
-    pid = main_pid(config)
-    if pid:
-        os.kill(pid, signum)
-    return 0
-
-
-def main(args):
-    unit = args[-1] if args else ""
-    config = unit_config(unit)
-    if args == ["show", "--property=MainPID", "--value", unit]:
-        print(main_pid(config) if config else 0)
-        return 0
-    if args == ["show", "--property=ActiveState", "--value", unit]:
-        print(active_state(config) if config else "inactive")
-        return 0
-    if args[:-1] not in (["start"], ["stop", "--no-block"], ["kill", "--signal=SIGKILL"]):
-        sys.stderr.write(f"fake systemctl: unsupported arguments {{args}}\\n")
-        return 64
-    if config is None:
-        sys.stderr.write(f"Failed to {{args[0]}} {{unit}}: Unit {{unit}} not found.\\n")
-        return 5
-    if args[0] == "start":
-        return start(config)
-    return signal_main(config, signal.SIGTERM if args[0] == "stop" else signal.SIGKILL)
-
-
-sys.exit(main(sys.argv[1:]))
-'''
-
-
 class SystemdHost(Host):
-    """Host files plus a fake systemctl in tmp_path/bin that manages them as riskmgr.service."""
+    """Host files plus a fake systemctl and journalctl in tmp_path/bin that manage them as riskmgr.service."""
 
     unit = "riskmgr.service"
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
-        self.bin = tmp_path / "bin"
-        self.bin.mkdir()
-        systemctl = self.bin / "systemctl"
-        systemctl.write_text(FAKE_SYSTEMCTL.format(python=sys.executable, standin=str(STANDIN)))
-        systemctl.chmod(0o755)
-        self.path = f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
-        self.configure()
+        self.fake = FakeSystemd(tmp_path / "bin", self.unit, self.db, self.pidfile, self.log)
+        self.bin, self.path, self.settings = self.fake.bin, self.fake.path, self.fake.settings
 
     def configure(self, *extra: str) -> None:
-        """The unit's definition: the stand-in's files and extra flags such as --ignore-sigterm."""
-        config = {self.unit: {"db": str(self.db), "pidfile": str(self.pidfile), "log": str(self.log),
-                              "extra": list(extra)}}
-        (self.bin / "units.json").write_text(json.dumps(config))
+        self.fake.configure(*extra)
 
-    def start(self, *extra: str, **options) -> dict:
+    def control(self) -> SystemdControl:
+        return SystemdControl(self.unit)
+
+    def start(self, *extra: str, log_path: str | None = "", **options) -> dict:
+        """Started with the fake; log_path None reads the (fake) journal instead of the log file."""
         self.configure(*extra)
         try:
-            result = start_daemon(SystemdControl(self.unit), log_path=str(self.log), **{**FAST, **options})
+            result = start_daemon(self.control(), log_path=str(self.log) if log_path == "" else log_path,
+                                  **{**FAST, **options})
         finally:
             self.track(read_pid(str(self.pidfile)))
         self.track(result["pid"])
         return result
 
     def stop(self, **options) -> dict:
-        return stop_daemon(SystemdControl(self.unit), options.pop("stop_timeout", 5), log_path=str(self.log),
-                           **options)
+        return stop_daemon(self.control(), options.pop("stop_timeout", 5), log_path=str(self.log), **options)
+
+    def status(self) -> dict[str, str]:
+        return self.control().unit_status()
+
+    def cleanup(self) -> None:
+        self.fake.cleanup()
+        super().cleanup()
 
 
 @pytest.fixture
@@ -529,6 +458,8 @@ def test_systemd_daemon_that_ignores_sigterm_is_left_running_unless_forced(syste
     forced = systemd.stop(stop_timeout=0.5, stop_force=True)
     assert forced["changed"] and forced["killed"] and forced["stopped_at"] >= forced["stop_requested_at"]
     assert not pid_is_running(pid)
+    # Our own SIGKILL left the unit failed; that is reset, so a later preflight does not refuse it.
+    assert systemd.status()["ActiveState"] == "inactive"
     assert not systemd.stop()["changed"]
 
 
@@ -569,12 +500,248 @@ def test_systemd_module_through_ansible(systemd):
     assert stopped["changed"] and stopped["pid"] == started["pid"] and not pid_is_running(started["pid"])
 
 
+def crash(systemd: SystemdHost) -> None:
+    """SIGKILL the unit's daemon as a crash would, with no stop job: systemd's Restart= answers it."""
+    subprocess.run(["systemctl", "kill", "--signal=SIGKILL", systemd.unit], check=True)
+
+
+def test_the_fake_restarts_a_crashed_daemon_as_restart_always_does(systemd):
+    # Without this, the two tests below could not fail: a fake that never restarts proves nothing.
+    systemd.settings["restart"] = "always"
+    pid = systemd.start()["pid"]
+    crash(systemd)
+    assert wait_for_exit(pid, 5)
+    deadline = time.monotonic() + 5
+    while systemd.control().find_pid() in (None, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = systemd.control().find_pid()
+    systemd.track(again)
+    assert again not in (None, pid) and pid_is_running(again, "riskmgr_standin")
+    assert systemd.status()["NRestarts"] == "1"
+
+
+def test_systemd_sigkill_never_lets_restart_always_bring_the_daemon_back(systemd):
+    systemd.settings["restart"] = "always"
+    pid = systemd.start()["pid"]
+    systemd.control().kill(pid)  # on its own, with no stop job queued before it
+    assert wait_for_exit(pid, 5)
+    time.sleep(0.6)  # three times the fake's RestartSec
+    status = systemd.status()
+    assert status["MainPID"] == "0" and status["ActiveState"] in ("inactive", "failed"), status
+    assert status["NRestarts"] == "0"
+
+
+def test_systemd_forced_stop_kills_the_main_process_when_systemctl_kill_fails(systemd):
+    systemd.settings.update(restart="always", kill_fails=True)
+    pid = systemd.start("--ignore-sigterm")["pid"]
+    forced = systemd.stop(stop_timeout=0.5, stop_force=True)
+    assert forced["killed"] and not pid_is_running(pid)
+    time.sleep(0.6)
+    assert systemd.status()["MainPID"] == "0"
+
+
+def test_systemd_stop_cancels_a_restart_pending_after_a_crash(systemd):
+    systemd.settings.update(restart="always", restart_sec=1.0)  # a window the stop surely falls in
+    pid = systemd.start()["pid"]
+    crash(systemd)
+    assert wait_for_exit(pid, 5)
+    assert systemd.status()["SubState"] == "auto-restart"
+    stopped = systemd.stop()
+    # No daemon was running, but systemd was about to start one: that is a stop too.
+    assert stopped["changed"] and not stopped["was_running"] and stopped["pid"] is None
+    assert stopped["stop_requested_at"] <= stopped["stopped_at"]
+    time.sleep(1.5)
+    status = systemd.status()
+    assert status["MainPID"] == "0" and status["ActiveState"] in ("inactive", "failed"), status
+    assert not systemd.stop()["changed"]
+
+
+def test_systemd_stop_waits_for_the_unit_not_only_for_the_process(systemd):
+    systemd.settings["stop_post_s"] = 0.5
+    pid = systemd.start()["pid"]
+    stopped = systemd.stop()
+    assert stopped["changed"] and not pid_is_running(pid)
+    assert systemd.status()["ActiveState"] == "inactive" and stopped["stop_seconds"] >= 0.4
+
+
+def test_systemd_start_limit_hit_by_the_run_itself_is_reset_once(systemd):
+    systemd.settings["start_limit_hit"] = True
+    started = systemd.start(expect_log_line="Database schema version: 1")
+    assert started["changed"] and pid_is_running(started["pid"], "riskmgr_standin")
+
+
+def test_systemd_start_failure_other_than_the_start_limit_is_not_retried(systemd):
+    (systemd.bin / "units.json").write_text("{}")
+    with pytest.raises(DaemonError, match=r"`systemctl start riskmgr.service` exited with status 5"):
+        systemd.control().launch(5)
+
+
+def test_systemd_without_log_path_reads_the_journal_from_the_start_on(systemd):
+    first = systemd.start(log_path=None, expect_log_line="Database schema version: 1")
+    assert first["log_line"].endswith("INFO Database schema version: 1")
+    # serving_at is the journal's own time of the line (here the stand-in's stamp, to the ms)
+    stamp = datetime.datetime.strptime(first["log_line"].split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert first["serving_at"] == stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
+    assert first["started_at"] - 0.002 <= first["serving_at"] <= first["healthy_at"]
+    systemd.stop()
+    systemd.make_v2()
+    # The v1 line is still in the journal; only what was logged after this start counts.
+    with pytest.raises(DaemonError, match=r"is running but did not log 'Database schema version: 1' to the journal "
+                                          rf"of {systemd.unit} within 1s of the start and was left running"):
+        systemd.start(log_path=None, expect_log_line="Database schema version: 1", start_timeout=1)
+    systemd.stop()
+    second = systemd.start(log_path=None, expect_log_line="Database schema version: 2")
+    assert second["log_line"].endswith("INFO Database schema version: 2") and second["pid"] != first["pid"]
+    systemd.stop()
+    with pytest.raises(DaemonError) as caught:
+        systemd.start("--refuse-version", "2", log_path=None, expect_log_line="Database schema version: 2")
+    message = str(caught.value)
+    assert f"last lines of the journal of {systemd.unit}: " in message
+    assert "ERROR schema version 2 is not supported by this build; refusing to run" in message
+    assert "Database schema version: 1" not in message and "\n" not in message
+
+
+class RecordedJournal(JournalLog):
+    """The unit's journal as journalctl -o json gives it, from a list (the boundary to journalctl)."""
+
+    def __init__(self, entries: list[dict]) -> None:
+        super().__init__("risk-manager.service", "systemd unit risk-manager.service")
+        self.entries = entries
+
+    def journal_json(self, *args: str) -> list[dict]:
+        return self.entries
+
+
+def test_journal_tail_keeps_the_daemons_lines_when_systemd_logs_many(systemd):
+    noise = "risk-manager.service: Failed to kill control group /system.slice/risk-manager.service, ignoring"
+    entries = ([{"_PID": "812", "MESSAGE": "2026-11-30T05:16:25.542Z INFO Database schema version: 2"},
+                {"_PID": "812", "MESSAGE": "2026-11-30T05:16:25.542Z ERROR schema version 2 is not supported"},
+                {"_PID": "1", "MESSAGE": "risk-manager.service: Main process exited, code=exited, status=3/NOTIMPLEMENTED"}]
+               + [{"_PID": "1", "MESSAGE": noise}] * 6
+               + [{"_PID": "1", "MESSAGE": "risk-manager.service: Failed with result 'exit-code'."}])
+    assert RecordedJournal(entries).tail_text("cursor") == (
+        "last lines of the journal of risk-manager.service: 2026-11-30T05:16:25.542Z INFO Database schema version: 2 | "
+        "2026-11-30T05:16:25.542Z ERROR schema version 2 is not supported; systemd: risk-manager.service: Main process "
+        f"exited, code=exited, status=3/NOTIMPLEMENTED | {noise} | risk-manager.service: Failed with result 'exit-code'.")
+    assert RecordedJournal(entries[2:]).tail_text("cursor").startswith(
+        "last lines of the journal of risk-manager.service: none from the daemon; systemd: ")
+    assert RecordedJournal([]).tail_text("cursor") == (
+        "nothing written to the journal of risk-manager.service since the start")
+    # A message that is not UTF-8 comes as a list of bytes.
+    assert RecordedJournal([{"MESSAGE": list(b"caf\xc3\xa9 \xff")}]).lines_since(None) == [("café \ufffd", None)]
+
+
+def test_command_manager_without_log_path_cannot_expect_a_line(host):
+    with pytest.raises(DaemonError, match=f"^{host.pidfile}: expect_log_line needs log_path"):
+        ensure_started(str(host.pidfile), host.start_command(), expect_log_line="Database schema version: 1")
+
+
+# --- the read-only check (state=checked) ------------------------------------------------------------
+
+LOADED = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "MainPID": "42",
+          "Result": "success", "NRestarts": "0", "RefuseManualStart": "no", "RefuseManualStop": "no"}
+
+
+@pytest.mark.parametrize("status, cmdline, expected", [
+    ({}, "python3 riskmgr_standin.py", []),
+    ({"ActiveState": "inactive", "SubState": "dead", "MainPID": "0"}, "", []),
+    ({"LoadState": "not-found", "ActiveState": "inactive", "MainPID": "0"}, "",
+     ["systemd unit risk-manager.service is not found on this host (LoadState not-found): install its unit file, or "
+      "name the unit that runs the daemon"]),
+    ({"LoadState": "masked"}, "python3 riskmgr_standin.py",
+     ["systemd unit risk-manager.service is masked: systemd would refuse to start it again after the change; unmask "
+      "it (`systemctl unmask risk-manager.service`) if it should run, or leave this host out"]),
+    ({"LoadState": "bad-setting"}, "", ["systemd unit risk-manager.service cannot be loaded (LoadState bad-setting): "
+                                        "see `systemctl status risk-manager.service`"]),
+    ({"ActiveState": "failed", "SubState": "failed", "Result": "start-limit-hit", "MainPID": "0"}, "",
+     ["systemd unit risk-manager.service is failed (Result start-limit-hit) from before this run: find out why in "
+      "`journalctl -u risk-manager.service`, then start it or `systemctl reset-failed risk-manager.service`, and rerun"]),
+    ({"ActiveState": "activating", "SubState": "auto-restart", "MainPID": "0", "NRestarts": "3"}, "",
+     ["systemd unit risk-manager.service is restarting its daemon, which exited (NRestarts 3): find out why in "
+      "`journalctl -u risk-manager.service`, and rerun once it runs"]),
+    ({"ActiveState": "deactivating", "SubState": "stop-sigterm"}, "python3 riskmgr_standin.py",
+     ["systemd unit risk-manager.service is deactivating (stop-sigterm): wait until it is active or inactive, then rerun"]),
+    ({"MainPID": "0"}, "", ["systemd unit risk-manager.service is active without a main process (MainPID 0: "
+                            "Type=oneshot, or Type=forking without PIDFile=): the end of its daemon's stop cannot be "
+                            "awaited; give the unit a main process"]),
+    ({}, "/usr/bin/other-daemon --serve",
+     ["systemd unit risk-manager.service's main process 42 (/usr/bin/other-daemon --serve) does not match "
+      "process_match 'riskmgr_standin': correct process_match"]),
+    ({"RefuseManualStop": "yes"}, "python3 riskmgr_standin.py",
+     ["systemd unit risk-manager.service refuses a manual stop (RefuseManualStop=yes): the run must stop it with "
+      "systemctl; remove that setting for the change"]),
+], ids=["active", "inactive", "not_found", "masked", "bad_setting", "failed", "auto_restart", "deactivating",
+        "no_main_pid", "other_process", "refuse_stop"])
+def test_unit_problems(status, cmdline, expected):
+    assert unit_problems("risk-manager.service", {**LOADED, **status}, "riskmgr_standin", cmdline) == expected
+
+
+def test_check_reads_the_unit_and_changes_nothing(systemd):
+    checked = check_daemon(systemd.control(), "riskmgr_standin")
+    assert checked == {"changed": False, "pid": None, "running": False, "load_state": "loaded",
+                       "active_state": "inactive", "sub_state": "dead", "unit_file_state": "enabled", "problems": []}
+    pid = systemd.start()["pid"]
+    checked = check_daemon(systemd.control(), "riskmgr_standin")
+    assert (checked["pid"], checked["running"], checked["active_state"], checked["problems"]) == (pid, True, "active", [])
+    crash(systemd)  # no Restart= in this unit: it stays failed
+    assert wait_for_exit(pid, 5)
+    checked = check_daemon(systemd.control(), "riskmgr_standin")
+    assert checked["active_state"] == "failed" and checked["problems"][0].startswith(
+        f"systemd unit {systemd.unit} is failed (Result exit-code) from before this run")
+    missing = check_daemon(SystemdControl("nosuch.service"))
+    assert missing["load_state"] == "not-found" and "is not found on this host" in missing["problems"][0]
+
+
+def test_check_of_a_pidfile_daemon(host):
+    control = PidfileControl(str(host.pidfile), host.start_command())
+    assert check_daemon(control, "riskmgr_standin") == {
+        "changed": False, "pid": None, "running": False, "load_state": None, "active_state": None,
+        "sub_state": None, "unit_file_state": None, "problems": []}
+    pid = host.start()["pid"]
+    checked = check_daemon(control, "riskmgr_standin")
+    assert (checked["pid"], checked["running"], checked["problems"]) == (pid, True, [])
+    host.stop()
+    host.pidfile.write_text("daemon\n")
+    broken = check_daemon(PidfileControl(str(host.pidfile), ["/nonexistent/riskmgr", "--daemon"]))
+    assert broken["problems"] == [
+        f"{host.pidfile}: does not hold a pid ('daemon'); if the daemon is stopped, remove the file and rerun",
+        f"{host.pidfile}: the start command's program /nonexistent/riskmgr is not an executable file on this host "
+        "(for this user); the daemon could not be started again after the migration: correct start_command"]
+    host.pidfile.unlink()
+    # A bare name is looked up on PATH, as exec does.
+    assert check_daemon(PidfileControl(str(host.pidfile), ["sh", "-c", "true"]))["problems"] == []
+    assert "program no-such-program-anywhere is not an executable file" in \
+        check_daemon(PidfileControl(str(host.pidfile), ["no-such-program-anywhere"]))["problems"][0]
+
+
+def test_checked_through_ansible(systemd):
+    env = {"PATH": systemd.path}
+    args = {"state": "checked", "service_manager": "systemd", "process_match": "riskmgr_standin"}
+    missing = run_module("riskmgr_daemon", {**args, "service_name": "nosuch.service"}, env=env)
+    assert not missing["failed"] and not missing["changed"], missing
+    assert missing["load_state"] == "not-found" and missing["pid"] is None
+    assert missing["problems"][0].startswith("systemd unit nosuch.service is not found on this host")
+    pid = systemd.start()["pid"]
+    running = run_module("riskmgr_daemon", {**args, "service_name": systemd.unit}, check=True, env=env)
+    assert (running["pid"], running["running"], running["problems"], running["changed"]) == (pid, True, [], False)
+    # Under systemd expect_log_line needs no log_path: the journal is read.
+    systemd.stop()
+    started = run_module("riskmgr_daemon", {"state": "started", "service_manager": "systemd",
+                                            "service_name": systemd.unit, "expect_log_line": "Database schema version: 1",
+                                            "settle": 0.3, "start_timeout": 10}, env=env)
+    systemd.track(started.get("pid"))
+    assert started["changed"] and started["log_line"].endswith("INFO Database schema version: 1"), started
+
+
 @pytest.mark.parametrize("args, message", [
     ({"state": "stopped", "service_manager": "systemd"},
      "service_manager is systemd but all of the following are missing: service_name"),
     ({"state": "stopped"}, "service_manager is command but all of the following are missing: pidfile"),
     ({"state": "started", "pidfile": "/run/riskmgr.pid"},
      "service_manager is command and state is started but all of the following are missing: start_command"),
+    ({"state": "started", "pidfile": "/run/riskmgr.pid", "start_command": "riskmgr", "expect_log_line": "x"},
+     "missing parameter(s) required by 'expect_log_line': log_path (with service_manager=command; under systemd "
+     "the journal is read)"),
 ])
 def test_arguments_each_service_manager_needs(args, message, capsys):
     # The real AnsibleModule, in process: ansible-core's patch_module_args feeds it the arguments.

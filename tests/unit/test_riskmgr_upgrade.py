@@ -23,7 +23,8 @@ import host_files
 import sqlite_backups
 from fixtures import MIGRATIONS, ROOT, row_counts, sha256, wait_for
 from make_state_db import build_v1_db, commit_rows_only_to_wal
-from riskmgr_daemon import PidfileControl, pid_is_running, read_pid, restart_daemon
+from fake_systemd import FakeSystemd
+from riskmgr_daemon import PidfileControl, SystemdControl, pid_is_running, read_pid, restart_daemon
 from riskmgr_upgrade import UpgradeError, shielded_from_hangups, upgrade_host
 from backup_store import verify_backup
 from host_files import copy_hashing
@@ -159,6 +160,36 @@ def test_daemon_refusing_v2_gets_the_backup_back_and_restarts_on_v1(make_host):
     assert Path(kept).name.startswith("state.db.failed_v2_") and version_of(Path(kept)) == 2
     assert version_of(host.db) == 1 and host.pid() and host.logged_versions()[-2:] == [2, 1]
     assert row_counts(host.db)["enforcement_log"] >= before["enforcement_log"]
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["healthy", "refuses_v2"])
+def test_under_systemd_without_a_log_file_the_journal_judges_both_starts(make_host, tmp_path, monkeypatch, refuse):
+    host = make_host()
+    fake = FakeSystemd(tmp_path / "bin", "riskmgr.service", host.db, host.pidfile, host.log)
+    monkeypatch.setenv("PATH", fake.path)
+    try:
+        fake.configure(*(["--refuse-version", "2"] if refuse else []))
+        control = SystemdControl("riskmgr.service")
+        control.launch(10)
+        wait_for(lambda: host.pid())
+        if not refuse:
+            result = upgrade_host(str(host.db), str(host.backups), host.catalog, control, log_path=None,
+                                  process_match="riskmgr_standin", **FAST)
+            assert result["start"]["log_line"].endswith("INFO Database schema version: 2")
+            assert result["downtime_seconds"] == round(result["start"]["serving_at"]
+                                                       - result["stop"]["stop_requested_at"], 3)
+            assert version_of(host.db) == 2 and host.logged_versions() == [1, 2]
+        else:
+            with pytest.raises(UpgradeError) as caught:
+                upgrade_host(str(host.db), str(host.backups), host.catalog, control, log_path=None,
+                             process_match="riskmgr_standin", **FAST)
+            message = str(caught.value)
+            # The v2 start failed on what the journal showed, and v1 was judged healthy by it too.
+            assert "last lines of the journal of riskmgr.service: " in message and "refusing to run" in message
+            assert "runs again on v1" in message and caught.value.fail_result["recovery"]["errors"] == []
+            assert version_of(host.db) == 1 and host.logged_versions() == [1, 2, 1]
+    finally:
+        fake.cleanup()
 
 
 def test_a_backup_that_fails_its_check_stops_the_migration_from_committing(make_host, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import sqlite3
 import subprocess
@@ -385,3 +386,28 @@ def test_shapes_it_cannot_write_to_end_with_one_clear_error(standin, tmp_path, d
     process = standin.foreground()
     assert process.wait(timeout=5) == 2
     assert message in standin.log_lines()[-1]
+
+
+def test_log_to_stdout_reaches_a_pipe_line_by_line(standin):
+    # Under systemd, stdout is the journal's socket: each line must leave at once, not at exit.
+    argv = [arg if arg != str(standin.log) else "-" for arg in standin.argv("--foreground")]
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    standin.popens.append(process)
+    standin.pids.add(process.pid)
+    # A block-buffered log would send nothing until its buffer fills or the process exits.
+    assert select.select([process.stdout], [], [], 5)[0], "no log line on stdout within 5 s"
+    first = process.stdout.readline()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO Database schema version: 1\n", first)
+    assert is_running(process.pid) and not standin.log.exists()
+    process.send_signal(signal.SIGTERM)
+    rest = process.stdout.read()
+    assert process.wait(timeout=5) == 0
+    assert " INFO stopped after " in rest.splitlines()[-1]
+
+
+def test_log_to_stdout_needs_the_foreground(standin):
+    argv = [arg if arg != str(standin.log) else "-" for arg in standin.argv()]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 2
+    assert "--log - needs --foreground: a daemonized stand-in has no stdout" in done.stderr
+    assert not standin.pidfile.exists()

@@ -1,0 +1,135 @@
+"""What the systemd scenario's verifiers share, and what they print when a check fails.
+
+testinfra logs in as the login user and runs every command through sudo as root (the
+inventory's ansible_become), as the playbooks do. The witnesses are systemctl, journalctl, the
+sqlite3 CLI and /proc inside each machine, never the project's Python. Each verify step runs
+one directory (tests/migrated, tests/rolled_back, ...), each after its own stage of the scenario.
+
+On any failed check, the unit's status, its journal and, on the machine that has one, the
+daemon's log file are added to the failure report: what the daemon and systemd said is usually
+why.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import posixpath
+import re
+
+import pytest
+
+UNIT = "risk-manager.service"
+SERVICE_USER = "riskmgr"
+VERSION_LINE = "Database schema version: "
+STANDIN_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) ")
+STARTED_PID = re.compile(r" INFO started pid (\d+);")
+EVIDENCE_LINES = 60
+V2_OBJECTS = ("schema_version", "schema_migration_files", "idx_schema_version_applied",
+              "idx_enforcement_log_success", "idx_positions_updated", "idx_orders_state_account")
+
+
+class Machine:
+    """One nspawn machine as the checks see it; every method is one or two commands over ssh."""
+
+    def __init__(self, host) -> None:
+        self.host = host
+        self.vars = host.ansible.get_variables()
+        self.name = self.vars["inventory_hostname"]
+        self.db = self.vars["riskmgr_db_path"]
+        self.backup_dir = self.vars["riskmgr_backup_dir"]
+        self.log_path = self.vars["riskmgr_log_path"]
+
+    def sql(self, query: str, db: str | None = None) -> str:
+        return self.host.check_output("sqlite3 -bail %s %s", db or self.db, query)
+
+    def version(self, db: str | None = None) -> int:
+        if self.sql("SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_version'", db) == "0":
+            return 1
+        return int(self.sql("SELECT MAX(version) FROM schema_version WHERE success = 1", db))
+
+    def v2_objects(self, db: str | None = None) -> list[str]:
+        names = ", ".join(f"'{name}'" for name in V2_OBJECTS)
+        found = self.sql(f"SELECT name FROM sqlite_master WHERE name IN ({names}) ORDER BY name", db).split()
+        if self.sql("SELECT COUNT(*) FROM pragma_table_info('enforcement_log') WHERE name = 'execution_time_ms'",
+                    db) != "0":
+            found.append("enforcement_log.execution_time_ms")
+        return found
+
+    def count(self, table: str, db: str | None = None) -> int:
+        return int(self.sql(f'SELECT COUNT(*) FROM "{table}"', db))
+
+    def unit(self) -> dict[str, str]:
+        """The unit as systemd reports it (systemctl show)."""
+        out = self.host.check_output("systemctl show --property=MainPID --property=LoadState --property=ActiveState "
+                                     "--property=SubState --property=NRestarts --property=Result %s", UNIT)
+        return dict(line.split("=", 1) for line in out.splitlines())
+
+    def daemon_lines(self) -> list[str]:
+        """The daemon's own lines, oldest first: its log file, or without one its journal (the
+        stand-in's lines there, not systemd's own about the unit)."""
+        if self.log_path:
+            return self.host.file(self.log_path).content_string.splitlines()
+        return [line for line in self.journal().splitlines() if STANDIN_LINE.match(line)]
+
+    def journal(self) -> str:
+        """Everything the journal holds for the unit: the daemon's stdout and systemd's lines about it."""
+        return self.host.check_output("journalctl --unit=%s --output=cat --no-pager --quiet", UNIT)
+
+    def logged_versions(self) -> list[int]:
+        return [int(line.split(VERSION_LINE)[1]) for line in self.daemon_lines() if VERSION_LINE in line]
+
+    def started_pids(self) -> list[int]:
+        """The pid of each daemon that got past its schema check, in order (its own "started pid" line)."""
+        return [int(match.group(1)) for match in map(STARTED_PID.search, self.daemon_lines()) if match]
+
+    def stats(self, *paths: str) -> dict[str, tuple[str, int]]:
+        """owner and mode of each path (shell globs allowed, so the paths are not quoted)."""
+        out = self.host.check_output("stat -c '%U %a %n' -- " + " ".join(paths))
+        return {path: (user, int(mode, 8)) for user, mode, path in (line.split(" ", 2) for line in out.splitlines())}
+
+    def backups(self) -> list[str]:
+        """The backup files (not their manifests), oldest first: state_v<N>_<UTC timestamp>.db."""
+        names = [name for name in self.host.file(self.backup_dir).listdir() if name.endswith(".db")]
+        return [posixpath.join(self.backup_dir, name) for name in sorted(names, key=lambda n: n.rsplit("_", 1)[1])]
+
+    def manifest(self, backup: str) -> dict:
+        return json.loads(self.host.file(f"{backup}.manifest.json").content_string)
+
+    def kept_files(self, prefix: str) -> list[str]:
+        """Files the run kept beside the database, state.db.<prefix>_<time> (not their -wal/-shm)."""
+        directory, name = posixpath.split(self.db)
+        return sorted(posixpath.join(directory, entry) for entry in self.host.file(directory).listdir()
+                      if entry.startswith(f"{name}.{prefix}_") and not entry.endswith(("-wal", "-shm")))
+
+    def reports(self) -> list[dict]:
+        """This machine's run reports, oldest first. The report role writes them on the controller,
+        where this test runs: read directly, not over ssh."""
+        report_dir = pathlib.Path(self.vars["riskmgr_report_dir"])
+        runs = sorted(path for path in report_dir.iterdir() if (path / f"{self.name}.json").exists())
+        return [json.loads((run / f"{self.name}.json").read_text()) for run in runs]
+
+
+@pytest.fixture(scope="module")
+def machine(host) -> Machine:
+    return Machine(host)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed check (or fixture) gets the unit's status, journal and log in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    host = item.funcargs.get("host")
+    if not report.failed or report.when == "teardown" or host is None:
+        return
+    name = host.backend.host
+    # The stand-in's progress lines (one each 5 s) would fill the tail: left out.
+    tail = f"grep -v ' INFO progress: ' | tail --lines={EVIDENCE_LINES}"
+    commands = [("unit status", f"systemctl status --no-pager --full --lines=0 {UNIT}"),
+                ("journal", f"journalctl --unit={UNIT} --no-pager | {tail}")]
+    log_path = host.ansible.get_variables().get("riskmgr_log_path")
+    if log_path:
+        commands.append(("daemon log", f"cat {log_path} | {tail}"))
+    for title, command in commands:
+        result = host.run(command)
+        report.sections.append((f"{title} of {name}: {command}", (result.stdout + result.stderr).rstrip()))
