@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The options of every module that stops or starts the daemon (DAEMON_SPEC): one description for
+    # all of them. Their defaults are those of the riskmgr_* variables (tests/static checks it).
+    DOCUMENTATION = r"""
+options:
+  service_manager:
+    description: How the daemon is run - C(systemd) (a unit) or C(command) (a pidfile and a start command).
+    type: str
+    choices: [command, systemd]
+    default: systemd
+  service_name:
+    description: The systemd unit, with I(service_manager=systemd).
+    type: str
+  pidfile:
+    description: The daemon's pid file, with I(service_manager=command).
+    type: path
+  start_command:
+    description: Command (list, or string split like a shell would, run without one) that launches the daemon and returns.
+    type: raw
+  process_match:
+    description: Text the daemon's C(/proc/PID/cmdline) must contain for its pid to count.
+    type: str
+  stop_timeout:
+    description: Seconds to wait for the daemon to exit after the stop.
+    type: int
+    default: 60
+  stop_force:
+    description: SIGKILL a daemon still running after I(stop_timeout) instead of failing.
+    type: bool
+    default: false
+  settle:
+    description: Seconds the started daemon must stay alive (after it logged its schema version).
+    type: float
+    default: 3
+  start_timeout:
+    description: Seconds to wait for the started daemon to log its schema version.
+    type: int
+    default: 60
+  log_path:
+    description:
+      - The daemon's log; without it, the unit's journal under systemd, or the process alone with C(command).
+    type: path
+"""
