@@ -3,11 +3,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: riskmgr_confirm
-short_description: Ask for a yes on the controller's terminal, for a limited time, and only where someone can answer
+short_description: Show the plan of every host, then ask for a yes on the controller's terminal, for a limited time, and only where someone can answer
 description:
-  - Runs once for the play, in the controller process. Shows I(prompt) on the terminal of
-    C(ansible-playbook) and waits for a line. C(yes) or C(y) confirms; anything else, Ctrl+C, or no
-    line within I(timeout) seconds does not. What was typed before the timeout does not count.
+  - Runs once for the play, in the controller process. Shows the plan of every host (I(plans), as the
+    preflight summarised each one), then, when some host's daemon is to be stopped and the run is not
+    already confirmed (I(given)), asks on the terminal of C(ansible-playbook) and waits for a line.
+    C(yes) or C(y) confirms; anything else, Ctrl+C, or no line within I(timeout) seconds does not.
+    What was typed before the timeout does not count.
   - Asks nothing where no one can answer, and says why in C(no_terminal). That is an AWX /
     Automation Platform job (the extra variable C(awx_job_id) or C(tower_job_id), or the environment
     variable C(AWX_HOST), which AWX sets for its jobs).
@@ -19,10 +21,32 @@ description:
   - And it is a standard input that is not a terminal, or a run in the background of one (cron, CI, C(&)).
   - Never changes anything.
 options:
-  prompt:
-    description: The question; the timeout and what to type are added to it.
-    type: str
+  plans:
+    description:
+      - The plan of each host of the play (the preflight's summary - C(host), C(db), C(state), C(change),
+        C(steps) and the rest); one line each is shown, and the hosts whose C(change) is true and whose
+        C(require_confirmation) is true are the ones asked about.
+    type: list
+    elements: dict
     required: true
+  refused_hosts:
+    description: Hosts of the play that failed their preflight; when there is one, nothing is confirmed.
+    type: list
+    elements: str
+    default: []
+  action:
+    description: What the run does, for the wording of the plan.
+    type: str
+    choices: [migrate, rollback]
+    required: true
+  target_version:
+    description: The version a migrate run brings hosts to.
+    type: int
+    default: 2
+  given:
+    description: Confirmed already (C(riskmgr_confirm), or check mode): show the plan, ask nothing.
+    type: bool
+    default: false
   timeout:
     description: Seconds to wait for the answer (at least 1).
     type: int
@@ -31,21 +55,32 @@ author: [Risk Platform team]
 """
 
 EXAMPLES = r"""
-- name: Ask for confirmation on the terminal
+- name: Show the plan of every host and ask for confirmation on the terminal
   riskmgr_confirm:
-    prompt: 3 host(s) will have their daemon stopped
+    plans: "{{ ansible_play_hosts | map('extract', hostvars, '__riskmgr_plan') | list }}"
+    action: migrate
+    given: "{{ riskmgr_confirm }}"
     timeout: "{{ riskmgr_confirm_timeout }}"
-  register: __confirm_answer
+  register: __riskmgr_answer
 """
 
 RETURN = r"""
-confirmed: {description: True only when C(yes) or C(y) was typed within the timeout., type: bool, returned: always}
+confirmed:
+  description: True when C(yes) or C(y) was typed within the timeout, when I(given), or when no host needs asking.
+  type: bool
+  returned: always
+plan: {description: The lines shown, one per host., type: list, elements: str, returned: always}
 asked: {description: Whether the prompt was shown., type: bool, returned: always}
 timed_out: {description: "Asked, and no line came within I(timeout) seconds.", type: bool, returned: always}
 answer: {description: The line typed (empty when not asked or timed out)., type: str, returned: always}
 no_terminal: {description: Why no one could be asked (null when asked)., type: str, returned: always}
+refusal:
+  description: Why the run stops, and what to do, when it is not confirmed (one line; null when confirmed).
+  type: str
+  returned: always
 """
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -86,18 +121,35 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         _, args = self.validate_argument_spec(argument_spec={
-            "prompt": {"type": "str", "required": True},
+            "plans": {"type": "list", "elements": "dict", "required": True},
+            "refused_hosts": {"type": "list", "elements": "str", "default": []},
+            "action": {"type": "str", "required": True, "choices": ["migrate", "rollback"]},
+            "target_version": {"type": "int", "default": 2},
+            "given": {"type": "bool", "default": False},
             "timeout": {"type": "int", "required": True},
         })
-        result.update(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None)
+        lines = plan_lines(args["plans"], args["action"], args["target_version"])
+        result.update(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None,
+                      plan=lines, refusal=None)
+        for line in lines:
+            display.display(line)
+        if args["refused_hosts"]:
+            return dict(result, refusal=f"not changed because {', '.join(args['refused_hosts'])} failed the preflight; "
+                                        "no daemon was stopped anywhere. Fix them (or leave them out with -l) and rerun.")
+        asking = [plan["host"] for plan in args["plans"] if plan.get("change") and plan.get("require_confirmation")]
+        if not asking or args["given"]:
+            return dict(result, confirmed=True)
         if args["timeout"] < 1:
-            # The preflight's rescue adds that nothing was changed and releases the lock.
-            return dict(result, failed=True, msg=f"riskmgr_confirm_timeout is {args['timeout']}: give the seconds "
-                                                 "to wait for an answer (at least 1)")
+            return dict(result, refusal=f"riskmgr_confirm_timeout is {args['timeout']}: give the seconds to wait for "
+                                        "an answer (at least 1). Nothing was changed.")
         result["no_terminal"] = why_no_one_can_answer(os.environ, task_vars or {})
-        if result["no_terminal"]:
-            return result
-        return dict(result, **self.ask(args["prompt"], args["timeout"]))
+        if not result["no_terminal"]:
+            prompt = (f"{len(asking)} host(s) will have their daemon stopped for the {args['action']} "
+                      f"({', '.join(asking)}). Type yes to go on")
+            result.update(self.ask(prompt, args["timeout"]))
+        if not result["confirmed"]:
+            result["refusal"] = refusal(result, args["timeout"])
+        return result
 
     def ask(self, prompt: str, timeout: int) -> dict:
         text = f"[{self._task.get_name().strip()}]\n{prompt} (within {timeout} s; anything else is a no): "
@@ -115,3 +167,47 @@ class ActionModule(ActionBase):
             return {"asked": True, "timed_out": True}
         answer = to_text(typed, errors="surrogate_or_strict").strip()
         return {"asked": True, "answer": answer, "confirmed": answer.lower() in YES}
+
+
+def refusal(answer: dict, timeout: int) -> str:
+    """Why the plan was not confirmed, and the ways to confirm it."""
+    if answer["no_terminal"]:
+        why = (f"This run cannot ask anyone: {answer['no_terminal']}. Rerun with -e riskmgr_confirm=true, or in "
+               "AWX / Automation Platform answer riskmgr_confirm=true in the survey of the job template.")
+    elif answer["timed_out"]:
+        why = (f"No answer within {timeout} s (riskmgr_confirm_timeout). Rerun and type yes, or rerun with "
+               "-e riskmgr_confirm=true.")
+    else:
+        why = (f"The answer was {json.dumps(answer['answer'])}, not yes. Rerun and type yes, or rerun with "
+               "-e riskmgr_confirm=true.")
+    return (f"Not confirmed: nothing was changed on any host. {why} Staging-like groups can set "
+            "riskmgr_require_confirmation=false.")
+
+
+def plan_lines(plans: list, action: str, target_version: int) -> list[str]:
+    """One line per host: what it is, and what the run will do to it (or that it will not touch it)."""
+    lines = []
+    for plan in plans:
+        head = f"{plan['host']}: {plan['db']} is {plan['state']}"
+        if action == "migrate":
+            head += f" ({plan.get('size_mb')} MB, {plan.get('journal_mode')})"
+            if not plan.get("change"):
+                lines.append(f"{head} -> nothing to do, the daemon will not be touched")
+                continue
+            steps = plan.get("steps") or []
+            measured = plan.get("rehearsal_seconds")
+            downtime = (f"{measured} s of migration measured on a copy, plus daemon stop, backup, check and start"
+                        if measured not in (None, "") else "not measured (add -e riskmgr_rehearse=true)")
+            adopted = f"; adopts {', '.join(plan['adopted'])}" if plan.get("adopted") else ""
+            lines.append(f"{head} -> v{target_version}: {len(steps)} steps [{', '.join(steps)}]{adopted}; "
+                         f"expected downtime: {downtime}")
+        elif not plan.get("change"):
+            lines.append(f"{head} -> already v1, nothing to do")
+        elif plan.get("rollback_method") == "restore":
+            lines.append(f"{head} -> v1 by restore of {plan.get('backup')}; rows written since that backup, not in "
+                         f"it: {json.dumps(plan.get('rows_not_in_backup') or {})}, kept in "
+                         f"{', '.join(plan.get('kept') or [])}")
+        else:
+            lines.append(f"{head} -> v1 by downgrade; every row kept, dropped with the v2 objects: "
+                         f"{json.dumps(plan.get('data_dropped') or {})} (a backup of the v2 file is taken first)")
+    return lines

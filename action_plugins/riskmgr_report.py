@@ -3,13 +3,17 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: riskmgr_report
-short_description: Write one host's run report as JSON on the controller
+short_description: Build one host's run report from the run's raw results, show it, save it, publish it
 description:
-  - Writes I(report) to C(<dir>/<run_id>/<host>.json) on the controller, through a temp file and a
-    rename, creating the directories (0755) as needed. It runs in the controller process: no
-    module is sent to any host, so reporting costs no round trip.
-  - A report is a record of the run, not managed state, so the task never reports a change (a
-    rerun must report C(changed=0)). In check mode nothing is written.
+  - Builds the report of one host from the raw results of the run (the preflight's facts and plan, the
+    offline unit, the step roles, the recovery), shows it, and writes it to C(<dir>/<run_id>/<host>.json)
+    on the controller through a temp file and a rename (directories 0755). It runs in the controller
+    process, so reporting costs no round trip to the host.
+  - Publishes the report as the run-wide stat C(riskmgr_reports) (host to report), which AWX / Automation
+    Platform keep as the job's artifacts. With I(summary) it instead publishes C(riskmgr_summary), built
+    from the reports of every host of the play so far (run it once per batch, after the reports).
+  - A report is a record of the run, not managed state, so the task never reports a change (a rerun must
+    report C(changed=0)). In check mode the report is built and shown, nothing is written.
 options:
   dir:
     description: The report directory on the controller (riskmgr_report_dir).
@@ -19,23 +23,44 @@ options:
     description: The run; its reports share one directory.
     type: str
     required: true
-  report:
-    description: The host's report.
-    type: dict
+  action:
+    description: What the run does.
+    type: str
+    choices: [migrate, rollback]
     required: true
+  results:
+    description:
+      - The raw results, by name - C(facts) and C(plan) (the preflight), C(upgrade) (M(riskmgr_upgrade)),
+        C(backup), C(migrate), C(verify), C(stop), C(start) (the step roles), C(restore), C(recover)
+        (M(riskmgr_recover)), C(failure) (what failed, when something did). Missing ones are empty.
+    type: dict
+    default: {}
+  settings:
+    description: The settings the report names (C(db), C(migration_mode)).
+    type: dict
+    default: {}
+  summary:
+    description: Publish the summary of the play's hosts instead of one host's report.
+    type: bool
+    default: false
 author: [Risk Platform team]
 """
 
 EXAMPLES = r"""
-- name: Save this host's report on the controller
+- name: Report this host
   riskmgr_report:
     dir: "{{ riskmgr_report_dir }}"
     run_id: "{{ __riskmgr_run_id }}"
-    report: "{{ __report_host }}"
+    action: migrate
+    settings: {db: "{{ riskmgr_db_path }}", migration_mode: "{{ riskmgr_migration_mode }}"}
+    results:
+      facts: "{{ __riskmgr_facts }}"
+      upgrade: "{{ __riskmgr_upgrade | default({}) }}"
 """
 
 RETURN = r"""
-path: {description: The report file written (null in check mode)., type: str, returned: always}
+report: {description: The host's report (with I(summary), the summary)., type: dict, returned: always}
+path: {description: The report file written (null in check mode or with I(summary))., type: str, returned: always}
 """
 
 import json
@@ -44,8 +69,13 @@ import re
 import tempfile
 
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+display = Display()
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+RESULT_NAMES = ("facts", "plan", "upgrade", "backup", "migrate", "verify", "stop", "start", "restore", "recover",
+                "failure")
 
 
 class ActionModule(ActionBase):
@@ -57,21 +87,133 @@ class ActionModule(ActionBase):
         _, args = self.validate_argument_spec(argument_spec={
             "dir": {"type": "path", "required": True},
             "run_id": {"type": "str", "required": True},
-            "report": {"type": "dict", "required": True},
+            "action": {"type": "str", "required": True, "choices": ["migrate", "rollback"]},
+            "results": {"type": "dict", "default": {}},
+            "settings": {"type": "dict", "default": {}},
+            "summary": {"type": "bool", "default": False},
         })
         host = task_vars["inventory_hostname"]
         result.update(changed=False, path=None)
         for what, name in (("run_id", args["run_id"]), ("inventory_hostname", host)):
             if not SAFE_NAME.match(name):
                 return dict(result, failed=True, msg=f"{host}: {what} {name!r} cannot be a file name; no report written")
-        if self._task.check_mode:
+        check_mode = bool(self._task.check_mode)
+        if args["summary"]:
+            reports = [hostvars.get("riskmgr_report") for name, hostvars in task_vars["hostvars"].items()
+                       if name in task_vars.get("ansible_play_hosts_all", [])]
+            summary = build_summary([r for r in reports if r], args["run_id"], args["action"], check_mode,
+                                    args["dir"])
+            result.update(report=summary, ansible_stats={"data": {"riskmgr_summary": summary}, "per_host": False,
+                                                         "aggregate": False})
+            display.display(summary_text(summary))
+            return result
+        report = build_report(host, args["run_id"], args["action"], check_mode, args["settings"], args["results"])
+        result.update(report=report, ansible_facts={"riskmgr_report": report},
+                      ansible_stats={"data": {"riskmgr_reports": {host: report}}, "per_host": False,
+                                     "aggregate": True})
+        display.display(f"{host}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
+        if check_mode:
             return result
         try:
-            result["path"] = write_report(args["dir"], args["run_id"], host, args["report"])
+            result["path"] = write_report(args["dir"], args["run_id"], host, report)
         except OSError as err:
             return dict(result, failed=True, msg=f"{host}: the report could not be written to {args['dir']} "
                                                  f"({err.strerror}); set riskmgr_report_dir to a writable directory")
         return result
+
+
+# --- the report: pure functions over the raw results ----------------------------------------------
+
+def first(*values):
+    """The first value that is set (not None), else None."""
+    return next((value for value in values if value is not None), None)
+
+
+def number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def build_report(host: str, run_id: str, action: str, check_mode: bool, settings: dict, results: dict) -> dict:
+    """One host's report; each field says where it comes from, whichever path the run took."""
+    raw = {name: results.get(name) or {} for name in RESULT_NAMES}
+    facts, plan, unit = raw["facts"], raw["plan"], raw["upgrade"]
+    recover, failure = raw["recover"], raw["failure"] or None
+    unit_backup, unit_stop, unit_start = unit.get("backup") or {}, unit.get("stop") or {}, unit.get("start") or {}
+    unit_migration, unit_verify = unit.get("migration") or {}, unit.get("verification") or {}
+    backup, migrate, restore = raw["backup"], raw["migrate"], raw["restore"]
+    stop, start = raw["stop"], raw["start"]
+    recovery = unit.get("recovery") or (recover if recover else None)
+    if failure:
+        outcome = "failed"
+        to_version = first(recover.get("version"), (unit.get("recovery") or {}).get("version"), facts.get("version"))
+    else:
+        outcome = "changed" if plan.get("change") else "unchanged"
+        to_version = first(unit.get("to_version") if unit.get("changed") else None,
+                           migrate.get("to_version") if migrate.get("changed") else None,
+                           restore.get("schema_version") if restore.get("changed") else None, facts.get("version"))
+    stop_requested = first(unit_stop.get("stop_requested_at"), start.get("stop_requested_at"),
+                           stop.get("stop_requested_at"))
+    serving = first(unit_start.get("serving_at"), start.get("serving_at"))
+    return {
+        "host": host, "run_id": run_id, "mode": action, "check_mode": check_mode, "db": settings.get("db"),
+        "outcome": outcome, "failure": failure,
+        "state_before": facts.get("state"), "from_version": facts.get("version"), "to_version": to_version,
+        "migration_mode": settings.get("migration_mode") if action == "migrate" else None,
+        "steps": unit.get("steps") or migrate.get("steps") or [],
+        "adopted": unit_migration.get("adopted") or migrate.get("adopted") or [],
+        "backup": first(unit_backup.get("backup"), backup.get("backup")),
+        "backup_sha256": first(unit_backup.get("sha256"), backup.get("sha256")),
+        "backup_method": first(unit_backup.get("method"), backup.get("method")),
+        "restored_from": first(restore.get("backup"), recover.get("backup") if recover.get("method") == "restore"
+                               else None),
+        "kept_files": (restore.get("kept") or []) + ((recovery or {}).get("kept") or []),
+        "rows_not_in_backup": restore.get("rows_not_in_backup") or {},
+        "data_dropped": migrate.get("data_dropped") or {},
+        "recovery": recovery,
+        "phases_seconds": {
+            "preflight_integrity": (facts.get("integrity") or {}).get("seconds"),
+            "stop": first(unit_stop.get("stop_seconds"), stop.get("stop_seconds"), start.get("stop_seconds")),
+            "backup": first(unit_backup.get("seconds"), backup.get("seconds")),
+            "backup_check": unit_backup.get("confirm_seconds"),
+            "migrate": first(unit_migration.get("seconds"), migrate.get("seconds")),
+            "restore": restore.get("seconds"),
+            "verify": first(unit_verify.get("seconds"), raw["verify"].get("seconds")),
+            # Up to the daemon serving; the settle time after it is not downtime.
+            "start": first(unit_start.get("serve_seconds"), start.get("serve_seconds")),
+        },
+        "longest_migration_lock_seconds": migrate.get("longest_transaction_seconds"),
+        # The downtime's window (host epoch seconds) and length: from the stop request to the daemon
+        # serving again (its schema version line).
+        "stop_requested_at": stop_requested,
+        "serving_at": serving,
+        "downtime_seconds": first(number(unit.get("downtime_seconds")), number(start.get("downtime_seconds")),
+                                  round(serving - stop_requested, 3) if number(serving) and number(stop_requested)
+                                  else None),
+    }
+
+
+def build_summary(reports: list[dict], run_id: str, action: str, check_mode: bool, directory: str) -> dict:
+    """The fleet so far: which hosts changed, stayed, failed, and the longest downtime."""
+    def hosts(outcome: str) -> list[str]:
+        return sorted(r["host"] for r in reports if r["outcome"] == outcome)
+    downtimes = [r["downtime_seconds"] for r in reports if number(r.get("downtime_seconds")) is not None]
+    return {"run_id": run_id, "mode": action, "check_mode": check_mode,
+            "report_dir": None if check_mode else os.path.join(directory, run_id),
+            "hosts": sorted(r["host"] for r in reports), "changed": hosts("changed"), "unchanged": hosts("unchanged"),
+            "failed": hosts("failed"), "longest_downtime_seconds": max(downtimes) if downtimes else None}
+
+
+def summary_text(summary: dict) -> str:
+    lines = [f"run {summary['run_id']} ({summary['mode']}{', check mode' if summary['check_mode'] else ''}): "
+             f"{len(summary['hosts'])} host(s) reported so far"]
+    for outcome in ("changed", "unchanged", "failed"):
+        if summary[outcome]:
+            lines.append(f"  {outcome}: {', '.join(summary[outcome])}")
+    if summary["longest_downtime_seconds"] is not None:
+        lines.append(f"  longest downtime: {summary['longest_downtime_seconds']} s")
+    if summary["report_dir"]:
+        lines.append(f"  reports: {summary['report_dir']}")
+    return "\n".join(lines)
 
 
 def write_report(directory: str, run_id: str, host: str, report: dict) -> str:

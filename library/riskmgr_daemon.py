@@ -102,6 +102,12 @@ options:
     description:
       - The daemon's log file. Failure messages quote the last lines written since the start.
       - Under systemd, without it the unit's journal is read instead.
+  expect_version:
+    type: int
+    description:
+      - The schema version the started daemon must report - C(Database schema version) and the version - where
+        its log can be watched (I(log_path), or under systemd without one the unit's journal); with C(command)
+        and no I(log_path) the start is judged on the process alone. Mutually exclusive with I(expect_log_line).
   expect_log_line:
     type: str
     description:
@@ -292,11 +298,21 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import run_module_guarded
 from ansible.module_utils.riskmgr_daemon import (
     DAEMON_SPEC, check_daemon, daemon_control, restart_daemon, start_daemon, stop_daemon)
+from ansible.module_utils.riskmgr_recover import schema_line
 
 ARGUMENT_SPEC = {
+    "expect_version": {"type": "int"},
     "state": {"type": "str", "required": True, "choices": ["stopped", "started", "restarted", "checked"]},
     **DAEMON_SPEC,
 }
+
+
+def expected_line(params: dict, control) -> str | None:
+    """expect_log_line, or with expect_version the line a daemon serving that version logs, when its log
+    (a file, or a systemd unit's journal) can be watched; None: judged on the process alone."""
+    if params["expect_version"] is None:
+        return params["expect_log_line"]
+    return schema_line(control, params["log_path"], params["expect_version"])
 
 
 def run(module: AnsibleModule) -> dict:
@@ -307,14 +323,14 @@ def run(module: AnsibleModule) -> dict:
     if params["state"] == "restarted":
         return restart_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
                               settle=params["settle"], start_timeout=params["start_timeout"],
-                              log_path=params["log_path"], expect_log_line=params["expect_log_line"],
+                              log_path=params["log_path"], expect_log_line=expected_line(params, control),
                               process_match=params["process_match"], check_mode=module.check_mode)
     if params["state"] == "stopped":
         return stop_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
                            process_match=params["process_match"], log_path=params["log_path"],
                            check_mode=module.check_mode)
     return start_daemon(control, settle=params["settle"], start_timeout=params["start_timeout"],
-                        log_path=params["log_path"], expect_log_line=params["expect_log_line"],
+                        log_path=params["log_path"], expect_log_line=expected_line(params, control),
                         process_match=params["process_match"], check_mode=module.check_mode)
 
 
@@ -330,6 +346,7 @@ def main() -> None:
         argument_spec=ARGUMENT_SPEC,
         required_if=[("service_manager", "command", ["pidfile"]),
                      ("service_manager", "systemd", ["service_name"])],
+        mutually_exclusive=[("expect_version", "expect_log_line")],
         supports_check_mode=True,
     )
     params = module.params

@@ -98,6 +98,7 @@ state:
   type: str
   returned: always
   sample: v1
+read_at: {description: The host's epoch time when the database was read., type: float, returned: always}
 version:
   description: Schema version found (1 for a database without history).
   type: int

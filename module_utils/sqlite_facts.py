@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,8 @@ def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) 
     """
     request = request or FactsRequest()
     catalog = as_catalog(migrations_dir) if migrations_dir else None
-    facts = {"path": path, "exists": os.path.exists(path)}
+    # The host's clock when the database was read: a later recovery takes the backups made since as this run's.
+    facts = {"path": path, "exists": os.path.exists(path), "read_at": time.time()}
     if not facts["exists"]:
         raise RiskmgrError(f"{path}: no such file; check riskmgr_db_path for this host")
     facts.update(file_facts(path, request.backup_dir))
