@@ -72,7 +72,7 @@ options:
     description: How the daemon is controlled, as M(riskmgr_daemon).
     type: str
     choices: [command, systemd]
-    default: command
+    default: systemd
   service_name:
     description: The systemd unit, with I(service_manager=systemd).
     type: str
@@ -96,11 +96,11 @@ options:
   settle:
     description: Seconds the started daemon must stay alive (after it logged its schema version).
     type: float
-    default: 2
+    default: 3
   start_timeout:
     description: Seconds to wait for the started daemon to log its schema version.
     type: int
-    default: 30
+    default: 60
   log_path:
     description:
       - The daemon's log. Without it, under systemd the unit's journal is read instead; with
@@ -120,6 +120,7 @@ EXAMPLES = r"""
     path: /opt/risk_manager/data/state.db
     backup_dir: /opt/risk_manager/data/backups
     migrations: "{{ riskmgr_migration_texts }}"
+    service_manager: command
     pidfile: /opt/risk_manager/run/riskmgr.pid
     start_command: [/opt/risk_manager/bin/riskmgr, --daemon]
     process_match: risk_manager
@@ -153,9 +154,9 @@ recovery:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control
+from ansible.module_utils.module_glue import BACKUP_SPEC, DAEMON_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.riskmgr_upgrade import upgrade_host
-from ansible.module_utils.module_glue import BACKUP_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 

@@ -27,8 +27,9 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from ansible.module_utils.riskmgr_daemon import DaemonControl, start_daemon, stop_daemon
+from ansible.module_utils.riskmgr_daemon import start_daemon, stop_daemon
 from ansible.module_utils.backup_restore import restore_database
+from ansible.module_utils.service_manager import DaemonControl
 from ansible.module_utils.sqlite_backups import backup_database, finish_backup
 from ansible.module_utils.sqlite_catalog import Catalog
 from ansible.module_utils.sqlite_common import (
@@ -40,7 +41,7 @@ from ansible.module_utils.sqlite_verification import failure_message, verify_dat
 SCHEMA_LINE = "Database schema version: {version}"
 # What a lost controller or connection sends: ssh's hangup, Ctrl-C passed on, a closed pipe, and
 # the SIGTERM ansible-playbook passes to its workers' process groups when it is itself terminated
-# (a CI timeout or cancel). The daemon it starts does not inherit them (riskmgr_daemon.run_quietly).
+# (a CI timeout or cancel). The daemon it starts does not inherit them (host_processes.run_quietly).
 SHIELDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM)
 
 

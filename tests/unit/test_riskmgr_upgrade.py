@@ -24,7 +24,10 @@ import sqlite_backups
 from fixtures import MIGRATIONS, ROOT, row_counts, sha256, wait_for
 from make_state_db import build_v1_db, commit_rows_only_to_wal
 from fake_systemd import FakeSystemd
-from riskmgr_daemon import PidfileControl, SystemdControl, pid_is_running, read_pid, restart_daemon
+from host_processes import pid_is_running, read_pid
+from pidfile_control import PidfileControl
+from riskmgr_daemon import restart_daemon
+from systemd_control import SystemdControl
 from riskmgr_upgrade import UpgradeError, shielded_from_hangups, upgrade_host
 from backup_store import verify_backup
 from host_files import copy_hashing
