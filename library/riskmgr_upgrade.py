@@ -156,21 +156,14 @@ recovery:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import BACKUP_SPEC, DAEMON_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
 from ansible.module_utils.riskmgr_daemon import daemon_control
-from ansible.module_utils.riskmgr_upgrade import upgrade_host
+from ansible.module_utils.riskmgr_upgrade import UpgradeSettings, upgrade_host
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    return upgrade_host(
-        params["path"], params["backup_dir"], catalog_of_params(params), daemon_control(params),
-        target_version=params["target_version"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
-        retention_days=params["retention_days"], max_backups=params["max_backups"],
-        free_space_margin=params["free_space_margin"], integrity=params["integrity"],
-        keep_suffix=params["keep_suffix"], stop_timeout=params["stop_timeout"], stop_force=params["stop_force"],
-        settle=params["settle"], start_timeout=params["start_timeout"], log_path=params["log_path"],
-        process_match=params["process_match"], busy_timeout_s=params["busy_timeout"],
-        check_mode=module.check_mode, want_diff=module._diff)
+    return upgrade_host(params["path"], params["backup_dir"], catalog_of_params(params), daemon_control(params),
+                        UpgradeSettings.from_params(params), check_mode=module.check_mode, want_diff=module._diff)
 
 
 def main() -> None:
