@@ -61,9 +61,10 @@ options:
     choices: [quick, integrity]
     default: quick
   keep_suffix:
-    description: Suffix of the migrated file kept beside the database when a failure puts the backup back.
+    description:
+      - Suffix of the migrated file kept beside the database when a failure puts the backup back.
+      - Without it, C(failed_v) and the target version (C(failed_v2)).
     type: str
-    default: failed_v<target version>
   busy_timeout:
     description: Seconds SQLite waits for a lock before a step refuses.
     type: float
