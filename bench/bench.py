@@ -563,8 +563,9 @@ def module_rss(ref: Path, fleet: Fleet, work: Path) -> dict:
     ]
     name = fleet.names[0]
     upgrade_args = {"path": host["riskmgr_db_path"], "backup_dir": host["riskmgr_backup_dir"], **common,
-                    "pidfile": host["riskmgr_pidfile"], "start_command": host["riskmgr_start_command"],
-                    "process_match": host["riskmgr_process_match"], "log_path": host["riskmgr_log_path"],
+                    "service_manager": "command", "pidfile": host["riskmgr_pidfile"],
+                    "start_command": host["riskmgr_start_command"], "process_match": host["riskmgr_process_match"],
+                    "log_path": host["riskmgr_log_path"],
                     "settle": 0.5, "stop_timeout": 10, "start_timeout": 15}
     manifest = None
     log("RSS: riskmgr_upgrade (the whole offline downtime, on the fleet host)")

@@ -55,7 +55,7 @@ options:
   service_manager:
     type: str
     choices: [command, systemd]
-    default: command
+    default: systemd
     description:
       - How the daemon is run. C(command) is a pidfile and a start command; C(systemd) is a
         systemd unit.
@@ -95,7 +95,7 @@ options:
         C(TimeoutStopSec).
   settle:
     type: float
-    default: 2
+    default: 3
     description: Seconds the new process must stay alive after it starts.
   log_path:
     type: path
@@ -116,7 +116,7 @@ options:
       - With I(service_manager=command), requires I(log_path).
   start_timeout:
     type: int
-    default: 30
+    default: 60
     description:
       - Seconds allowed for I(start_command) (or C(systemctl start)) to return, for the pidfile
         (or C(MainPID)) to appear and for I(expect_log_line) to be logged, counted from the launch.
@@ -142,6 +142,7 @@ EXAMPLES = r"""
 - name: Stop the risk manager before the migration
   riskmgr_daemon:
     state: stopped
+    service_manager: command
     pidfile: /opt/risk_manager/run/riskmgr.pid
     process_match: risk_manager
     stop_timeout: 60
@@ -150,6 +151,7 @@ EXAMPLES = r"""
 - name: Start the risk manager and wait until it reports schema v2
   riskmgr_daemon:
     state: started
+    service_manager: command
     pidfile: /opt/risk_manager/run/riskmgr.pid
     start_command: [/opt/risk_manager/bin/riskmgr, --config, /opt/risk_manager/etc/riskmgr.yml, --daemon]
     log_path: /opt/risk_manager/logs/riskmgr.log
@@ -295,10 +297,9 @@ log_line:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import run_module_guarded
+from ansible.module_utils.module_glue import DAEMON_SPEC, run_module_guarded
 from ansible.module_utils.riskmgr_daemon import (
-    DAEMON_SPEC, check_daemon, daemon_control, restart_daemon, start_daemon, stop_daemon)
-from ansible.module_utils.riskmgr_recover import schema_line
+    check_daemon, daemon_control, restart_daemon, schema_line, start_daemon, stop_daemon)
 
 ARGUMENT_SPEC = {
     "expect_version": {"type": "int"},

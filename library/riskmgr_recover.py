@@ -97,8 +97,8 @@ msg: {description: All of it in one line., type: str, returned: always}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import MIGRATION_SOURCE_SPEC, run_module_guarded
-from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control
+from ansible.module_utils.module_glue import DAEMON_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.riskmgr_recover import (
     METHODS, DaemonSettings, RecoverSettings, recover_host, recovery_text)
 from ansible.module_utils.sqlite_catalog import catalog_of_params

@@ -61,9 +61,10 @@ options:
     choices: [quick, integrity]
     default: quick
   keep_suffix:
-    description: Suffix of the migrated file kept beside the database when a failure puts the backup back.
+    description:
+      - Suffix of the migrated file kept beside the database when a failure puts the backup back.
+      - Without it, C(failed_v) and the target version (C(failed_v2)).
     type: str
-    default: failed_v<target version>
   busy_timeout:
     description: Seconds SQLite waits for a lock before a step refuses.
     type: float
@@ -72,7 +73,7 @@ options:
     description: How the daemon is controlled, as M(riskmgr_daemon).
     type: str
     choices: [command, systemd]
-    default: command
+    default: systemd
   service_name:
     description: The systemd unit, with I(service_manager=systemd).
     type: str
@@ -96,11 +97,11 @@ options:
   settle:
     description: Seconds the started daemon must stay alive (after it logged its schema version).
     type: float
-    default: 2
+    default: 3
   start_timeout:
     description: Seconds to wait for the started daemon to log its schema version.
     type: int
-    default: 30
+    default: 60
   log_path:
     description:
       - The daemon's log. Without it, under systemd the unit's journal is read instead; with
@@ -120,6 +121,7 @@ EXAMPLES = r"""
     path: /opt/risk_manager/data/state.db
     backup_dir: /opt/risk_manager/data/backups
     migrations: "{{ riskmgr_migration_texts }}"
+    service_manager: command
     pidfile: /opt/risk_manager/run/riskmgr.pid
     start_command: [/opt/risk_manager/bin/riskmgr, --daemon]
     process_match: risk_manager
@@ -153,23 +155,16 @@ recovery:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_daemon import DAEMON_SPEC, daemon_control
-from ansible.module_utils.riskmgr_upgrade import upgrade_host
-from ansible.module_utils.module_glue import BACKUP_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import BACKUP_SPEC, DAEMON_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.riskmgr_daemon import daemon_control
+from ansible.module_utils.riskmgr_upgrade import UpgradeSettings, upgrade_host
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    return upgrade_host(
-        params["path"], params["backup_dir"], catalog_of_params(params), daemon_control(params),
-        target_version=params["target_version"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
-        retention_days=params["retention_days"], max_backups=params["max_backups"],
-        free_space_margin=params["free_space_margin"], integrity=params["integrity"],
-        keep_suffix=params["keep_suffix"], stop_timeout=params["stop_timeout"], stop_force=params["stop_force"],
-        settle=params["settle"], start_timeout=params["start_timeout"], log_path=params["log_path"],
-        process_match=params["process_match"], busy_timeout_s=params["busy_timeout"],
-        check_mode=module.check_mode, want_diff=module._diff)
+    return upgrade_host(params["path"], params["backup_dir"], catalog_of_params(params), daemon_control(params),
+                        UpgradeSettings.from_params(params), check_mode=module.check_mode, want_diff=module._diff)
 
 
 def main() -> None:

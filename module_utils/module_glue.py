@@ -29,6 +29,24 @@ BACKUP_SPEC = {
 }
 
 
+# The argument_spec entries of the modules that stop or start the daemon (riskmgr_daemon, riskmgr_upgrade).
+# Their defaults are the operator's: those of the riskmgr_* variables in roles/riskmgr/defaults/main.yml
+# (tests/static/test_defaults_agree.py holds them to it).
+DAEMON_SPEC = {
+    "service_manager": {"type": "str", "default": "systemd", "choices": ["command", "systemd"]},
+    "service_name": {"type": "str"},
+    "pidfile": {"type": "path"},
+    "start_command": {"type": "raw"},
+    "stop_timeout": {"type": "int", "default": 60},
+    "stop_force": {"type": "bool", "default": False},
+    "settle": {"type": "float", "default": 3.0},
+    "log_path": {"type": "path"},
+    "expect_log_line": {"type": "str"},
+    "start_timeout": {"type": "int", "default": 60},
+    "process_match": {"type": "str"},
+}
+
+
 def run_module_guarded(module, work, subject: str, after_failure: str) -> dict:
     """Run a module's work; every failure ends as one fail_json line naming subject, never a traceback.
 

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from ansible.module_utils.backup_restore import restore_database
 from ansible.module_utils.backup_store import list_backups, read_manifest
-from ansible.module_utils.riskmgr_daemon import DaemonControl, pid_is_running, start_daemon, stop_daemon
+from ansible.module_utils.host_processes import pid_is_running
+from ansible.module_utils.riskmgr_daemon import schema_line, start_daemon, stop_daemon
+from ansible.module_utils.service_manager import DaemonControl
 from ansible.module_utils.sqlite_backups import backup_database
 from ansible.module_utils.sqlite_catalog import Catalog
 from ansible.module_utils.sqlite_common import (
@@ -36,17 +38,18 @@ from ansible.module_utils.sqlite_migration import migrate_database
 from ansible.module_utils.sqlite_schema import inspect
 from ansible.module_utils.sqlite_verification import verify_database
 
-SCHEMA_LINE = "Database schema version: {version}"
 METHODS = ("auto", "downgrade", "restore")
 
 
 @dataclass
 class DaemonSettings:
-    stop_timeout: float = 60
-    settle: float = 3
-    start_timeout: float = 60
-    log_path: str | None = None
-    process_match: str | None = None
+    """How long to wait for the daemon, where it logs, how to know it (no defaults: the module's spec has them)."""
+
+    stop_timeout: float
+    settle: float
+    start_timeout: float
+    log_path: str | None
+    process_match: str | None
 
 
 @dataclass
@@ -60,13 +63,8 @@ class RecoverSettings:
     keep_suffix: str = "failed"
     options: dict = field(default_factory=dict)
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
-    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    daemon: DaemonSettings = None
 
-
-def schema_line(control: DaemonControl, log_path: str | None, version: int) -> str | None:
-    """The line a daemon serving `version` logs, when its log (a file, or a systemd unit's journal) can
-    be watched; None: the start is judged on the process alone."""
-    return SCHEMA_LINE.format(version=version) if control.daemon_log(log_path).watchable else None
 
 
 def read_state(path: str, catalog: Catalog, options: dict, busy_timeout_s: float) -> dict:

@@ -25,23 +25,57 @@ import signal
 import sqlite3
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ansible.module_utils.riskmgr_daemon import DaemonControl, start_daemon, stop_daemon
+from ansible.module_utils.riskmgr_daemon import schema_line, start_daemon, stop_daemon
 from ansible.module_utils.backup_restore import restore_database
+from ansible.module_utils.service_manager import DaemonControl
 from ansible.module_utils.sqlite_backups import backup_database, finish_backup
 from ansible.module_utils.sqlite_catalog import Catalog
-from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, RiskmgrError, migration_write_problems, sqlite_error_text)
+from ansible.module_utils.sqlite_common import RiskmgrError, migration_write_problems, sqlite_error_text
 from ansible.module_utils.sqlite_migration import migrate_database
 from ansible.module_utils.sqlite_history import database_version
 from ansible.module_utils.sqlite_verification import failure_message, verify_database
 
-SCHEMA_LINE = "Database schema version: {version}"
 # What a lost controller or connection sends: ssh's hangup, Ctrl-C passed on, a closed pipe, and
 # the SIGTERM ansible-playbook passes to its workers' process groups when it is itself terminated
-# (a CI timeout or cancel). The daemon it starts does not inherit them (riskmgr_daemon.run_quietly).
+# (a CI timeout or cancel). The daemon it starts does not inherit them (host_processes.run_quietly).
 SHIELDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class UpgradeSettings:
+    """How one host is upgraded: riskmgr_upgrade's options, built once from the module's params.
+
+    Its defaults are the module's (argument spec), so this class has none of its own.
+    """
+
+    target_version: int | None  # None: the newest version of the migrations
+    options: dict  # the optional objects: {"track_unrealized_pnl": bool}
+    retention_days: int
+    max_backups: int
+    free_space_margin: float
+    integrity: str  # of the migrated file, while the daemon is down: quick or integrity
+    keep_suffix: str | None  # of the migrated file kept when the backup is put back; None: failed_v<target>
+    stop_timeout: float
+    stop_force: bool
+    settle: float
+    start_timeout: float
+    log_path: str | None
+    process_match: str | None
+    busy_timeout_s: float
+
+    @classmethod
+    def from_params(cls, params: dict) -> UpgradeSettings:
+        return cls(target_version=params["target_version"],
+                   options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
+                   retention_days=params["retention_days"], max_backups=params["max_backups"],
+                   free_space_margin=params["free_space_margin"], integrity=params["integrity"],
+                   keep_suffix=params["keep_suffix"], stop_timeout=params["stop_timeout"],
+                   stop_force=params["stop_force"], settle=params["settle"], start_timeout=params["start_timeout"],
+                   log_path=params["log_path"], process_match=params["process_match"],
+                   busy_timeout_s=params["busy_timeout"])
 
 
 class UpgradeError(RiskmgrError):
@@ -90,23 +124,14 @@ class BackupCheck:
             raise self.error
 
 
-def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, *,
-                 target_version: int | None = None, options: dict[str, bool] | None = None,
-                 retention_days: int = 30, max_backups: int = 10, free_space_margin: float = 1.1,
-                 integrity: str = "quick", keep_suffix: str | None = None,
-                 stop_timeout: float = 60, stop_force: bool = False, settle: float = 2.0,
-                 start_timeout: float = 30, log_path: str | None = None, process_match: str | None = None,
-                 busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, check_mode: bool = False,
-                 want_diff: bool = False) -> dict:
+def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, settings: UpgradeSettings,
+                 *, check_mode: bool = False, want_diff: bool = False) -> dict:
     """Upgrade one host with its daemon down for as short a time as the work allows; see the module doc."""
-    options = options or {}
     try:
-        result = plan_upgrade(path, backup_dir, catalog, control, target_version, options, retention_days,
-                              max_backups, free_space_margin, stop_timeout, stop_force, log_path, process_match,
-                              busy_timeout_s, check_mode, want_diff)
+        result = plan_upgrade(path, backup_dir, catalog, control, settings, check_mode, want_diff)
     except (RiskmgrError, sqlite3.Error) as err:
         # Refused before the stop: nothing was touched, the daemon runs as it did.
-        reason = sqlite_error_text(path, err, busy_timeout_s) if isinstance(err, sqlite3.Error) else str(err)
+        reason = sqlite_error_text(path, err, settings.busy_timeout_s) if isinstance(err, sqlite3.Error) else str(err)
         raise UpgradeError(f"{reason.rstrip('.')}. The daemon was not stopped and nothing was changed.",
                            {"changed": False, "failed_phase": "plan",
                             "recovery": {"restored_from": None, "kept": [], "errors": [], "database": "untouched",
@@ -114,22 +139,17 @@ def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
     if not result["changed"] or check_mode:
         return result
     target = result["to_version"]
+    # From here on the version is the plan's, and the kept file's suffix names it.
+    planned = replace(settings, target_version=target, keep_suffix=settings.keep_suffix or f"failed_v{target}")
     with shielded_from_hangups():
-        return run_downtime(path, Path(backup_dir), catalog, control, result, target=target, options=options,
-                            retention_days=retention_days, max_backups=max_backups,
-                            free_space_margin=free_space_margin, integrity=integrity,
-                            keep_suffix=keep_suffix or f"failed_v{target}", stop_timeout=stop_timeout,
-                            stop_force=stop_force, settle=settle, start_timeout=start_timeout,
-                            log_path=log_path, process_match=process_match, busy_timeout_s=busy_timeout_s)
+        return run_downtime(path, Path(backup_dir), catalog, control, result, planned)
 
 
-def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, target_version: int | None,
-                 options: dict[str, bool], retention_days: int, max_backups: int, free_space_margin: float,
-                 stop_timeout: float, stop_force: bool, log_path: str | None, process_match: str | None,
-                 busy_timeout_s: float, check_mode: bool, want_diff: bool) -> dict:
+def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, settings: UpgradeSettings,
+                 check_mode: bool, want_diff: bool) -> dict:
     """Everything that can refuse while the daemon still runs: the plan, writability, space for both."""
-    plan = migrate_database(path, catalog, target_version, options, check_mode=True, want_diff=want_diff,
-                            busy_timeout_s=busy_timeout_s)
+    plan = migrate_database(path, catalog, settings.target_version, settings.options, check_mode=True,
+                            want_diff=want_diff, busy_timeout_s=settings.busy_timeout_s)
     result = {"changed": plan["changed"], "from_version": plan["from_version"], "to_version": plan["to_version"],
               "state_before": plan["state_before"], "direction": plan["direction"], "steps": plan["steps"],
               "skipped_steps": plan["skipped_steps"], "schema_warnings": plan["schema_warnings"],
@@ -145,45 +165,49 @@ def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
     problems = migration_write_problems(path)
     if problems:
         raise RiskmgrError(f"{path}: cannot be migrated in place: {'; '.join(problems)}")
-    control.daemon_log(log_path)  # a journal that cannot be read refuses here, not once the daemon is down
-    result["backup"] = backup_database(path, backup_dir, retention_days, max_backups, busy_timeout_s,
-                                       free_space_margin, check_mode=True)
+    control.daemon_log(settings.log_path)  # a journal that cannot be read refuses here, not once the daemon is down
+    result["backup"] = backup_database(path, backup_dir, settings.retention_days, settings.max_backups,
+                                       settings.busy_timeout_s, settings.free_space_margin, check_mode=True)
     if check_mode:
-        result["stop"] = stop_daemon(control, stop_timeout, stop_force, process_match, log_path, check_mode=True)
+        result["stop"] = stop_daemon(control, settings.stop_timeout, settings.stop_force, settings.process_match,
+                                     settings.log_path, check_mode=True)
     return result
 
 
-def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict, *,
-                 target: int, options: dict[str, bool], retention_days: int, max_backups: int,
-                 free_space_margin: float, integrity: str, keep_suffix: str, stop_timeout: float,
-                 stop_force: bool, settle: float, start_timeout: float, log_path: str | None,
-                 process_match: str | None, busy_timeout_s: float) -> dict:
+def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict,
+                 settings: UpgradeSettings) -> dict:
+    """The downtime: stop, back up, migrate, verify, start; settings.target_version is the plan's."""
+    target = settings.target_version
     before_version = result["from_version"]
     phase = "stop"
     try:
-        result["stop"] = stop_daemon(control, stop_timeout, stop_force, process_match, log_path)
+        result["stop"] = stop_daemon(control, settings.stop_timeout, settings.stop_force, settings.process_match,
+                                     settings.log_path)
         phase = "backup"
-        result["backup"] = backup_database(path, backup_dir, retention_days, max_backups, busy_timeout_s,
-                                           free_space_margin, daemon_stopped=True, finish_later=True)
-        check = BackupCheck(result["backup"], Path(path), backup_dir, retention_days, max_backups, busy_timeout_s)
+        result["backup"] = backup_database(path, backup_dir, settings.retention_days, settings.max_backups,
+                                           settings.busy_timeout_s, settings.free_space_margin, daemon_stopped=True,
+                                           finish_later=True)
+        check = BackupCheck(result["backup"], Path(path), backup_dir, settings.retention_days, settings.max_backups,
+                            settings.busy_timeout_s)
         phase = "migrate"
         try:
-            result["migration"] = migrate_database(path, catalog, target, options, busy_timeout_s=busy_timeout_s,
-                                                   before_commit=check.wait)
+            result["migration"] = migrate_database(path, catalog, target, settings.options,
+                                                   busy_timeout_s=settings.busy_timeout_s, before_commit=check.wait)
         finally:
             check.thread.join()  # also when the migration failed first: the backup is checked either way
         if check.error is not None:
             raise check.error
         phase = "verify"
-        result["verification"] = verify_database(path, catalog, target, options, manifest=result["backup"]["manifest"],
-                                                 integrity=integrity, row_count_mode="equal",
-                                                 busy_timeout_s=busy_timeout_s)
+        result["verification"] = verify_database(path, catalog, target, settings.options,
+                                                 manifest=result["backup"]["manifest"], integrity=settings.integrity,
+                                                 row_count_mode="equal", busy_timeout_s=settings.busy_timeout_s)
         if not result["verification"]["ok"]:
             raise RiskmgrError(failure_message(path, result["verification"]))
         phase = "start"
-        result["start"] = start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
-                                       expect_log_line=schema_line(control, log_path, target),
-                                       process_match=process_match)
+        result["start"] = start_daemon(control, settle=settings.settle, start_timeout=settings.start_timeout,
+                                       log_path=settings.log_path,
+                                       expect_log_line=schema_line(control, settings.log_path, target),
+                                       process_match=settings.process_match)
     except BaseException as err:
         result["failed_phase"] = phase
         if phase == "stop":
@@ -193,20 +217,12 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
             raise UpgradeError(f"{path}: the upgrade failed while stop: {str(err).rstrip('.')}. The daemon was not "
                                f"stopped; {path} was not touched. Fix the cause, then rerun migrate_v2.yml.",
                                dict(result, changed=False)) from err
-        result["recovery"] = put_host_back(path, result, phase, control, before_version, keep_suffix,
-                                           stop_timeout=stop_timeout, settle=settle, start_timeout=start_timeout,
-                                           log_path=log_path, process_match=process_match,
-                                           busy_timeout_s=busy_timeout_s)
+        result["recovery"] = put_host_back(path, result, phase, control, before_version, settings)
         raise UpgradeError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
     result["to_version"] = target
     result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
     return result
 
-
-def schema_line(control: DaemonControl, log_path: str | None, version: int) -> str | None:
-    """What a healthy start logs, when the daemon's lines can be read: its log file, or without one
-    a systemd unit's journal. None: the start is judged on the process alone."""
-    return SCHEMA_LINE.format(version=version) if control.daemon_log(log_path).watchable else None
 
 
 def downtime_seconds(stop: dict, start: dict) -> float | None:
@@ -217,33 +233,33 @@ def downtime_seconds(stop: dict, start: dict) -> float | None:
 
 
 def put_host_back(path: str, result: dict, phase: str, control: DaemonControl, before_version: int,
-                  keep_suffix: str, *, stop_timeout: float, settle: float, start_timeout: float,
-                  log_path: str | None, process_match: str | None, busy_timeout_s: float) -> dict:
+                  settings: UpgradeSettings) -> dict:
     """After a failure past the stop: v1 back in place if it was changed, then the daemon started on it.
 
     Never raises: what could not be done is reported, for the operator and the playbook's rescue.
     """
     recovery = {"restored_from": None, "kept": [], "database": None, "daemon": None, "errors": []}
     try:
-        if phase == "start":
-            stop_daemon(control, stop_timeout, True, process_match, log_path)  # unhealthy on v2: it goes
-        version = database_version(path, busy_timeout_s)
+        if phase == "start":  # unhealthy on v2: it goes
+            stop_daemon(control, settings.stop_timeout, True, settings.process_match, settings.log_path)
+        version = database_version(path, settings.busy_timeout_s)
         if version == before_version:
             recovery["database"] = f"unchanged v{before_version} (the migration was not committed)"
         else:
             backup = result["backup"]
             if not (backup and backup.get("confirmed")):
                 raise RiskmgrError(f"{path} is v{version} and there is no confirmed backup to put back")
-            restored = restore_database(path, backup=backup["backup"], keep_suffix=keep_suffix,
-                                        busy_timeout_s=busy_timeout_s)
+            restored = restore_database(path, backup=backup["backup"], keep_suffix=settings.keep_suffix,
+                                        busy_timeout_s=settings.busy_timeout_s)
             recovery.update(restored_from=restored["backup"], kept=restored["kept"],
                             database=f"restored from {restored['backup']} (v{before_version})")
     except BaseException as err:  # noqa: BLE001 - reported, and the daemon is still started below
         recovery["errors"].append(f"putting the database back: {err}")
     try:
-        started = start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
-                               expect_log_line=schema_line(control, log_path, before_version),
-                               process_match=process_match)
+        started = start_daemon(control, settle=settings.settle, start_timeout=settings.start_timeout,
+                               log_path=settings.log_path,
+                               expect_log_line=schema_line(control, settings.log_path, before_version),
+                               process_match=settings.process_match)
         recovery["daemon"] = f"runs again on v{before_version} (pid {started['pid']})"
     except BaseException as err:  # noqa: BLE001
         recovery["daemon"] = "is NOT running"

@@ -51,6 +51,10 @@ class BackupError(RiskmgrError):
     """A backup or restore cannot or did not happen; no live file was touched."""
 
 
+class DaemonError(RiskmgrError):
+    """The daemon could not be stopped or started as asked; the text says what it was left as."""
+
+
 def require_sqlite_file(path: str | os.PathLike) -> None:
     """Refuse anything that is not an existing, non-empty SQLite 3 database file.
 

@@ -9,8 +9,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ansible.module_utils.riskmgr_daemon import process_cmdline
-from ansible.module_utils.host_processes import live_file_names, processes_holding
+from ansible.module_utils.host_processes import live_file_names, process_cmdline, processes_holding
 from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, INTEGRITY_PRAGMAS, MigrationError, RiskmgrError, connect_readonly, database_bytes, free_bytes,

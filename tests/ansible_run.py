@@ -7,7 +7,8 @@
     result = run_module("riskmgr_lock", {"path": str(lock), "run_id": "r2", "owner": "x"}, check=True)
     assert result["failed"] and "locked by run r1" in result["msg"]  # a failed task is a result too
     # diff=True adds --diff; run_ansible() gives the raw CompletedProcess; load_library_module()
-    # imports library/<name>.py for tests that fake the AnsibleModule boundary instead.
+    # imports library/<name>.py for tests that fake the AnsibleModule boundary instead, and
+    # module_arguments() gives what a module passes to AnsibleModule (its argument_spec, ...).
     run, results = run_playbook(PLAYBOOK, {"ansible_connection": "local", ...})  # {task name: result}
 
 What runs: `ansible localhost -M library -m NAME -a '<args as JSON>'` from the repository
@@ -57,6 +58,35 @@ def load_library_module(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class ArgumentsSeen(Exception):
+    """Raised by the stand-in for AnsibleModule once it has the module's arguments."""
+
+
+def module_arguments(name: str) -> dict:
+    """What library/<name>.py passes to AnsibleModule (argument_spec, required_if, ...), as it passes them.
+
+    Only the Ansible boundary is replaced: main() runs up to the AnsibleModule it creates.
+    """
+    module = load_library_module(name)
+    seen: dict = {}
+
+    def record(**arguments) -> None:
+        seen.update(arguments)
+        raise ArgumentsSeen
+
+    module.AnsibleModule = record
+    try:
+        module.main()
+    except ArgumentsSeen:
+        return seen
+    raise AssertionError(f"library/{name}.py: main() returned without creating its AnsibleModule")
+
+
+def module_defaults(name: str) -> dict:
+    """{option: its default} of library/<name>.py's argument spec (None for an option without one)."""
+    return {option: spec.get("default") for option, spec in module_arguments(name)["argument_spec"].items()}
 
 
 class AnsibleRunError(AssertionError):

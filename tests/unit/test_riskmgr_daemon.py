@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -19,10 +18,12 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 from ansible_run import load_library_module, run_module
 from fake_systemd import FakeSystemd
-from riskmgr_daemon import (
-    DaemonError, JournalLog, PidfileControl, SystemdControl, check_daemon, ensure_started, ensure_stopped, find_log_line, log_size,
-    pid_is_running, process_cmdline, process_state, read_log_since, read_pid, run_start_command, scan_log_since,
-    split_command, start_daemon, stop_daemon, unit_problems, wait_for_exit)
+from host_processes import pid_is_running, process_cmdline, process_state, read_pid, wait_for_exit
+from pidfile_control import PidfileControl, run_start_command, split_command
+from riskmgr_daemon import check_daemon, start_daemon, stop_daemon
+from service_manager import FileLog, read_log_since
+from sqlite_common import DaemonError
+from systemd_control import JournalLog, SystemdControl, unit_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tools" / "riskmgr_standin.py"
@@ -51,6 +52,9 @@ class Host:
         return [sys.executable, str(STANDIN), "--db", str(self.db), "--pidfile", str(self.pidfile),
                 "--log", str(self.log), "--interval-ms", "20", *extra]
 
+    def control(self, *extra: str) -> PidfileControl:
+        return PidfileControl(str(self.pidfile), self.start_command(*extra))
+
     def make_v2(self) -> None:
         with closing(sqlite3.connect(self.db)) as conn:
             for name in ("010_schema_version.sql", "020_enforcement_log_execution_time.sql"):
@@ -60,13 +64,12 @@ class Host:
             conn.commit()
 
     def start(self, *extra: str, **options) -> dict:
-        result = ensure_started(str(self.pidfile), self.start_command(*extra), log_path=str(self.log),
-                                **{**FAST, **options})
+        result = start_daemon(self.control(*extra), log_path=str(self.log), **{**FAST, **options})
         self.track(result["pid"])
         return result
 
     def stop(self, **options) -> dict:
-        return ensure_stopped(str(self.pidfile), options.pop("stop_timeout", 5), log_path=str(self.log), **options)
+        return stop_daemon(self.control(), options.pop("stop_timeout", 5), log_path=str(self.log), **options)
 
     def helper(self, argv: list[str]) -> subprocess.Popen:
         process = subprocess.Popen(argv)
@@ -144,32 +147,18 @@ def test_wait_for_exit_times_out_on_a_live_process(host):
 def test_only_complete_lines_written_after_the_offset_count(tmp_path):
     log = tmp_path / "riskmgr.log"
     log.write_text("old INFO Database schema version: 2\n")
-    offset = log_size(str(log))
+    daemon_log = FileLog(str(log))
+    offset = daemon_log.mark()
     with open(log, "a") as handle:
         handle.write("new INFO Database schema version: 1\nnew INFO Database schema ver")
     assert read_log_since(str(log), offset) == ["new INFO Database schema version: 1"]
-    assert find_log_line(str(log), offset, "Database schema version: 2") is None
+    assert daemon_log.find_line(offset, "Database schema version: 2") is None
     with open(log, "a") as handle:
         handle.write("sion: 2\n")
-    assert find_log_line(str(log), offset, "Database schema version: 2") == "new INFO Database schema version: 2"
+    assert daemon_log.find_line(offset, "Database schema version: 2") == ("new INFO Database schema version: 2", None)
     log.write_text("rotated version: 2\n")  # smaller than the offset: a new file, read it all
-    assert find_log_line(str(log), offset, "version: 2") == "rotated version: 2"
+    assert daemon_log.find_line(offset, "version: 2") == ("rotated version: 2", None)
     assert read_log_since(str(tmp_path / "missing.log"), 0) == []
-
-
-def test_scan_log_since_waits_for_the_line(tmp_path):
-    log = tmp_path / "riskmgr.log"
-    log.write_text("")
-    timer = threading.Timer(0.2, lambda: log.write_text("x INFO Database schema version: 2\n"))
-    timer.start()
-    try:
-        assert scan_log_since(str(log), 0, "Database schema version: 2", timeout=5) == \
-            "x INFO Database schema version: 2"
-    finally:
-        timer.cancel()
-    began = time.monotonic()
-    assert scan_log_since(str(log), 0, "never", timeout=5, keep_waiting=lambda: False) is None
-    assert time.monotonic() - began < 1  # a dead daemon ends the wait at once
 
 
 def test_split_command():
@@ -224,12 +213,11 @@ def test_start_then_stop_are_idempotent_and_time_the_downtime(host):
 
 
 def test_check_mode_neither_starts_nor_signals(host):
-    predicted = ensure_started(str(host.pidfile), host.start_command(), log_path=str(host.log), check_mode=True,
-                               **FAST)
+    predicted = start_daemon(host.control(), log_path=str(host.log), check_mode=True, **FAST)
     assert predicted["changed"] and predicted["pid"] is None
     assert not host.pidfile.exists() and not host.log.exists()
     pid = host.start()["pid"]
-    assert ensure_stopped(str(host.pidfile), 5, check_mode=True)["changed"]
+    assert stop_daemon(host.control(), 5, check_mode=True)["changed"]
     time.sleep(0.1)
     assert pid_is_running(pid)
 
@@ -281,19 +269,20 @@ def test_stale_pidfile_naming_another_process_is_neither_signalled_nor_trusted(h
 
 def test_start_command_that_fails_is_reported(host):
     with pytest.raises(DaemonError, match=r"start_command `sh -c .*` exited with status 1 \(stderr: no config\)"):
-        ensure_started(str(host.pidfile), ["sh", "-c", "echo no config >&2; exit 1"], **FAST)
+        start_daemon(PidfileControl(str(host.pidfile), ["sh", "-c", "echo no config >&2; exit 1"]), **FAST)
 
 
 def test_pidfile_that_never_appears_is_reported(host):
     with pytest.raises(DaemonError, match=rf"^{host.pidfile}: the start command returned but the pidfile is "
                                           "missing after the start timeout"):
-        ensure_started(str(host.pidfile), ["true"], settle=0.1, start_timeout=1)
+        start_daemon(PidfileControl(str(host.pidfile), ["true"]), settle=0.1, start_timeout=1)
 
 
 # --- through Ansible -----------------------------------------------------------------------------
 
 def test_module_through_ansible(host):
-    args = {"pidfile": str(host.pidfile), "start_command": host.start_command(), "log_path": str(host.log),
+    args = {"service_manager": "command", "pidfile": str(host.pidfile), "start_command": host.start_command(),
+            "log_path": str(host.log),
             "expect_log_line": "Database schema version: 1", "settle": 0.3, "start_timeout": 10,
             "process_match": "riskmgr_standin"}
     predicted = run_module("riskmgr_daemon", {**args, "state": "started"}, check=True)
@@ -329,7 +318,8 @@ def test_unexpected_error_is_one_line_with_the_traceback_kept(host, monkeypatch)
     # Only the Ansible boundary is faked; it skips argument validation, so a None reaches the code.
     params = {"state": "started", "service_manager": "command", "pidfile": str(host.pidfile),
               "start_command": ["true"], "settle": 0.1,
-              "start_timeout": None, "log_path": None, "expect_log_line": None, "process_match": None}
+              "start_timeout": None, "log_path": None, "expect_log_line": None, "expect_version": None,
+              "process_match": None}
     fake = SimpleNamespace(params=params, check_mode=False, fail_json=fail_json)
     monkeypatch.setattr(library_module, "AnsibleModule", lambda **_: fake)
     with pytest.raises(SystemExit):
@@ -633,7 +623,7 @@ def test_journal_tail_keeps_the_daemons_lines_when_systemd_logs_many(systemd):
 
 def test_command_manager_without_log_path_cannot_expect_a_line(host):
     with pytest.raises(DaemonError, match=f"^{host.pidfile}: expect_log_line needs log_path"):
-        ensure_started(str(host.pidfile), host.start_command(), expect_log_line="Database schema version: 1")
+        start_daemon(host.control(), expect_log_line="Database schema version: 1", **FAST)
 
 
 # --- the read-only check (state=checked) ------------------------------------------------------------
@@ -734,12 +724,14 @@ def test_checked_through_ansible(systemd):
 
 
 @pytest.mark.parametrize("args, message", [
-    ({"state": "stopped", "service_manager": "systemd"},
-     "service_manager is systemd but all of the following are missing: service_name"),
-    ({"state": "stopped"}, "service_manager is command but all of the following are missing: pidfile"),
-    ({"state": "started", "pidfile": "/run/riskmgr.pid"},
+    # systemd is the default service manager, as riskmgr_service_manager's.
+    ({"state": "stopped"}, "service_manager is systemd but all of the following are missing: service_name"),
+    ({"state": "stopped", "service_manager": "command"},
+     "service_manager is command but all of the following are missing: pidfile"),
+    ({"state": "started", "service_manager": "command", "pidfile": "/run/riskmgr.pid"},
      "service_manager is command and state is started but all of the following are missing: start_command"),
-    ({"state": "started", "pidfile": "/run/riskmgr.pid", "start_command": "riskmgr", "expect_log_line": "x"},
+    ({"state": "started", "service_manager": "command", "pidfile": "/run/riskmgr.pid", "start_command": "riskmgr",
+      "expect_log_line": "x"},
      "missing parameter(s) required by 'expect_log_line': log_path (with service_manager=command; under systemd "
      "the journal is read)"),
 ])

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from fixtures import MIGRATIONS, row_counts, wait_for
-from riskmgr_daemon import PidfileControl, read_pid
+from host_processes import read_pid
+from pidfile_control import PidfileControl
 from riskmgr_recover import DaemonSettings, RecoverSettings, recover_host, recovery_text
 from sqlite_backups import backup_database
 from sqlite_common import MigrationError

@@ -6,6 +6,7 @@ verified v2, every row there, and the daemon running.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,11 +22,15 @@ import pytest
 import riskmgr_upgrade
 import host_files
 import sqlite_backups
+from ansible_run import module_defaults
 from fixtures import MIGRATIONS, ROOT, row_counts, sha256, wait_for
 from make_state_db import build_v1_db, commit_rows_only_to_wal
 from fake_systemd import FakeSystemd
-from riskmgr_daemon import PidfileControl, SystemdControl, pid_is_running, read_pid, restart_daemon
-from riskmgr_upgrade import UpgradeError, shielded_from_hangups, upgrade_host
+from host_processes import pid_is_running, read_pid
+from pidfile_control import PidfileControl
+from riskmgr_daemon import restart_daemon
+from riskmgr_upgrade import UpgradeError, UpgradeSettings, shielded_from_hangups, upgrade_host
+from systemd_control import SystemdControl
 from backup_store import verify_backup
 from host_files import copy_hashing
 from sqlite_catalog import load_catalog, load_catalog_texts
@@ -35,6 +40,11 @@ from sqlite_verification import verify_database
 
 STANDIN = ROOT / "tools" / "riskmgr_standin.py"
 FAST = {"settle": 0.3, "start_timeout": 10, "stop_timeout": 5}
+
+
+def upgrade_settings(**options) -> UpgradeSettings:
+    """The settings library/riskmgr_upgrade.py builds from its options: the module's defaults, then these."""
+    return UpgradeSettings.from_params({**module_defaults("riskmgr_upgrade"), **options})
 
 
 def version_of(db: Path) -> int:
@@ -75,9 +85,10 @@ class Host:
             self.pids.add(pid)
         return pid if pid_is_running(pid, "riskmgr_standin") else None
 
-    def upgrade(self, **options) -> dict:
-        return upgrade_host(str(self.db), str(self.backups), self.catalog, self.control(),
-                            log_path=str(self.log), process_match="riskmgr_standin", **{**FAST, **options})
+    def upgrade(self, check_mode: bool = False, want_diff: bool = False, **options) -> dict:
+        settings = upgrade_settings(log_path=str(self.log), process_match="riskmgr_standin", **{**FAST, **options})
+        return upgrade_host(str(self.db), str(self.backups), self.catalog, self.control(), settings,
+                            check_mode=check_mode, want_diff=want_diff)
 
     def logged_versions(self) -> list[int]:
         return [int(line.rsplit(" ", 1)[1]) for line in self.log.read_text().splitlines()
@@ -173,16 +184,16 @@ def test_under_systemd_without_a_log_file_the_journal_judges_both_starts(make_ho
         control.launch(10)
         wait_for(lambda: host.pid())
         if not refuse:
-            result = upgrade_host(str(host.db), str(host.backups), host.catalog, control, log_path=None,
-                                  process_match="riskmgr_standin", **FAST)
+            result = upgrade_host(str(host.db), str(host.backups), host.catalog, control,
+                                  upgrade_settings(log_path=None, process_match="riskmgr_standin", **FAST))
             assert result["start"]["log_line"].endswith("INFO Database schema version: 2")
             assert result["downtime_seconds"] == round(result["start"]["serving_at"]
                                                        - result["stop"]["stop_requested_at"], 3)
             assert version_of(host.db) == 2 and host.logged_versions() == [1, 2]
         else:
             with pytest.raises(UpgradeError) as caught:
-                upgrade_host(str(host.db), str(host.backups), host.catalog, control, log_path=None,
-                             process_match="riskmgr_standin", **FAST)
+                upgrade_host(str(host.db), str(host.backups), host.catalog, control,
+                             upgrade_settings(log_path=None, process_match="riskmgr_standin", **FAST))
             message = str(caught.value)
             # The v2 start failed on what the journal showed, and v1 was judged healthy by it too.
             assert "last lines of the journal of riskmgr.service: " in message and "refusing to run" in message
@@ -229,6 +240,19 @@ def test_rows_only_in_the_wal_of_a_killed_daemon_are_backed_up_through_sqlite(ma
     assert result["backup"]["method"] == "backup API" and result["stop"]["stop_requested_at"] is None
     assert result["backup"]["row_counts"]["enforcement_log"] == counts["enforcement_log"]
     assert result["downtime_seconds"] is None and host.pid() and version_of(host.db) == 2
+
+
+def test_settings_take_each_option_of_the_module_into_its_own_field():
+    given = {"target_version": 7, "track_unrealized_pnl": True, "retention_days": 11, "max_backups": 12,
+             "free_space_margin": 1.3, "integrity": "integrity", "keep_suffix": "kept", "stop_timeout": 13,
+             "stop_force": True, "settle": 0.4, "start_timeout": 14, "log_path": "/var/log/rm.log",
+             "process_match": "risk_manager", "busy_timeout": 15.0}
+    settings = UpgradeSettings.from_params({**module_defaults("riskmgr_upgrade"), **given})
+    assert dataclasses.asdict(settings) == {
+        "target_version": 7, "options": {"track_unrealized_pnl": True}, "retention_days": 11, "max_backups": 12,
+        "free_space_margin": 1.3, "integrity": "integrity", "keep_suffix": "kept", "stop_timeout": 13,
+        "stop_force": True, "settle": 0.4, "start_timeout": 14, "log_path": "/var/log/rm.log",
+        "process_match": "risk_manager", "busy_timeout_s": 15.0}
 
 
 def test_hangup_interrupt_and_broken_pipe_are_ignored_while_shielded():

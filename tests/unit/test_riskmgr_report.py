@@ -1,0 +1,115 @@
+"""The run report, built in Python from the raw results the modules really return.
+
+Each shape runs the real thing on a real database and a real stand-in daemon (the offline unit,
+the online steps, a rollback by restore, an upgrade that fails and is put back), then builds the
+report from those results, as the riskmgr_report action does in a run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from backup_restore import restore_database
+from fixtures import MIGRATIONS, ROOT, wait_for
+from riskmgr_daemon import restart_daemon
+from riskmgr_upgrade import UpgradeError
+from sqlite_backups import backup_database
+from sqlite_facts import FactsRequest, gather
+from sqlite_migration import migrate_database
+from sqlite_verification import verify_database
+from test_riskmgr_upgrade import FAST, Host
+
+spec = importlib.util.spec_from_file_location("riskmgr_report_action", ROOT / "action_plugins" / "riskmgr_report.py")
+report_action = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report_action)
+SETTINGS = {"db": "/x/state.db", "migration_mode": "offline"}
+
+
+@pytest.fixture
+def host(tmp_path):
+    made = Host(tmp_path / "h", rows=300)
+    made.start()
+    yield made
+    made.cleanup()
+
+
+def preflight(host: Host, target: int = 2) -> dict:
+    return gather(str(host.db), str(MIGRATIONS), FactsRequest(integrity="quick", target_version=target, plan=True))
+
+
+def test_an_offline_upgrade_reports_its_phases_and_the_downtime_window(host):
+    facts = preflight(host)
+    unit = host.upgrade()
+    report = report_action.build_report("h1", "run-1", "migrate", False, SETTINGS,
+                                        {"facts": facts, "plan": {"change": True}, "upgrade": unit})
+    assert (report["outcome"], report["from_version"], report["to_version"]) == ("changed", 1, 2)
+    assert report["backup"] == unit["backup"]["backup"] and report["backup_method"] == "file copy"
+    assert report["downtime_seconds"] == unit["downtime_seconds"] > 0
+    assert report["stop_requested_at"] < report["serving_at"]
+    phases = report["phases_seconds"]
+    assert all(isinstance(phases[name], float) for name in ("stop", "backup", "backup_check", "migrate", "verify",
+                                                             "start", "preflight_integrity"))
+    assert report["recovery"] is None and report["failure"] is None and report["migration_mode"] == "offline"
+    json.dumps(report)  # what is written and published is plain JSON
+
+
+def test_an_online_upgrade_reports_the_restart_as_its_downtime_and_the_longest_lock(host):
+    facts = preflight(host)
+    backup = backup_database(str(host.db), str(host.backups))
+    migrate = migrate_database(str(host.db), MIGRATIONS, transactions="per_step")
+    verify = verify_database(str(host.db), MIGRATIONS, manifest=backup["manifest"])
+    start = restart_daemon(host.control(), FAST["stop_timeout"], settle=FAST["settle"], log_path=str(host.log),
+                           expect_log_line="Database schema version: 2", process_match="riskmgr_standin")
+    report = report_action.build_report(
+        "h1", "run-1", "migrate", False, dict(SETTINGS, migration_mode="online"),
+        {"facts": facts, "plan": {"change": True}, "backup": backup, "migrate": migrate, "verify": verify,
+         "start": start})
+    assert (report["outcome"], report["to_version"], report["migration_mode"]) == ("changed", 2, "online")
+    assert report["downtime_seconds"] == start["downtime_seconds"] and report["backup_method"] == "backup API"
+    assert report["longest_migration_lock_seconds"] == migrate["longest_transaction_seconds"] > 0
+    assert report["steps"] == migrate["steps"]
+
+
+def test_a_rollback_by_restore_names_the_backup_the_kept_file_and_the_rows_it_lacks(host):
+    taken = backup_database(str(host.db), str(host.backups))
+    migrate_database(str(host.db), MIGRATIONS)
+    facts = preflight(host, target=1)
+    host.control().request_stop(host.pid())
+    wait_for(lambda: host.pid() is None)
+    restored = restore_database(str(host.db), backup=taken["backup"], keep_suffix="rollback")
+    report = report_action.build_report("h1", "run-2", "rollback", False, SETTINGS,
+                                        {"facts": facts, "plan": {"change": True}, "restore": restored})
+    assert (report["outcome"], report["from_version"], report["to_version"]) == ("changed", 2, 1)
+    assert report["restored_from"] == taken["backup"] and report["kept_files"] == restored["kept"]
+    assert report["rows_not_in_backup"]["enforcement_log"] > 0 and report["migration_mode"] is None
+
+
+def test_a_failed_upgrade_put_back_reports_the_version_it_ended_on_and_the_recovery(tmp_path):
+    host = Host(tmp_path / "h", "--refuse-version", "2", rows=300)
+    try:
+        host.start()
+        facts = preflight(host)
+        with pytest.raises(UpgradeError) as caught:
+            host.upgrade()
+        unit = caught.value.fail_result
+        report = report_action.build_report(
+            "h1", "run-3", "migrate", False, SETTINGS,
+            {"facts": facts, "plan": {"change": True}, "upgrade": unit,
+             "failure": {"phase": unit["failed_phase"], "msg": str(caught.value)}})
+        assert report["outcome"] == "failed" and report["failure"]["phase"] == "start"
+        assert report["to_version"] == 1  # put back: not the version it aimed at
+        assert report["recovery"] == unit["recovery"] and report["kept_files"] == unit["recovery"]["kept"]
+    finally:
+        host.cleanup()
+
+
+def test_the_summary_counts_the_fleet_so_far():
+    reports = [{"host": "a", "outcome": "changed", "downtime_seconds": 1.5},
+               {"host": "b", "outcome": "failed", "downtime_seconds": None},
+               {"host": "c", "outcome": "unchanged", "downtime_seconds": None}]
+    summary = report_action.build_summary(reports, "run-1", "migrate", False, "/r")
+    assert (summary["changed"], summary["failed"], summary["unchanged"]) == (["a"], ["b"], ["c"])
+    assert summary["longest_downtime_seconds"] == 1.5 and summary["report_dir"] == str(Path("/r") / "run-1")
+    assert report_action.build_summary([], "r", "rollback", True, "/r")["report_dir"] is None
