@@ -174,7 +174,7 @@ def recover_host(settings: RecoverSettings, catalog: Catalog, control: DaemonCon
     report["state_found"] = state["state"]
     acceptable = state["consistent"] and state["version"] in (settings.accept or (settings.back_to,))
     if acceptable:
-        report["database"] = f"is v{state['version']}, as the run may leave it"
+        report["database"] = f"is v{state['version']}, as the run left it"
         report["version"] = state["version"]
     else:
         try:

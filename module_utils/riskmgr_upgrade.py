@@ -29,13 +29,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ansible.module_utils.riskmgr_daemon import schema_line, start_daemon, stop_daemon
-from ansible.module_utils.backup_restore import restore_database
+from ansible.module_utils.riskmgr_recover import DaemonSettings, RecoverSettings, recover_host, recovery_text
 from ansible.module_utils.service_manager import DaemonControl
 from ansible.module_utils.sqlite_backups import backup_database, finish_backup
 from ansible.module_utils.sqlite_catalog import Catalog
 from ansible.module_utils.sqlite_common import RiskmgrError, migration_write_problems, sqlite_error_text
 from ansible.module_utils.sqlite_migration import migrate_database
-from ansible.module_utils.sqlite_history import database_version
 from ansible.module_utils.sqlite_verification import failure_message, verify_database
 
 # What a lost controller or connection sends: ssh's hangup, Ctrl-C passed on, a closed pipe, and
@@ -134,7 +133,7 @@ def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
         reason = sqlite_error_text(path, err, settings.busy_timeout_s) if isinstance(err, sqlite3.Error) else str(err)
         raise UpgradeError(f"{reason.rstrip('.')}. The daemon was not stopped and nothing was changed.",
                            {"changed": False, "failed_phase": "plan",
-                            "recovery": {"restored_from": None, "kept": [], "errors": [], "database": "untouched",
+                            "recovery": {"method": None, "kept": [], "errors": [], "database": "untouched",
                                          "daemon": "was not stopped"}}) from err
     if not result["changed"] or check_mode:
         return result
@@ -212,12 +211,12 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
         result["failed_phase"] = phase
         if phase == "stop":
             # Nothing was touched; a daemon that did not stop is still running (only stop_force kills).
-            result["recovery"] = {"restored_from": None, "kept": [], "errors": [],
+            result["recovery"] = {"method": None, "kept": [], "errors": [], "version": before_version,
                                   "database": f"untouched (v{before_version})", "daemon": "is still running (not stopped)"}
             raise UpgradeError(f"{path}: the upgrade failed while stop: {str(err).rstrip('.')}. The daemon was not "
                                f"stopped; {path} was not touched. Fix the cause, then rerun migrate_v2.yml.",
                                dict(result, changed=False)) from err
-        result["recovery"] = put_host_back(path, result, phase, control, before_version, settings)
+        result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, before_version, settings)
         raise UpgradeError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
     result["to_version"] = target
     result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
@@ -232,52 +231,23 @@ def downtime_seconds(stop: dict, start: dict) -> float | None:
     return round(start["serving_at"] - stop["stop_requested_at"], 3)
 
 
-def put_host_back(path: str, result: dict, phase: str, control: DaemonControl, before_version: int,
-                  settings: UpgradeSettings) -> dict:
-    """After a failure past the stop: v1 back in place if it was changed, then the daemon started on it.
+def put_host_back(path: str, backup_dir: Path, result: dict, catalog: Catalog, control: DaemonControl,
+                  before_version: int, settings: UpgradeSettings) -> dict:
+    """After a failure past the stop: the one recovery (riskmgr_recover), with this run's confirmed backup.
 
     Never raises: what could not be done is reported, for the operator and the playbook's rescue.
     """
-    recovery = {"restored_from": None, "kept": [], "database": None, "daemon": None, "errors": []}
-    try:
-        if phase == "start":  # unhealthy on v2: it goes
-            stop_daemon(control, settings.stop_timeout, True, settings.process_match, settings.log_path)
-        version = database_version(path, settings.busy_timeout_s)
-        if version == before_version:
-            recovery["database"] = f"unchanged v{before_version} (the migration was not committed)"
-        else:
-            backup = result["backup"]
-            if not (backup and backup.get("confirmed")):
-                raise RiskmgrError(f"{path} is v{version} and there is no confirmed backup to put back")
-            restored = restore_database(path, backup=backup["backup"], keep_suffix=settings.keep_suffix,
-                                        busy_timeout_s=settings.busy_timeout_s)
-            recovery.update(restored_from=restored["backup"], kept=restored["kept"],
-                            database=f"restored from {restored['backup']} (v{before_version})")
-    except BaseException as err:  # noqa: BLE001 - reported, and the daemon is still started below
-        recovery["errors"].append(f"putting the database back: {err}")
-    try:
-        started = start_daemon(control, settle=settings.settle, start_timeout=settings.start_timeout,
-                               log_path=settings.log_path,
-                               expect_log_line=schema_line(control, settings.log_path, before_version),
-                               process_match=settings.process_match)
-        recovery["daemon"] = f"runs again on v{before_version} (pid {started['pid']})"
-    except BaseException as err:  # noqa: BLE001
-        recovery["daemon"] = "is NOT running"
-        recovery["errors"].append(f"starting the daemon again: {err}")
-    return recovery
+    backup = result["backup"] or {}
+    recover = RecoverSettings(
+        path=path, backup_dir=str(backup_dir), back_to=before_version, keep_suffix=settings.keep_suffix,
+        options=settings.options, busy_timeout_s=settings.busy_timeout_s,
+        daemon=DaemonSettings(stop_timeout=settings.stop_timeout, settle=settings.settle,
+                              start_timeout=settings.start_timeout, log_path=settings.log_path,
+                              process_match=settings.process_match))
+    return recover_host(recover, catalog, control, backup["backup"] if backup.get("confirmed") else None)
 
 
 def failure_text(path: str, phase: str, err: BaseException, recovery: dict) -> str:
     reason = str(err) if isinstance(err, RiskmgrError) else f"{type(err).__name__}: {err}"
-    parts = [f"{path}: the upgrade failed while {phase}: {reason.rstrip('.')}."]
-    if recovery["database"]:
-        verb = "was" if recovery["database"].startswith("restored") else "is"
-        parts.append(f"The database {verb} {recovery['database']}"
-                     + (f"; the file it replaced is kept as {', '.join(recovery['kept'])}." if recovery["kept"] else "."))
-    parts.append(f"The daemon {recovery['daemon']}.")
-    if recovery["errors"]:
-        parts.append("Could not finish putting the host back: " + " | ".join(recovery["errors"])
-                     + ". Check the host now.")
-    else:
-        parts.append("Fix the cause, then rerun migrate_v2.yml.")
-    return " ".join(parts)
+    text = f"{path}: the upgrade failed while {phase}: {reason.rstrip('.')}. {recovery_text(path, recovery)}"
+    return text if recovery["errors"] else f"{text} Fix the cause, then rerun migrate_v2.yml."

@@ -219,7 +219,7 @@ def test_3_disk_full_during_the_backup_removes_the_partial_copy_and_restarts_the
     assert_end_state(fleet, before, run, db="v1", daemon="running", says=[
         r"the upgrade failed while backup", re.escape(f"no space left in {backups}"),
         r"the backup needs about [\d.]+ MB \(\d+ bytes\) free there", r"no backup was written \(removed .*\.tmp-",
-        r"The database is unchanged v1", r"The daemon runs again on v1"])
+        r"state\.db is v1, as the run left it", r"The daemon runs again on v1"])
     assert sha256(db) == filler.sha_at_stop  # not a byte changed (the restarted daemon's row is in -wal)
     assert os.listdir(backups) == []  # no temp copy, no backup, no manifest
 
@@ -277,7 +277,7 @@ def test_3_disk_full_during_the_migration_rolls_it_back_and_restarts_the_daemon_
     assert_end_state(fleet, before, run, db="v1", daemon="running", says=[
         r"the upgrade failed while migrate", r"database or disk is full",
         r"needs about [\d.]+ MB free in " + re.escape(str(data)),
-        r"the transaction was rolled back", r"The database is unchanged v1", r"The daemon runs again on v1"])
+        r"the transaction was rolled back", r"state\.db is v1, as the run left it", r"The daemon runs again on v1"])
     # Byte for byte what the backup took right after the stop: the transaction left nothing behind.
     assert sha256(db) == filler.sha_at_stop
     manifest, = [json.loads(p.read_text()) for p in backups.glob("*.manifest.json")]

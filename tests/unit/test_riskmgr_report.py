@@ -60,7 +60,8 @@ def test_an_online_upgrade_reports_the_restart_as_its_downtime_and_the_longest_l
     backup = backup_database(str(host.db), str(host.backups))
     migrate = migrate_database(str(host.db), MIGRATIONS, transactions="per_step")
     verify = verify_database(str(host.db), MIGRATIONS, manifest=backup["manifest"])
-    start = restart_daemon(host.control(), FAST["stop_timeout"], settle=FAST["settle"], log_path=str(host.log),
+    start = restart_daemon(host.control(), FAST["stop_timeout"], settle=FAST["settle"],
+                           start_timeout=FAST["start_timeout"], log_path=str(host.log),
                            expect_log_line="Database schema version: 2", process_match="riskmgr_standin")
     report = report_action.build_report(
         "h1", "run-1", "migrate", False, dict(SETTINGS, migration_mode="online"),
