@@ -184,7 +184,7 @@ def backup_sha_of_live_file(db: Path) -> str:
 
 # --- #3 the disk fills up ------------------------------------------------------------------------
 
-def test_3_backup_dir_too_small_is_refused_in_preflight_naming_bytes_needed_and_free(tmpfs, make_fleet):
+def test_backup_dir_too_small_is_refused_in_preflight_naming_bytes_needed_and_free(tmpfs, make_fleet):
     fleet = make_fleet()
     small = tmpfs(fleet.root.parent / "small fs", 64 * 1024)
     backups = small / "backups"
@@ -201,7 +201,7 @@ def test_3_backup_dir_too_small_is_refused_in_preflight_naming_bytes_needed_and_
     assert os.listdir(small) == []  # not even the backup directory was made
 
 
-def test_3_disk_full_during_the_backup_removes_the_partial_copy_and_restarts_the_daemon_on_v1(tmpfs, make_fleet):
+def test_disk_full_during_the_backup_removes_the_partial_copy_and_restarts_the_daemon_on_v1(tmpfs, make_fleet):
     fleet = make_fleet()
     fleet.restart_daemon_with(HOST, *QUIET)
     db = fleet.db(HOST)
@@ -222,7 +222,7 @@ def test_3_disk_full_during_the_backup_removes_the_partial_copy_and_restarts_the
     assert os.listdir(backups) == []  # no temp copy, no backup, no manifest
 
 
-def test_3_backup_dir_full_after_the_preflight_is_refused_without_stopping_the_daemon(tmpfs, make_fleet):
+def test_backup_dir_full_after_the_preflight_is_refused_without_stopping_the_daemon(tmpfs, make_fleet):
     fleet = make_fleet(hosts=2)
     second = "local-2"
     mount = tmpfs(fleet.root.parent / "backup fs 2", 16 * MIB)
@@ -258,7 +258,7 @@ def move_data_dir_to_tmpfs(fleet: Fleet, host: str, tmpfs, size: int) -> Path:
     return data
 
 
-def test_3_disk_full_during_the_migration_rolls_it_back_and_restarts_the_daemon_on_v1(tmpfs, make_fleet):
+def test_disk_full_during_the_migration_rolls_it_back_and_restarts_the_daemon_on_v1(tmpfs, make_fleet):
     fleet = make_fleet()
     fleet.restart_daemon_with(HOST, *QUIET)
     db = fleet.db(HOST)
@@ -296,7 +296,7 @@ except RiskmgrError as err:
 """
 
 
-def test_3_index_sorts_spilling_into_a_full_temp_dir_roll_the_migration_back_and_name_that_dir(tmpfs, tmp_path):
+def test_index_sorts_spilling_into_a_full_temp_dir_roll_the_migration_back_and_name_that_dir(tmpfs, tmp_path):
     # CREATE INDEX sorts its keys in memory up to about 2 MB (cache_size), then in temp files in
     # SQLite's temp dir: SQLITE_TMPDIR, else TMPDIR, else /var/tmp, /usr/tmp, /tmp. Not the
     # database's filesystem: a small /tmp fails a big migration on a disk with room to spare.
@@ -387,7 +387,7 @@ def start_daemon_as(fleet: Fleet, host: str, user: pwd.struct_passwd | None) -> 
     return pid
 
 
-def test_7_read_only_directory_is_refused_in_preflight(shared_fleet, become_user):
+def test_read_only_directory_is_refused_in_preflight(shared_fleet, become_user):
     fleet = shared_fleet()
     db = fleet.db(HOST)
     start_daemon_as(fleet, HOST, become_user)  # it owns the database and has its -wal and -shm open
@@ -410,7 +410,7 @@ def refused_by_the_unit(run) -> bool:
     return "TASK [upgrade" in run.stdout
 
 
-def test_7_database_of_another_user_is_refused_and_nothing_changes(shared_fleet, become_user):
+def test_database_of_another_user_is_refused_and_nothing_changes(shared_fleet, become_user):
     fleet = shared_fleet()
     db = fleet.db(HOST)
     os.chown(db, 0, 0)  # root's database, in a directory the become user may write to...
@@ -424,8 +424,7 @@ def test_7_database_of_another_user_is_refused_and_nothing_changes(shared_fleet,
     assert not fleet.backup_dir(HOST).exists() and not fleet.lock(HOST).exists()
 
 
-def test_7_read_only_directory_with_the_lock_elsewhere_is_refused_before_the_migration_writes(shared_fleet,
-                                                                                               become_user):
+def test_read_only_directory_with_the_lock_elsewhere_is_refused_before_the_migration_writes(shared_fleet, become_user):
     # riskmgr_lock_path outside the database's directory: the lock no longer proves that directory writable.
     fleet = shared_fleet()
     db = fleet.db(HOST)
