@@ -13,7 +13,7 @@ Everything comes from the host's inventory variables, over the same connection a
 """
 from __future__ import annotations
 
-import os
+import shlex
 
 import pytest
 
@@ -26,12 +26,12 @@ def evidence_commands(variables: dict) -> list[tuple[str, str, tuple[str, ...]]]
     """(title, command, its arguments) of what shows the daemon's side on one host."""
     commands = []
     if variables.get("riskmgr_service_manager") == "systemd":
-        unit = variables.get("riskmgr_service_name", "risk-manager.service")
+        unit = variables.get("riskmgr_service_name", "risk-manager")  # the role's default
         commands += [("unit status", "systemctl status --no-pager --full --lines=0 %s", (unit,)),
                      ("journal", f"journalctl --no-pager --unit=%s | {WITHOUT_PROGRESS} | {LAST_LINES}", (unit,))]
     elif variables.get("riskmgr_pidfile"):
         pidfile = variables["riskmgr_pidfile"]
-        commands.append(("daemon process", 'cat %s && ps -o pid,stat,lstart,args -p "$(cat %s)"', (pidfile, pidfile)))
+        commands.append(("daemon process", 'cat %s && ps -ww -o pid,stat,lstart,args -p "$(cat %s)"', (pidfile, pidfile)))
     if variables.get("riskmgr_log_path"):
         commands.append(("daemon log", f"{WITHOUT_PROGRESS} %s | {LAST_LINES}", (variables["riskmgr_log_path"],)))
     return commands
@@ -49,4 +49,5 @@ def pytest_runtest_makereport(item, call):
     for title, command, arguments in evidence_commands(host.ansible.get_variables()):
         result = host.run(command, *arguments)
         shown = (result.stdout + result.stderr).rstrip() or f"(nothing; exit status {result.rc})"
-        report.sections.append((f"{title} of {name}: {os.fsdecode(result.command)}", shown))
+        as_typed = command % tuple(shlex.quote(argument) for argument in arguments)  # without sudo's wrapping
+        report.sections.append((f"{title} of {name}: {as_typed}", shown))
