@@ -61,7 +61,7 @@ migrate_database(sys.argv[2], sys.argv[3])
 SPILLED_BYTES = 256 * 1024
 
 
-def test_1_sigkill_inside_the_migration_transaction_leaves_v1_and_a_rerun_converges(tmp_path):
+def test_sigkill_inside_the_migration_transaction_leaves_v1_and_a_rerun_converges(tmp_path):
     # 128k rows in each of the two biggest tables: the new indexes take long enough to build
     # that the transaction spills pages into state.db-wal well before it commits.
     db = build_big_v1(tmp_path / "state.db", doublings=6)
@@ -100,7 +100,7 @@ def test_1_sigkill_inside_the_migration_transaction_leaves_v1_and_a_rerun_conver
     ("enforcement_log", r"NULL value in enforcement_log"),  # a leaf page of the table the daemon writes
     ("idx_orders_state", r"missing from index idx_orders_state"),  # a page of a v1 index
 ], ids=["table_page", "index_page"])
-def test_4_corrupt_database_is_refused_before_anything_is_touched(make_fleet, damaged, also_says):
+def test_corrupt_database_is_refused_before_anything_is_touched(make_fleet, damaged, also_says):
     fleet = make_fleet()
     db = fleet.db(HOST)
     fleet.stop_daemon(HOST)  # it checkpoints: state.db alone holds every row
@@ -123,7 +123,7 @@ def test_4_corrupt_database_is_refused_before_anything_is_touched(make_fleet, da
 
 # --- #5 two runs at once on one host ---------------------------------------------------------
 
-def test_5_second_run_is_refused_by_the_first_runs_lock_and_the_first_completes(make_fleet):
+def test_second_run_is_refused_by_the_first_runs_lock_and_the_first_completes(make_fleet):
     fleet = make_fleet()
     before = capture(fleet, HOST)
     # A long settle keeps the first run (and its lock) busy after the start: the second run
@@ -150,7 +150,7 @@ def test_5_second_run_is_refused_by_the_first_runs_lock_and_the_first_completes(
 
 # --- #6 a migration file edited after it was applied -----------------------------------------
 
-def test_6_migration_file_edited_after_it_was_applied_is_refused_naming_both_checksums(make_fleet, tmp_path):
+def test_migration_file_edited_after_it_was_applied_is_refused_naming_both_checksums(make_fleet, tmp_path):
     fleet = make_fleet()
     fleet.stop_daemon(HOST)
     migrate_with_engine(fleet.db(HOST))  # applied: the ledger holds each file's sha256
@@ -200,7 +200,7 @@ def make_text_file(fleet) -> None:
     (make_missing, "down", [r"no such file; check riskmgr_db_path", UNTOUCHED]),
     (make_text_file, "down", [r"not a SQLite 3 database \(bad file header\)", UNTOUCHED]),
 ], ids=["newer", "missing", "text_file"])
-def test_7_database_in_the_wrong_state_is_refused_in_preflight(make_fleet, make, daemon, says):
+def test_database_in_the_wrong_state_is_refused_in_preflight(make_fleet, make, daemon, says):
     fleet = make_fleet()
     make(fleet)
     before = capture(fleet, HOST)
@@ -243,7 +243,7 @@ def only_v2_backups(fleet) -> list[str]:
 
 @pytest.mark.parametrize("make", [no_backup, tampered_backup, only_v2_backups],
                          ids=["no_backup", "tampered_backup", "only_v2_backups"])
-def test_8_rollback_without_a_verified_v1_backup_is_refused(make_fleet, make):
+def test_rollback_without_a_verified_v1_backup_is_refused(make_fleet, make):
     fleet = make_fleet()
     says = make(fleet)
     backups_before = {p.name: p.read_bytes() for p in fleet.backup_dir(HOST).glob("*")} \
@@ -259,7 +259,7 @@ def test_8_rollback_without_a_verified_v1_backup_is_refused(make_fleet, make):
 
 # --- #9 the daemon refuses to run on v2 ----------------------------------------------------
 
-def test_9_daemon_refusing_v2_gets_v1_back_with_every_row_and_the_v2_file_kept(make_fleet):
+def test_daemon_refusing_v2_gets_v1_back_with_every_row_and_the_v2_file_kept(make_fleet):
     fleet = make_fleet(refuse_version=2, refuse_host=HOST)
     before = capture(fleet, HOST)
     run = fleet.playbook("migrate_v2.yml", *CONFIRM)
@@ -281,7 +281,7 @@ def test_9_daemon_refusing_v2_gets_v1_back_with_every_row_and_the_v2_file_kept(m
 
 # --- #10 a daemon that ignores SIGTERM ------------------------------------------------------
 
-def test_10_daemon_ignoring_sigterm_fails_the_stop_and_nothing_else_happens(make_fleet):
+def test_daemon_ignoring_sigterm_fails_the_stop_and_nothing_else_happens(make_fleet):
     fleet = make_fleet()
     fleet.restart_daemon_with(HOST, "--ignore-sigterm")
     before = capture(fleet, HOST)
@@ -297,7 +297,7 @@ def test_10_daemon_ignoring_sigterm_fails_the_stop_and_nothing_else_happens(make
 
 # --- #11 rows committed only to the WAL before the daemon was killed -------------------------
 
-def test_11_rows_only_in_the_wal_of_a_killed_daemon_reach_the_backup_and_v2(make_fleet):
+def test_rows_only_in_the_wal_of_a_killed_daemon_reach_the_backup_and_v2(make_fleet):
     fleet = make_fleet()
     db = fleet.db(HOST)
     fleet.kill_daemon(HOST)  # no checkpoint: its last rows sit in state.db-wal
@@ -328,7 +328,7 @@ def v2_fleet_with_rows_written_on_v2(make_fleet):
     return fleet, manifest, backed_up
 
 
-def test_13_rollback_restore_plans_then_keeps_every_row_written_on_v2(make_fleet):
+def test_rollback_restore_plans_then_keeps_every_row_written_on_v2(make_fleet):
     fleet, manifest, backed_up = v2_fleet_with_rows_written_on_v2(make_fleet)
     db = fleet.db(HOST)
 
@@ -358,7 +358,7 @@ def test_13_rollback_restore_plans_then_keeps_every_row_written_on_v2(make_fleet
     assert fleet.logged_versions(HOST)[-1] == 1
 
 
-def test_13_rollback_downgrade_keeps_every_row_written_on_v2_in_the_live_database(make_fleet):
+def test_rollback_downgrade_keeps_every_row_written_on_v2_in_the_live_database(make_fleet):
     fleet, manifest, backed_up = v2_fleet_with_rows_written_on_v2(make_fleet)
     before = capture(fleet, HOST)
     assert before.max_id > backed_up

@@ -49,7 +49,7 @@ UNIT_FINISH_S = 60  # the unit finishing on its own after its controller is gone
 
 # Every task a run of migrate_v2.yml starts on a v1 host that needs the upgrade, in order, as
 # Ansible names them (skipped ones too: each is a boundary where the controller can die).
-# test_2_the_boundary_list_is_every_task_a_real_run_starts fails, printing the new list, when
+# test_the_boundary_list_is_every_task_a_real_run_starts fails, printing the new list, when
 # the playbook changes.
 TASKS = [
     "Check the host while its daemon runs (settings, daemon, run lock, database, plan)",
@@ -102,7 +102,7 @@ def boundary_id(boundary: tuple[int, str, int]) -> str:
 
 # --- the boundary list cannot go stale -------------------------------------------------------
 
-def test_2_the_boundary_list_is_every_task_a_real_run_starts(make_fleet, tmp_path):
+def test_the_boundary_list_is_every_task_a_real_run_starts(make_fleet, tmp_path):
     fleet = make_fleet()
     record = tmp_path / "started.txt"
     run = playbook_with_env(fleet, "migrate_v2.yml", *CONFIRM, env=interrupt_env(record=record), tag="record")
@@ -129,7 +129,7 @@ def kill_at_boundary_then_rerun(root: Path, boundary: tuple[int, str, int]) -> N
                                    env=interrupt_env(kill_at=name, occurrence=occurrence))
         assert killed.returncode == -signal.SIGKILL, (
             f"the run was not killed before {name!r} (exit {killed.returncode}): that task never started; "
-            f"see test_2_the_boundary_list_is_every_task_a_real_run_starts\n{killed.output[-3000:]}")
+            f"see test_the_boundary_list_is_every_task_a_real_run_starts\n{killed.output[-3000:]}")
         # What the dead run left. Before the unit: v1 and the daemon untouched. After it: the unit
         # ran whole, so a verified v2 and the daemon running on it. The lock from its take to its release.
         db = fleet.db(HOST)
@@ -164,7 +164,7 @@ def boundary_runs(request, tmp_path_factory):
     Each test waits for its own case: a failure is reported by that test, with its traceback."""
     selected = [item.callspec.params["boundary"] for item in request.session.items
                 if item.module is request.module and getattr(item, "originalname", "") ==
-                "test_2_killed_at_a_task_boundary_leaves_a_consistent_host_and_the_rerun_converges"]
+                "test_run_killed_at_a_task_boundary_leaves_a_consistent_host_and_the_rerun_converges"]
     pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="boundary")
     futures: dict[int, Future] = {
         boundary[0]: pool.submit(kill_at_boundary_then_rerun, tmp_path_factory.mktemp(f"b{boundary[0]:02d}") / "fleet",
@@ -175,7 +175,7 @@ def boundary_runs(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES, ids=[boundary_id(b) for b in BOUNDARIES])
-def test_2_killed_at_a_task_boundary_leaves_a_consistent_host_and_the_rerun_converges(boundary_runs, boundary):
+def test_run_killed_at_a_task_boundary_leaves_a_consistent_host_and_the_rerun_converges(boundary_runs, boundary):
     boundary_runs[boundary[0]].result(timeout=900)
 
 
@@ -255,7 +255,7 @@ def ignored_signals(pid: int) -> set[signal.Signals]:
 
 
 @pytest.mark.parametrize("how", list(MID_UNIT))
-def test_2_killed_while_the_daemon_is_down_in_the_unit(make_fleet, how):
+def test_run_killed_while_the_daemon_is_down_in_the_unit(make_fleet, how):
     fleet = make_fleet()
     db = fleet.db(HOST)
     start_command = fleet.hosts[HOST]["riskmgr_start_command"]
@@ -440,7 +440,7 @@ SSH_TRANSPORTS = {"pipelined": {}, "tty": {"ANSIBLE_PIPELINING": "False"}}
 
 
 @pytest.mark.parametrize("transport", list(SSH_TRANSPORTS))
-def test_12_ssh_connection_dropped_after_the_stop_the_unit_finishes_on_its_own_and_a_rerun_converges(
+def test_ssh_connection_dropped_after_the_stop_the_unit_finishes_on_its_own_and_a_rerun_converges(
         make_fleet, sshd, transport):
     fleet = make_fleet()
     over_ssh(fleet, sshd)

@@ -1,5 +1,6 @@
 """Resources and security: a full disk (#3), a read-only directory or a database of another user (#7),
-and what the project never does (a shell, SQL built from variables, a path it cannot quote).
+and database paths with quotes, shell characters or a `$` (the static security checks, no shell and
+no SQL built from variables, are in tests/static/test_security.py).
 
 As in test_faults.py, each fault is injected into a real local fleet (tools/local_fleet.py) and the
 operator's playbook runs for real; every end state is checked by fault_fleet.assert_end_state().
@@ -9,9 +10,7 @@ for this session, that the playbook becomes. See docs/guarantees.md, #3, #7 and 
 """
 from __future__ import annotations
 
-import ast
 import errno
-import functools
 import hashlib
 import json
 import os
@@ -30,7 +29,6 @@ from pathlib import Path
 
 import local_fleet
 import pytest
-import yaml
 from fault_fleet import (
     CONFIRM, HOST, UNTOUCHED, MIGRATIONS, ROOT, Fleet, assert_end_state, assert_v1_or_v2, build_big_v1, capture, schema_state)
 
@@ -186,7 +184,7 @@ def backup_sha_of_live_file(db: Path) -> str:
 
 # --- #3 the disk fills up ------------------------------------------------------------------------
 
-def test_3_backup_dir_too_small_is_refused_in_preflight_naming_bytes_needed_and_free(tmpfs, make_fleet):
+def test_backup_dir_too_small_is_refused_in_preflight_naming_bytes_needed_and_free(tmpfs, make_fleet):
     fleet = make_fleet()
     small = tmpfs(fleet.root.parent / "small fs", 64 * 1024)
     backups = small / "backups"
@@ -203,7 +201,7 @@ def test_3_backup_dir_too_small_is_refused_in_preflight_naming_bytes_needed_and_
     assert os.listdir(small) == []  # not even the backup directory was made
 
 
-def test_3_disk_full_during_the_backup_removes_the_partial_copy_and_restarts_the_daemon_on_v1(tmpfs, make_fleet):
+def test_disk_full_during_the_backup_removes_the_partial_copy_and_restarts_the_daemon_on_v1(tmpfs, make_fleet):
     fleet = make_fleet()
     fleet.restart_daemon_with(HOST, *QUIET)
     db = fleet.db(HOST)
@@ -224,7 +222,7 @@ def test_3_disk_full_during_the_backup_removes_the_partial_copy_and_restarts_the
     assert os.listdir(backups) == []  # no temp copy, no backup, no manifest
 
 
-def test_3_backup_dir_full_after_the_preflight_is_refused_without_stopping_the_daemon(tmpfs, make_fleet):
+def test_backup_dir_full_after_the_preflight_is_refused_without_stopping_the_daemon(tmpfs, make_fleet):
     fleet = make_fleet(hosts=2)
     second = "local-2"
     mount = tmpfs(fleet.root.parent / "backup fs 2", 16 * MIB)
@@ -260,7 +258,7 @@ def move_data_dir_to_tmpfs(fleet: Fleet, host: str, tmpfs, size: int) -> Path:
     return data
 
 
-def test_3_disk_full_during_the_migration_rolls_it_back_and_restarts_the_daemon_on_v1(tmpfs, make_fleet):
+def test_disk_full_during_the_migration_rolls_it_back_and_restarts_the_daemon_on_v1(tmpfs, make_fleet):
     fleet = make_fleet()
     fleet.restart_daemon_with(HOST, *QUIET)
     db = fleet.db(HOST)
@@ -298,7 +296,7 @@ except RiskmgrError as err:
 """
 
 
-def test_3_index_sorts_spilling_into_a_full_temp_dir_roll_the_migration_back_and_name_that_dir(tmpfs, tmp_path):
+def test_index_sorts_spilling_into_a_full_temp_dir_roll_the_migration_back_and_name_that_dir(tmpfs, tmp_path):
     # CREATE INDEX sorts its keys in memory up to about 2 MB (cache_size), then in temp files in
     # SQLite's temp dir: SQLITE_TMPDIR, else TMPDIR, else /var/tmp, /usr/tmp, /tmp. Not the
     # database's filesystem: a small /tmp fails a big migration on a disk with room to spare.
@@ -389,7 +387,7 @@ def start_daemon_as(fleet: Fleet, host: str, user: pwd.struct_passwd | None) -> 
     return pid
 
 
-def test_7_read_only_directory_is_refused_in_preflight(shared_fleet, become_user):
+def test_read_only_directory_is_refused_in_preflight(shared_fleet, become_user):
     fleet = shared_fleet()
     db = fleet.db(HOST)
     start_daemon_as(fleet, HOST, become_user)  # it owns the database and has its -wal and -shm open
@@ -412,7 +410,7 @@ def refused_by_the_unit(run) -> bool:
     return "TASK [upgrade" in run.stdout
 
 
-def test_7_database_of_another_user_is_refused_and_nothing_changes(shared_fleet, become_user):
+def test_database_of_another_user_is_refused_and_nothing_changes(shared_fleet, become_user):
     fleet = shared_fleet()
     db = fleet.db(HOST)
     os.chown(db, 0, 0)  # root's database, in a directory the become user may write to...
@@ -426,8 +424,7 @@ def test_7_database_of_another_user_is_refused_and_nothing_changes(shared_fleet,
     assert not fleet.backup_dir(HOST).exists() and not fleet.lock(HOST).exists()
 
 
-def test_7_read_only_directory_with_the_lock_elsewhere_is_refused_before_the_migration_writes(shared_fleet,
-                                                                                               become_user):
+def test_read_only_directory_with_the_lock_elsewhere_is_refused_before_the_migration_writes(shared_fleet, become_user):
     # riskmgr_lock_path outside the database's directory: the lock no longer proves that directory writable.
     fleet = shared_fleet()
     db = fleet.db(HOST)
@@ -445,332 +442,7 @@ def test_7_read_only_directory_with_the_lock_elsewhere_is_refused_before_the_mig
         db.parent.chmod(0o755)
 
 
-# --- security: no shell, no SQL built from variables, any path quoted ------------------------------
-
-YAML_ROOTS = ("roles", "playbooks", "molecule")
-PLAY_TASK_KEYS = ("pre_tasks", "tasks", "post_tasks", "handlers")
-BLOCK_KEYS = ("block", "rescue", "always")
-SHELL_MODULES = {"shell", "raw", "script", "win_shell", "expect"}  # short names, any collection
-COMMAND_MODULES = {"command"}
-# In a command line given as one string: what only a shell would give a meaning to, and Jinja
-# (a templated string is split on whitespace after templating: a value with a space becomes two).
-SHELL_METACHARACTERS = re.compile(r"[|&;<>()$`\\*?\[\]{}!~#\n]")
-# Test scaffolding of the Molecule ssh scenario (it provisions sshd and users on the machine that
-# runs Molecule; none of it runs on a fleet host). Each entry: (file, task name) -> why it is accepted.
-ALLOWED_SHELL_TASKS = {
-    ("molecule/ssh/destroy.yml", "Stop each host's stand-in daemon, by its pid file"):
-        "a pid-file loop in bash; every value comes in through `environment:`, none is templated into the script",
-    ("molecule/ssh/destroy.yml", "Stop each sshd this scenario started, by its pid file"):
-        "as above: values through `environment:` only",
-    ("molecule/ssh/create.yml", "Build one v1 state.db per host, owned by riskmgr"):
-        "as above: values through `environment:` only",
-    ("molecule/ssh/create.yml", "Start each host's stand-in daemon as riskmgr"):
-        "command (no shell) with a templated cmd: riskmgr_start_command is a shlex-quoted command line by "
-        "contract (README), split again by the command module with shlex, as riskmgr_daemon splits it",
-}
-MESSAGE_ARGS = {"msg", "fail_msg", "success_msg"}  # text for the operator, never SQL that runs
-SQL_TEXT = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM|REPLACE\s+INTO|"
-                      r"(CREATE|DROP)\s+(UNIQUE\s+)?(TABLE|INDEX|VIEW|TRIGGER)|ALTER\s+TABLE|ATTACH\s|VACUUM|"
-                      r"PRAGMA\s+\w+)", re.IGNORECASE | re.DOTALL)
-MIGRATIONS_FACT = "__riskmgr_migrations"
-MIGRATIONS_LOOKUP = re.compile(r"^\{\{\s*lookup\('riskmgr_migrations',\s*[\w.]+\)\s*\}\}$")
-JINJA_NAME = re.compile(r"^\{\{\s*([A-Za-z_]\w*)\s*\}\}$")
-
-
-def yaml_files() -> list[Path]:
-    files = sorted(ROOT.glob("*.yml"))
-    for top in YAML_ROOTS:
-        files += sorted(p for p in (ROOT / top).rglob("*") if p.suffix in (".yml", ".yaml"))
-    return files
-
-
-def task_lists(path: Path, data) -> list[list]:
-    """The task lists of one YAML file: a playbook's plays, or a tasks/handlers file; [] for the rest
-    (variables, argument specs, Molecule's own config)."""
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        return []
-    if any("hosts" in item or "import_playbook" in item or "ansible.builtin.import_playbook" in item for item in data):
-        return [play[key] for play in data for key in PLAY_TASK_KEYS if isinstance(play.get(key), list)]
-    if {"tasks", "handlers"} & set(path.relative_to(ROOT).parts):
-        return [data]
-    raise AssertionError(f"{path}: a list that is neither plays nor in a tasks/handlers directory; classify it")
-
-
-def walk_tasks(tasks: list):
-    """Every task of a task list, inside block/rescue/always too (the blocks themselves are not tasks)."""
-    for task in tasks:
-        if any(key in task for key in BLOCK_KEYS):
-            for key in BLOCK_KEYS:
-                yield from walk_tasks(task.get(key) or [])
-        else:
-            yield task
-
-
-@functools.lru_cache(maxsize=1)
-def project_tasks() -> list[tuple[str, dict, str, dict]]:
-    """(file, task, module, args) of every task of every playbook and task file, parsed as Ansible does."""
-    from ansible.parsing.mod_args import ModuleArgsParser
-    from ansible.plugins.loader import action_loader, init_plugin_loader, module_loader
-    init_plugin_loader()
-    module_loader.add_directory(str(ROOT / "library"))
-    action_loader.add_directory(str(ROOT / "action_plugins"))
-    found = []
-    for path in yaml_files():
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        for tasks in task_lists(path, data):
-            for task in walk_tasks(tasks):
-                module, args, _delegate = ModuleArgsParser(task).parse()
-                found.append((str(path.relative_to(ROOT)), task, module, args))
-    return found
-
-
-def shell_use(module: str, args: dict) -> str | None:
-    """Why this task runs something through a shell (or a split command string), or None."""
-    short = module.rsplit(".", 1)[-1]
-    if short in SHELL_MODULES:
-        return f"module {module}"
-    if short in COMMAND_MODULES and "argv" not in args:
-        line = args.get("cmd", args.get("_raw_params", ""))
-        if SHELL_METACHARACTERS.search(str(line)):
-            return f"{module} with a command string {line!r}: use argv"
-    return None
-
-
-def test_security_no_task_runs_a_shell_and_commands_take_argv_lists():
-    tasks = project_tasks()
-    modules = {module for _file, _task, module, _args in tasks}
-    # The walk is not vacuous: it reaches tasks inside blocks and rescues of both playbooks.
-    assert len(tasks) > 100 and {"riskmgr_upgrade", "sqlite_restore", "ansible.builtin.command"} <= modules, modules
-    used = {(file, task.get("name")): why for file, task, module, args in tasks if (why := shell_use(module, args))}
-    unexplained = {key: why for key, why in used.items() if key not in ALLOWED_SHELL_TASKS}
-    assert not unexplained, f"tasks that use a shell or a command string: {unexplained}"
-    stale = set(ALLOWED_SHELL_TASKS) - set(used)
-    assert not stale, f"allowed but no longer there (remove them from ALLOWED_SHELL_TASKS): {stale}"
-    assert all(file.startswith("molecule/") for file, _name in used), "only Molecule scaffolding may use one"
-
-
-def test_security_the_shell_check_catches_every_form():
-    """shell_use() on tasks as an author could write them: the check above is not blind to any form."""
-    from ansible.parsing.mod_args import ModuleArgsParser
-    caught = [{"shell": "echo hi"}, {"ansible.builtin.shell": {"cmd": "echo hi"}}, {"raw": "id"},
-              {"ansible.builtin.script": "x.sh"}, {"action": "ansible.builtin.shell echo"},
-              {"local_action": "ansible.legacy.shell echo"}, {"command": "ls | wc -l"},
-              {"ansible.builtin.command": {"cmd": "rm {{ path }}"}}, {"command": "echo $HOME"}]
-    fine = [{"ansible.builtin.command": {"argv": ["ls", "-l", "{{ path }}"]}}, {"command": "ssh-keygen -q -t ed25519"},
-            {"ansible.builtin.command": {"argv": "{{ ['install', '-d'] + dirs }}"}}]
-    for task in caught:
-        assert shell_use(*ModuleArgsParser(task).parse()[:2]), task
-    for task in fine:
-        assert shell_use(*ModuleArgsParser(task).parse()[:2]) is None, task
-
-
-SHELL_CALLS = {"system", "popen", "getstatusoutput", "getoutput"}  # os.* and subprocess.* that take a command line
-
-
-def python_shell_uses(path: Path) -> list[str]:
-    """Calls in one Python file that would run a command line through a shell."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if not isinstance(node, ast.Call):
-            continue
-        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-        shell = [k for k in node.keywords if k.arg == "shell" and not (isinstance(k.value, ast.Constant)
-                                                                      and k.value.value is False)]
-        if name in SHELL_CALLS or shell:
-            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)[:80]}")
-    return found
-
-
-def test_security_no_python_code_of_the_project_runs_a_shell():
-    sources = [p for top in ("library", "module_utils", "action_plugins", "lookup_plugins", "tools")
-               for p in sorted((ROOT / top).glob("*.py"))]
-    assert len(sources) > 15
-    assert [use for path in sources for use in python_shell_uses(path)] == []
-    scratch = Path(tempfile.mkdtemp(dir=ROOT / "tests"))  # under ROOT: the paths are reported relative to it
-    try:
-        sample = scratch / "sample.py"
-        sample.write_text("import os, subprocess\nos.system('x')\nsubprocess.run('x', shell=True)\n"
-                          "subprocess.run(['x'], shell=False)\nos.popen('x')\n")
-        assert len(python_shell_uses(sample)) == 3
-    finally:
-        shutil.rmtree(scratch)
-
-
-def strings_in(value, key: str = ""):
-    if isinstance(value, str):
-        yield key, value
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            yield from strings_in(item, str(name))
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings_in(item, key)
-
-
-def role_defaults() -> dict[str, str]:
-    values = {}
-    for path in ROOT.glob("roles/*/defaults/main.yml"):
-        values.update({k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if isinstance(v, str)})
-    return values
-
-
-def test_security_no_task_passes_sql_text_and_migrations_come_from_the_controller_lookup():
-    tasks = project_tasks()
-    sql = [(file, task.get("name"), key, text[:80]) for file, task, module, args in tasks
-           for key, text in strings_in(args) if key not in MESSAGE_ARGS and SQL_TEXT.search(text)]
-    assert not sql, f"SQL text in task arguments: {sql}"
-    # The one way SQL reaches a module: `migrations`, the files of riskmgr_migrations_src read on the
-    # controller by the riskmgr_migrations lookup (the ledger records their sha256). Follow each
-    # value through the role defaults down to that fact, and check every place that sets the fact.
-    defaults = role_defaults()
-    migration_args = [(file, args["migrations"]) for file, _task, module, args in tasks if "migrations" in args]
-    assert len(migration_args) >= 5, migration_args
-    for file, value in migration_args:
-        seen = [value]
-        while (name := JINJA_NAME.match(str(seen[-1]))) and name[1] != MIGRATIONS_FACT:
-            assert name[1] in defaults and len(seen) < 5, f"{file}: migrations: {' -> '.join(map(str, seen))}"
-            seen.append(defaults[name[1]])
-        assert name and name[1] == MIGRATIONS_FACT, f"{file}: migrations: {' -> '.join(map(str, seen))}"
-    setters = [(file, args[MIGRATIONS_FACT]) for file, _task, module, args in tasks
-               if module.endswith("set_fact") and MIGRATIONS_FACT in args]
-    assert setters and all(MIGRATIONS_LOOKUP.match(value) for _file, value in setters), setters
-    for path in [*ROOT.glob("inventory/**/*.yml"), *ROOT.glob("roles/*/defaults/*.yml"),
-                 *ROOT.glob("roles/*/vars/*.yml")]:
-        assert MIGRATIONS_FACT not in (yaml.safe_load(path.read_text()) or {}), f"{path}: sets {MIGRATIONS_FACT}"
-
-
-OPTION_SPEC = re.compile(r"""["'](\w+)["']\s*:\s*\{\s*["']type["']""")
-
-
-def test_security_no_module_option_takes_sql():
-    # The argument specs as the modules declare them (library/ and the shared specs in module_utils/).
-    options = {name for path in [*ROOT.glob("library/*.py"), *ROOT.glob("module_utils/*.py")]
-               for name in OPTION_SPEC.findall(path.read_text())}
-    assert {"path", "migrations", "backup_dir", "target_version"} <= options, options
-    assert not {o for o in options if re.search(r"sql|query|statement|script|pragma", o)}, options
-
-
-# Module-level constants that name a table: fixed strings, never input.
-CONSTANT_IDENTIFIERS = {"VERSION_TABLE", "LEDGER_TABLE", "PROVENANCE_TABLE"}
-# sqlite_common helpers whose text is only quote_identifier() names, "?" placeholders, "=", "," and AND.
-IDENTIFIER_HELPERS = {"quote_identifier", "identifier_list", "equality_clause", "placeholders"}
-SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|PRAGMA|EXPLAIN|ATTACH|WITH)\b")
-SQL_RUNNERS = {"execute", "executemany", "executescript"}
-# Every SQL text in module_utils/ that is not a literal, and is not an f-string whose only
-# interpolations are identifiers through quote_identifier() or the table constants above.
-# (file, function, source of the SQL expression) -> where its text comes from.
-ALLOWED_DYNAMIC_SQL = {
-    ("sqlite_common.py", "integrity_result", "f'PRAGMA {INTEGRITY_PRAGMAS[level]}({INTEGRITY_LINES})'"):
-        "PRAGMA name from the fixed dict INTEGRITY_PRAGMAS (level is one of the module's choices, a KeyError "
-        "otherwise), the row limit a constant int",
-    ("sqlite_migration.py", "planned_schema", "sql"):
-        "CREATE statements read from the database's own sqlite_master, replayed into an in-memory scratch "
-        "database to show the schema after the change; the real database is not touched",
-    ("sqlite_migration.py", "apply_step", "step.sql"):
-        "a statement of the migration files (read on the controller by the riskmgr_migrations lookup, split one "
-        "object per statement and checksummed in the ledger), an ADD COLUMN made by sqlite_shapes.add_column_sql "
-        "from those files' column definitions (quote_identifier), or a DROP built with quote_identifier",
-    ("sqlite_migration.py", "write_transaction", "f'PRAGMA {pragma} = {int(value)}'"):
-        "a pragma name from the constant REBUILD_PRAGMAS, its previous value read back as an int",
-    ("sqlite_migration.py", "rebuild_settings", "f'PRAGMA {pragma}'"):
-        "a pragma name from the constant REBUILD_PRAGMAS",
-    ("sqlite_migration.py", "rebuild_settings", "f'PRAGMA {pragma} = {value}'"):
-        "a pragma name and its int value from the constant REBUILD_PRAGMAS",
-    ("sqlite_plan.py", "columns_removed", "original_sql"):
-        "a table's own sqlite_master text, recorded in the provenance by the migration that changed it, "
-        "run in an in-memory scratch database to read its columns",
-    ("sqlite_rebuild.py", "rebuild_table", "original_sql"):
-        "a table's own sqlite_master text from before the migration changed it (recorded in the provenance "
-        "in the migration's transaction): the table made again exactly as it was",
-    ("sqlite_rebuild.py", "rebuild_table", "sql"):
-        "the table's own indexes and triggers, their sqlite_master text read just before the rebuild",
-    ("sqlite_catalog.py", "build_reference", "statement.sql"):
-        "the migration files' statements, into an in-memory schema-only reference database",
-    ("sqlite_history.py", "read_versions", "select"):
-        "assembled only from string literals (which columns the table has) and VERSION_TABLE",
-    ("sqlite_history.py", "read_versions",
-     "f'SELECT version, {success}, {applied} FROM {VERSION_TABLE} ORDER BY version'"):
-        "success and applied are the literal column names or literals ('1', 'NULL'), chosen by what the table has",
-    ("sqlite_verification.py", "check_sample_queries", "f'SELECT COUNT(*) FROM {table} failed: {err}'"):
-        "an error message; the query it reports quotes the table with quote_identifier",
-    ("sqlite_verification.py", "query_plan", "f'EXPLAIN QUERY PLAN {query}'"):
-        "the `-- used-by:` query of a migration file (controller), or that query with INDEXED BY and the "
-        "index's quoted name inserted; EXPLAIN QUERY PLAN plans it without running it, and sqlite3 refuses "
-        "a second statement",
-}
-
-
-def safe_interpolation(node: ast.expr) -> bool:
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in IDENTIFIER_HELPERS:
-        return True
-    return isinstance(node, ast.Name) and node.id in CONSTANT_IDENTIFIERS
-
-
-def sql_expressions(path: Path):
-    """(function, expression source, why it needs a look) for each SQL text of one module that is not plainly safe."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found = []
-
-    def visit(node: ast.AST, function: str) -> None:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            function = node.name
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_RUNNERS \
-                and node.args and not isinstance(node.args[0], (ast.Constant, ast.JoinedStr)):
-            found.append((function, ast.unparse(node.args[0]), "runs SQL that is not a literal"))
-        if isinstance(node, ast.JoinedStr):
-            literal = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
-            values = [v.value for v in node.values if isinstance(v, ast.FormattedValue)]
-            if SQL_START.match(literal) and not all(safe_interpolation(v) for v in values):
-                found.append((function, ast.unparse(node), "an f-string of SQL with a value in it"))
-            return  # its parts are not SQL on their own
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) \
-                and isinstance(node.left.value, str) and SQL_START.match(node.left.value):
-            found.append((function, ast.unparse(node), "SQL built with %"))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format" \
-                and isinstance(node.func.value, ast.Constant) and SQL_START.match(str(node.func.value.value)):
-            found.append((function, ast.unparse(node), "SQL built with .format()"))
-        for child in ast.iter_child_nodes(node):
-            visit(child, function)
-
-    visit(tree, "<module>")
-    return found
-
-
-def test_security_no_sql_is_built_from_variables_except_the_listed_safe_cases():
-    found = {(path.name, function, source): why
-             for path in sorted((ROOT / "module_utils").glob("*.py")) + sorted((ROOT / "library").glob("*.py"))
-             for function, source, why in sql_expressions(path)}
-    unexplained = {key: why for key, why in found.items() if key not in ALLOWED_DYNAMIC_SQL}
-    assert not unexplained, f"SQL built from values, not in ALLOWED_DYNAMIC_SQL: {unexplained}"
-    stale = set(ALLOWED_DYNAMIC_SQL) - set(found)
-    assert not stale, f"listed in ALLOWED_DYNAMIC_SQL but no longer in the code: {stale}"
-    # The identifiers that are interpolated are quoted the way SQLite quotes them.
-    from sqlite_common import quote_identifier
-    with closing(sqlite3.connect(":memory:")) as conn:
-        name = 'odd "name"; DROP TABLE x; --'
-        conn.execute(f"CREATE TABLE {quote_identifier(name)} (a)")
-        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == [name]
-
-
-def test_security_the_sql_check_catches_values_in_sql():
-    code = ('def f(conn, table, value):\n'
-            '    conn.execute(f"SELECT * FROM {table}")\n'
-            '    conn.execute("DELETE FROM t WHERE a = %s" % value)\n'
-            '    conn.execute("UPDATE t SET a = {}".format(value))\n'
-            '    sql = "SELECT 1"\n'
-            '    conn.execute(sql)\n'
-            '    conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)}")\n'
-            '    conn.execute("SELECT a FROM t WHERE b = ?", (value,))\n')
-    scratch = Path(tempfile.mkdtemp())
-    try:
-        (scratch / "sample.py").write_text(code)
-        whys = [why for _function, _source, why in sql_expressions(scratch / "sample.py")]
-    finally:
-        shutil.rmtree(scratch)
-    assert sorted(whys) == sorted(["an f-string of SQL with a value in it", "SQL built with %",
-                                   "SQL built with .format()", "runs SQL that is not a literal",
-                                   "runs SQL that is not a literal", "runs SQL that is not a literal"]), whys
-
+# --- security: any database path is quoted end to end ---------------------------------------------
 
 QUOTED = "fleet 'single' \"double\" `id` ;x"
 

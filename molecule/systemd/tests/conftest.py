@@ -6,8 +6,8 @@ sqlite3 CLI and /proc inside each machine, never the project's Python. Each veri
 one directory (tests/migrated, tests/rolled_back, ...), each after its own stage of the scenario.
 
 On any failed check, the unit's status, its journal and, on the machine that has one, the
-daemon's log file are added to the failure report: what the daemon and systemd said is usually
-why.
+daemon's log file are added to the failure report (molecule/conftest.py, shared by every scenario):
+what the daemon and systemd said is usually why.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ SERVICE_USER = "riskmgr"
 VERSION_LINE = "Database schema version: "
 STANDIN_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) ")
 STARTED_PID = re.compile(r" INFO started pid (\d+);")
-EVIDENCE_LINES = 60
 V2_OBJECTS = ("schema_version", "schema_migration_files", "idx_schema_version_applied",
               "idx_enforcement_log_success", "idx_positions_updated", "idx_orders_state_account")
 
@@ -112,24 +111,3 @@ class Machine:
 @pytest.fixture(scope="module")
 def machine(host) -> Machine:
     return Machine(host)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """A failed check (or fixture) gets the unit's status, journal and log in its report."""
-    outcome = yield
-    report = outcome.get_result()
-    host = item.funcargs.get("host")
-    if not report.failed or report.when == "teardown" or host is None:
-        return
-    name = host.backend.host
-    # The stand-in's progress lines (one each 5 s) would fill the tail: left out.
-    tail = f"grep -v ' INFO progress: ' | tail --lines={EVIDENCE_LINES}"
-    commands = [("unit status", f"systemctl status --no-pager --full --lines=0 {UNIT}"),
-                ("journal", f"journalctl --unit={UNIT} --no-pager | {tail}")]
-    log_path = host.ansible.get_variables().get("riskmgr_log_path")
-    if log_path:
-        commands.append(("daemon log", f"cat {log_path} | {tail}"))
-    for title, command in commands:
-        result = host.run(command)
-        report.sections.append((f"{title} of {name}: {command}", (result.stdout + result.stderr).rstrip()))
