@@ -208,23 +208,32 @@ def test_security_no_task_passes_sql_text_and_migrations_come_from_the_controlle
            for key, text in strings_in(args) if key not in MESSAGE_ARGS and SQL_TEXT.search(text)]
     assert not sql, f"SQL text in task arguments: {sql}"
     # The one way SQL reaches a module: `migrations`, the files of riskmgr_migrations_src read on the
-    # controller by the riskmgr_migrations lookup (the ledger records their sha256). Follow each
-    # value through the role defaults down to that fact, and check every place that sets the fact.
-    defaults = role_defaults()
+    # controller by the riskmgr_migrations lookup (the ledger records their sha256), as the riskmgr
+    # role's internal variable. Follow every `migrations` argument back to it: directly, through the
+    # role's module_defaults, or through a step role's input, which every caller sets to it.
+    role_vars = yaml.safe_load((ROOT / "roles" / "riskmgr" / "vars" / "main.yml").read_text())
+    assert MIGRATIONS_LOOKUP.match(role_vars[MIGRATIONS_FACT]), role_vars[MIGRATIONS_FACT]
+    assert role_vars["__riskmgr_migration_args"]["migrations"] == "{{ %s }}" % MIGRATIONS_FACT
+    step_inputs = {}  # step role input -> every value a caller gives it
+    for file, task, module, _args in tasks:
+        if module.endswith("include_role"):
+            for name, value in (task.get("vars") or {}).items():
+                if name.endswith("_migrations"):
+                    step_inputs.setdefault(name, []).append((file, value))
     migration_args = [(file, args["migrations"]) for file, _task, module, args in tasks if "migrations" in args]
-    assert len(migration_args) >= 5, migration_args
+    assert len(migration_args) >= 2 and step_inputs, (migration_args, step_inputs)
     for file, value in migration_args:
-        seen = [value]
-        while (name := JINJA_NAME.match(str(seen[-1]))) and name[1] != MIGRATIONS_FACT:
-            assert name[1] in defaults and len(seen) < 5, f"{file}: migrations: {' -> '.join(map(str, seen))}"
-            seen.append(defaults[name[1]])
-        assert name and name[1] == MIGRATIONS_FACT, f"{file}: migrations: {' -> '.join(map(str, seen))}"
-    setters = [(file, args[MIGRATIONS_FACT]) for file, _task, module, args in tasks
-               if module.endswith("set_fact") and MIGRATIONS_FACT in args]
-    assert setters and all(MIGRATIONS_LOOKUP.match(value) for _file, value in setters), setters
-    for path in [*ROOT.glob("inventory/**/*.yml"), *ROOT.glob("roles/*/defaults/*.yml"),
-                 *ROOT.glob("roles/*/vars/*.yml")]:
-        assert MIGRATIONS_FACT not in (yaml.safe_load(path.read_text()) or {}), f"{path}: sets {MIGRATIONS_FACT}"
+        name = JINJA_NAME.match(str(value))
+        assert name and (name[1] == MIGRATIONS_FACT or name[1] in step_inputs), f"{file}: migrations: {value}"
+    for name, callers in step_inputs.items():
+        for file, value in callers:
+            assert value == "{{ %s }}" % MIGRATIONS_FACT, f"{file}: {name}: {value}"
+    setters = [file for file, _task, module, args in tasks if module.endswith("set_fact") and
+               any(key == MIGRATIONS_FACT or key in step_inputs for key in args)]
+    assert not setters, f"set_fact of the migrations in {setters}"
+    for path in [*ROOT.glob("inventory/**/*.yml"), *ROOT.glob("roles/*/defaults/*.yml")]:
+        assigned = set(yaml.safe_load(path.read_text()) or {})
+        assert not assigned & ({MIGRATIONS_FACT} | set(step_inputs)), f"{path}: sets the migrations"
 
 
 OPTION_SPEC = re.compile(r"""["'](\w+)["']\s*:\s*\{\s*["']type["']""")
