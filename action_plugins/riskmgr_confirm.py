@@ -194,15 +194,10 @@ def plan_lines(plans: list, action: str, target_version: int) -> list[str]:
             if not plan.get("change"):
                 lines.append(f"{head} -> nothing to do, the daemon will not be touched")
                 continue
-            steps = plan.get("steps") or []
-            measured = plan.get("rehearsal_seconds")
-            downtime = (f"{measured} s of migration measured on a copy, plus daemon stop, backup, check and start"
-                        if measured not in (None, "") else "not measured (add -e riskmgr_rehearse=true)")
-            adopted = f"; adopts {', '.join(plan['adopted'])}" if plan.get("adopted") else ""
-            lines.append(f"{head} -> v{target_version}: {len(steps)} steps [{', '.join(steps)}]{adopted}; "
-                         f"expected downtime: {downtime}")
+            lines.append(f"{head} -> {migration_text(plan, target_version)}{after_start_text(plan, target_version)}")
         elif not plan.get("change"):
-            lines.append(f"{head} -> already v1, nothing to do")
+            lines.append(f"{head} -> already v1, nothing to do"
+                         + ("; its daemon restarts on the v1 release" if release_switch(plan) else ""))
         elif plan.get("rollback_method") == "restore":
             lines.append(f"{head} -> v1 by restore of {plan.get('backup')}; rows written since that backup, not in "
                          f"it: {json.dumps(plan.get('rows_not_in_backup') or {})}, kept in "
@@ -210,4 +205,41 @@ def plan_lines(plans: list, action: str, target_version: int) -> list[str]:
         else:
             lines.append(f"{head} -> v1 by downgrade; every row kept, dropped with the v2 objects: "
                          f"{json.dumps(plan.get('data_dropped') or {})} (a backup of the v2 file is taken first)")
+        if action == "rollback" and plan.get("change") and plan.get("release"):
+            lines[-1] += f"; the daemon starts on the v1 release ({plan['release']['paths'].get('1')})"
     return lines
+
+
+def release_switch(plan: dict) -> bool:
+    return bool((plan.get("release") or {}).get("switch_needed"))
+
+
+def migration_text(plan: dict, target_version: int) -> str:
+    """What a migrate run does to the host's database (or why it touches a host whose database is done)."""
+    steps = plan.get("steps") or []
+    if plan.get("pending"):
+        return (f"v{target_version} already, but its upgrade was never accepted (an earlier run was cut off before "
+                f"its watch passed): its daemon is checked, smoke-tested and watched again, and a failure returns it "
+                f"to v{plan.get('back_to')} in place")
+    if not steps:
+        return f"v{target_version} already; its daemon restarts on the v{target_version} release"
+    measured = plan.get("rehearsal_seconds")
+    downtime = (f"{measured} s of migration measured on a copy, plus daemon stop, backup, check and start"
+                if measured not in (None, "") else "not measured (add -e riskmgr_rehearse=true)")
+    adopted = f"; adopts {', '.join(plan['adopted'])}" if plan.get("adopted") else ""
+    return f"v{target_version}: {len(steps)} steps [{', '.join(steps)}]{adopted}; expected downtime: {downtime}"
+
+
+def after_start_text(plan: dict, target_version: int) -> str:
+    """The release switch, the smoke test and the watch that follow the start on the new version."""
+    parts = []
+    if release_switch(plan):
+        release = plan["release"]
+        parts.append(f"{release['link']} switched from {release.get('linked')} to the v{target_version} release "
+                     f"{release['paths'].get(str(target_version))}")
+    if plan.get("smoke"):
+        parts.append(f"smoke test `{plan['smoke']}`")
+    watch = plan.get("watch_seconds") or {}
+    if watch:
+        parts.append(f"watched {watch.get('canary')} s in the first batch, {watch.get('later')} s in later ones")
+    return "".join(f"; {part}" for part in parts)

@@ -32,7 +32,8 @@ options:
     description:
       - The raw results, by name - C(facts) and C(plan) (the preflight), C(upgrade) (M(riskmgr_upgrade)),
         C(backup), C(migrate), C(verify), C(stop), C(start) (the step roles), C(restore), C(recover)
-        (M(riskmgr_recover)), C(failure) (what failed, when something did). Missing ones are empty.
+        (M(riskmgr_recover)), C(watch) (the C(riskmgr_watch) action), C(failure) (what failed, when something
+        did). Missing ones are empty.
     type: dict
     default: {}
   settings:
@@ -75,7 +76,7 @@ display = Display()
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 RESULT_NAMES = ("facts", "plan", "upgrade", "backup", "migrate", "verify", "stop", "start", "restore", "recover",
-                "failure")
+                "watch", "failure")
 
 
 class ActionModule(ActionBase):
@@ -170,6 +171,11 @@ def build_report(host: str, run_id: str, action: str, check_mode: bool, settings
         "rows_not_in_backup": restore.get("rows_not_in_backup") or {},
         "data_dropped": migrate.get("data_dropped") or {},
         "recovery": recovery,
+        "release": release_report(facts, unit_start, start, recovery),
+        "smoke": first(unit.get("smoke"), start.get("smoke")),
+        "watch": {key: raw["watch"].get(key) for key in ("watched_seconds", "lines_seen", "accepted", "msg")}
+                 if raw["watch"].get("msg") else None,
+        "pending_before": facts.get("pending_upgrade"),
         "phases_seconds": {
             "preflight_integrity": (facts.get("integrity") or {}).get("seconds"),
             "stop": first(unit_stop.get("stop_seconds"), stop.get("stop_seconds"), start.get("stop_seconds")),
@@ -190,6 +196,21 @@ def build_report(host: str, run_id: str, action: str, check_mode: bool, settings
                                   round(serving - stop_requested, 3) if number(serving) and number(stop_requested)
                                   else None),
     }
+
+
+def release_report(facts: dict, unit_start: dict, start: dict, recovery: dict | None) -> dict | None:
+    """The release link before the run and the release that runs after it (None without a release link)."""
+    before = facts.get("release")
+    if not before:
+        return None
+    now = {"path": before.get("linked"), "version": before.get("version")}
+    for switched in (unit_start.get("release"), start.get("release")):
+        if switched:
+            now = {"path": switched.get("after"), "version": switched.get("version")}
+    if recovery and recovery.get("release"):
+        now = {"path": recovery["release"].get("linked"), "version": recovery["release"].get("version")}
+    return {"link": before.get("link"), "before": before.get("linked"), "before_version": before.get("version"),
+            "now": now["path"], "version": now["version"]}
 
 
 def build_summary(reports: list[dict], run_id: str, action: str, check_mode: bool, directory: str) -> dict:

@@ -43,4 +43,15 @@ options:
     description:
       - The daemon's log; without it, the unit's journal under systemd, or the process alone with C(command).
     type: path
+  release_link:
+    description:
+      - The symlink the service's start command or C(ExecStart) goes through, naming the release of the
+        daemon's code that runs (for example C(/opt/risk_manager/current)). Every start switches it first
+        to the release of the schema version the daemon starts on (I(release_paths)), by a new symlink
+        beside it renamed over it. Unset, the daemon's code is not switched (schema only).
+    type: path
+  release_paths:
+    description:
+      - The release directory of each schema version, keyed by version (C(1) and C(2)), with I(release_link).
+    type: dict
 """

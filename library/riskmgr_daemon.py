@@ -126,6 +126,30 @@ options:
       - Text that must appear in C(/proc/PID/cmdline) for the pid to count as the daemon.
         This stops a stale pidfile that names a reused pid from being taken for the daemon,
         and from being signalled. Under systemd it is checked against C(MainPID) the same way.
+  release_link:
+    type: path
+    description:
+      - The symlink the service's start command or C(ExecStart) goes through, naming the release of the
+        daemon's code that runs (for example C(/opt/risk_manager/current)). A start (and the start of a
+        restart) switches it first to the release of I(expect_version) in I(release_paths), by a new
+        symlink beside it renamed over it, so that the daemon starts on the code of its schema.
+      - With I(state=checked), the problems also say why the releases could not be switched - the link not
+        a symlink, a release missing, or not readable by the user the daemon runs as (its process, or the
+        unit's C(User=)), judged by owner, group and other modes.
+  release_paths:
+    type: dict
+    description: The release directory of each schema version, keyed by version (C(1) and C(2)), with I(release_link).
+  smoke_command:
+    type: list
+    elements: str
+    description:
+      - A smoke test, an argv list run (no shell) once a daemon this task started is healthy, from the
+        release link's directory when there is one. A non-zero exit fails the task (the daemon is left
+        running; the caller puts the host back).
+  smoke_timeout:
+    type: int
+    default: 120
+    description: Seconds the smoke test may run.
 extends_documentation_fragment: [action_common_attributes]
 attributes:
   check_mode: {support: full}
@@ -297,7 +321,9 @@ log_line:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import DAEMON_SPEC, run_module_guarded
+from ansible.module_utils.daemon_watch import SmokeTest, run_smoke
+from ansible.module_utils.module_glue import DAEMON_SPEC, SMOKE_SPEC, run_module_guarded
+from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import (
     check_daemon, daemon_control, restart_daemon, schema_line, start_daemon, stop_daemon)
 
@@ -305,6 +331,7 @@ ARGUMENT_SPEC = {
     "expect_version": {"type": "int"},
     "state": {"type": "str", "required": True, "choices": ["stopped", "started", "restarted", "checked"]},
     **DAEMON_SPEC,
+    **SMOKE_SPEC,
 }
 
 
@@ -318,21 +345,26 @@ def expected_line(params: dict, control) -> str | None:
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
+    releases = Releases.from_params(params)
     if params["state"] == "checked":
-        return check_daemon(daemon_control(params, can_start=bool(params["start_command"])), params["process_match"])
+        return check_daemon(daemon_control(params, can_start=bool(params["start_command"])), params["process_match"],
+                            releases)
     control = daemon_control(params, can_start=params["state"] != "stopped")
-    if params["state"] == "restarted":
-        return restart_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
-                              settle=params["settle"], start_timeout=params["start_timeout"],
-                              log_path=params["log_path"], expect_log_line=expected_line(params, control),
-                              process_match=params["process_match"], check_mode=module.check_mode)
     if params["state"] == "stopped":
         return stop_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
                            process_match=params["process_match"], log_path=params["log_path"],
                            check_mode=module.check_mode)
-    return start_daemon(control, settle=params["settle"], start_timeout=params["start_timeout"],
-                        log_path=params["log_path"], expect_log_line=expected_line(params, control),
-                        process_match=params["process_match"], check_mode=module.check_mode)
+    starting = {"settle": params["settle"], "start_timeout": params["start_timeout"], "log_path": params["log_path"],
+                "expect_log_line": expected_line(params, control), "process_match": params["process_match"],
+                "check_mode": module.check_mode, "releases": releases, "version": params["expect_version"]}
+    if params["state"] == "restarted":
+        result = restart_daemon(control, params["stop_timeout"], stop_force=params["stop_force"], **starting)
+    else:
+        result = start_daemon(control, **starting)
+    smoke = SmokeTest.from_params(params)
+    if smoke and result["changed"] and not module.check_mode:
+        result["smoke"] = run_smoke(smoke, releases.link if releases else None, subject(params))
+    return result
 
 
 def subject(params: dict) -> str:

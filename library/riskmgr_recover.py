@@ -12,12 +12,17 @@ description:
   - A database consistent at a version in I(accept) (default, I(back_to) alone) is left as it is. Any
     other - changed by the run, partial, failing its quick_check, unreadable - goes back to I(back_to)
     after the daemon is stopped. In place (the downgrade of M(sqlite_migrate), every row kept, a backup
-    of the file taken first) when it is partial or when the daemon wrote rows since this run's backup;
-    from this run's verified backup (the file it replaces kept beside it, as M(sqlite_restore)) when
-    nothing was written since, or when the file cannot be changed in place. Each falls back on the
-    other; the result is verified (quick_check).
-  - Then the daemon runs on it - started, and checked healthy on that version, when it was down or
-    when the database changed under it; a running daemon on an untouched database is left alone.
+    of the file taken first) when it is partial, when the daemon I(served) on the new version, or when
+    it wrote rows since this run's backup; from this run's verified backup (the file it replaces kept
+    beside it, as M(sqlite_restore)) when the daemon never served there and nothing was written since,
+    or when the file cannot be changed in place. Each falls back on the other; the result is verified
+    (quick_check).
+  - Then the daemon runs on it - started, and checked healthy on that version, when it was down, when
+    the database changed under it, or when I(release_link) names another version's release (switched
+    first); a running daemon on an untouched database and its own release is left alone. A release that
+    does not start is replaced, once, by the one the link named before.
+  - The pending record of an upgrade (see M(riskmgr_watch)) is removed once the database is back at the
+    version that upgrade started from.
   - The task fails only when the host could not be put back (the message says what is left); otherwise
     it returns what was done, for the playbook's own message.
 options:
@@ -43,6 +48,15 @@ options:
   backup:
     description: This run's backup, when known; otherwise the newest verified one at I(back_to) since I(since).
     type: path
+  release_before:
+    description: The release the link named when the run began; tried once when the version's own release does not start.
+    type: path
+  served:
+    description:
+      - The daemon ran healthy on the database's new version before the failure (a failed smoke test or
+        watch, or an earlier run's upgrade never accepted); C(auto) then downgrades in place.
+    type: bool
+    default: false
   method:
     description: C(auto) chooses as described; C(downgrade) or C(restore) is tried first, the other after it.
     type: str
@@ -90,7 +104,12 @@ why: {description: Why that method., type: str, returned: always}
 backup: {description: The backup restored, or the one taken before the downgrade., type: str, returned: always}
 kept: {description: Files a restore replaced, kept beside the database., type: list, elements: str, returned: always}
 version: {description: The schema version the database is at now (null when it could not be put back)., type: int, returned: always}
-daemon: {description: Whether the daemon runs, and on what., type: str, returned: always, sample: runs again on v1 (pid 4242)}
+daemon: {description: Whether the daemon runs, and on what., type: str, returned: always,
+         sample: "runs again on v1 with release v1 (/opt/risk_manager/releases/1) (pid 4242)"}
+release:
+  description: With I(release_link), what it names now - C(link), C(linked), C(version), C(paths); null without.
+  type: dict
+  returned: always
 pid: {description: The daemon's pid., type: int, returned: always}
 errors: {description: What could not be done., type: list, elements: str, returned: always}
 msg: {description: All of it in one line., type: str, returned: always}
@@ -98,6 +117,7 @@ msg: {description: All of it in one line., type: str, returned: always}
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import DAEMON_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.riskmgr_recover import (
     METHODS, DaemonSettings, RecoverSettings, recover_host, recovery_text)
@@ -110,7 +130,8 @@ def run(module: AnsibleModule) -> dict:
         path=params["path"], backup_dir=params["backup_dir"], back_to=params["back_to"],
         accept=tuple(params["accept"] or ()), since=params["since"], method=params["method"],
         keep_suffix=params["keep_suffix"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
-        busy_timeout_s=params["busy_timeout"],
+        busy_timeout_s=params["busy_timeout"], releases=Releases.from_params(params), served=params["served"],
+        release_before=params["release_before"],
         daemon=DaemonSettings(stop_timeout=params["stop_timeout"], settle=params["settle"],
                               start_timeout=params["start_timeout"], log_path=params["log_path"],
                               process_match=params["process_match"]))
@@ -133,6 +154,8 @@ def main() -> None:
             "accept": {"type": "list", "elements": "int"},
             "since": {"type": "float"},
             "backup": {"type": "path"},
+            "served": {"type": "bool", "default": False},
+            "release_before": {"type": "path"},
             "method": {"type": "str", "choices": list(METHODS), "default": "auto"},
             "keep_suffix": {"type": "str", "default": "failed"},
             "track_unrealized_pnl": {"type": "bool", "default": False},

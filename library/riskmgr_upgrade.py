@@ -21,10 +21,17 @@ description:
     against the backup's manifest (as M(sqlite_verify), row counts equal, I(integrity) check);
     and starts the daemon, waiting until it logs C(Database schema version) and the new version in I(log_path)
     (under systemd without I(log_path), in the unit's journal).
-  - Any failure after the stop puts the host back before the task fails, naming the phase; the
-    database is either unchanged (the migration never committed) or restored from the backup
-    just confirmed, the migrated file kept beside it as C(<db>.<keep_suffix>_<time>) (as
-    M(sqlite_restore)); then the daemon is started on v1. A failure to stop changes nothing.
+  - With I(release_link), the start switches the link to the release of the new version first (a new
+    symlink renamed over it); with I(smoke_command), the smoke test runs once the daemon is healthy.
+  - Before the stop it writes the upgrade's pending record beside the database (C(<db>.riskmgr-pending));
+    M(riskmgr_watch) removes it once the daemon has been watched. A database at the target whose upgrade is
+    still pending (a run cut off during the watch), or whose link names another release, is finished - its
+    daemon (re)started on the target's release when it must be, and smoke-tested again.
+  - Any failure after the stop puts the host back before the task fails, naming the phase, the way
+    M(riskmgr_recover) does - the database unchanged (the migration never committed), restored from the
+    backup just confirmed (the migrated file kept beside it as C(<db>.<keep_suffix>_<time>)), or, once the
+    daemon has served on the new version, downgraded in place after a backup of the new file, every row
+    kept; then the daemon is started on v1 and its release. A failure to stop changes nothing.
   - The full C(integrity_check) belongs in the preflight, while the daemon still runs
     (M(sqlite_schema_facts) with I(integrity=integrity)); this unit's checks are the cheap ones.
 options:
@@ -69,45 +76,27 @@ options:
     description: Seconds SQLite waits for a lock before a step refuses.
     type: float
     default: 10
-  service_manager:
-    description: How the daemon is controlled, as M(riskmgr_daemon).
-    type: str
-    choices: [command, systemd]
-    default: systemd
-  service_name:
-    description: The systemd unit, with I(service_manager=systemd).
-    type: str
-  pidfile:
-    description: The daemon's pid file, with I(service_manager=command).
-    type: path
-  start_command:
-    description: Command (list, or string split like a shell would, run without one) that launches the daemon and returns.
-    type: raw
-  process_match:
-    description: Text the daemon's C(/proc/PID/cmdline) must contain for its pid to count.
-    type: str
-  stop_timeout:
-    description: Seconds to wait for the daemon to exit after the stop.
-    type: int
-    default: 60
-  stop_force:
-    description: SIGKILL a daemon still running after I(stop_timeout) instead of failing (changing nothing).
-    type: bool
-    default: false
-  settle:
-    description: Seconds the started daemon must stay alive (after it logged its schema version).
-    type: float
-    default: 3
-  start_timeout:
-    description: Seconds to wait for the started daemon to log its schema version.
-    type: int
-    default: 60
-  log_path:
+  smoke_command:
     description:
-      - The daemon's log. Without it, under systemd the unit's journal is read instead; with
-        C(command) the start is judged on the process alone.
-    type: path
-extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
+      - The smoke test, an argv list run on the host (no shell) once the started daemon is healthy, from
+        the release link's directory when there is one (for example C([python3, scripts/smoke_tests.py])).
+        A non-zero exit, or no exit within I(smoke_timeout), fails the upgrade and puts the host back; the
+        daemon served on the new version by then, so C(auto) recovery downgrades in place.
+    type: list
+    elements: str
+  smoke_timeout:
+    description: Seconds the smoke test may run.
+    type: int
+    default: 120
+  recovery_method:
+    description:
+      - How a failure past the stop puts the database back, as M(riskmgr_recover)'s I(method). C(auto) restores
+        this run's backup when the daemon never served on the new version and wrote nothing, else
+        downgrades in place (every row kept).
+    type: str
+    choices: [auto, downgrade, restore]
+    default: auto
+extends_documentation_fragment: [action_common_attributes, riskmgr_migrations, riskmgr_daemon]
 attributes:
   check_mode: {support: full, details: Plans the migration and the backup from the real files; stops nothing and writes nothing.}
   diff_mode: {support: full, details: Shows the whole schema before and after as SQL.}
@@ -141,13 +130,20 @@ backup:
   returned: always
 migration: {description: The migration, as M(sqlite_migrate) returns it., type: dict, returned: when it ran}
 verification: {description: The verification, as M(sqlite_verify) returns it., type: dict, returned: when it ran}
-start: {description: The start, as M(riskmgr_daemon) returns it., type: dict, returned: when it ran}
+start: {description: The start, as M(riskmgr_daemon) returns it (C(release) - the link's switch - and C(log_mark))., type: dict, returned: when it ran}
+smoke: {description: The smoke test - C(argv), C(rc), C(seconds), C(output)., type: dict, returned: when it ran}
+release:
+  description: With I(release_link) - C(link), C(linked) (its target before the task), C(version), C(paths), C(switch_needed).
+  type: dict
+  returned: always
+pending: {description: The pending record of an upgrade found before the task (C(from_version), C(to_version)); null when none., type: dict, returned: always}
+finish: {description: Whether the task finished an upgrade whose database was done already (pending, or on another release)., type: bool, returned: always}
 downtime_seconds:
   description: From the stop request to the daemon serving on the new version (its log line), on the host's clock.
   type: float
   returned: when the upgrade ran
   sample: 4.61
-failed_phase: {description: stop, backup, migrate, verify or start; null on success., type: str, returned: on failure}
+failed_phase: {description: stop, backup, migrate, verify, start or smoke; null on success., type: str, returned: on failure}
 recovery:
   description: How a failure left the host - database (unchanged or restored from), kept files, daemon, errors.
   type: dict
@@ -155,7 +151,8 @@ recovery:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import BACKUP_SPEC, DAEMON_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import (
+    BACKUP_SPEC, DAEMON_SPEC, MIGRATION_SOURCE_SPEC, SMOKE_SPEC, run_module_guarded)
 from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.riskmgr_upgrade import UpgradeSettings, upgrade_host
 from ansible.module_utils.sqlite_catalog import catalog_of_params
@@ -177,6 +174,8 @@ def main() -> None:
             "integrity": {"type": "str", "choices": ["quick", "integrity"], "default": "quick"},
             "keep_suffix": {"type": "str"},
             "busy_timeout": {"type": "float", "default": 10.0},
+            "recovery_method": {"type": "str", "choices": ["auto", "downgrade", "restore"], "default": "auto"},
+            **SMOKE_SPEC,
             # The expected log line is not an option: it is the version being started.
             **{name: spec for name, spec in DAEMON_SPEC.items() if name != "expect_log_line"},
         },

@@ -74,6 +74,12 @@ options:
         daemon is stopped.
     type: bool
     default: false
+  release_link:
+    description: The symlink naming the release of the daemon's code that runs; its target is reported as I(release).
+    type: path
+  release_paths:
+    description: The release directory of each schema version, keyed by version (C(1) and C(2)), with I(release_link).
+    type: dict
 extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
 attributes:
   check_mode: {support: full}
@@ -180,6 +186,18 @@ refusals:
   type: list
   elements: str
   returned: always
+pending_upgrade:
+  description:
+    - The record of an upgrade of this database that was started and never accepted (its watch did not pass),
+      C(from_version), C(to_version), C(release_before), C(started); null when none. See M(riskmgr_watch).
+  type: dict
+  returned: always
+release:
+  description:
+    - With I(release_link), what it names - C(link), C(linked) (its target), C(version) (whose release that is,
+      null for another directory), C(paths), and C(switch_needed) against I(target_version). Null without.
+  type: dict
+  returned: always
 integrity:
   description:
     - Result of the integrity check, null when not run. C(notes) lists reports that are known false ones of
@@ -195,6 +213,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.releases import Releases
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 from ansible.module_utils.sqlite_facts import FactsRequest, gather
 
@@ -205,7 +224,8 @@ def run(module: AnsibleModule) -> dict:
         backup_dir=params["backup_dir"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
         target_version=params["target_version"], integrity=params["integrity"], count_rows=params["count_rows"],
         busy_timeout_s=params["busy_timeout"], process_match=params["process_match"], plan=params["plan"],
-        free_space_margin=params["free_space_margin"], require_wal=params["require_wal"])
+        free_space_margin=params["free_space_margin"], require_wal=params["require_wal"],
+        releases=Releases.from_params(params))
     facts = gather(params["path"], catalog_of_params(params), request)
     # Not "path": exit_json() overwrites state, mode and size of any result with a "path" key
     # with the stat of that file (state would always read "file").
@@ -233,6 +253,8 @@ def main() -> None:
             "free_space_margin": {"type": "float", "default": 1.1},
             "require_wal": {"type": "bool", "default": False},
             "fail_on_refusal": {"type": "bool", "default": False},
+            "release_link": {"type": "path"},
+            "release_paths": {"type": "dict"},
         },
         supports_check_mode=True,
         mutually_exclusive=[("migrations_dir", "migrations")],

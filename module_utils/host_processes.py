@@ -6,6 +6,7 @@ Plain Python, no Ansible import.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -136,21 +137,26 @@ def default_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def run_quietly(argv: list[str], timeout: float) -> tuple[int | None, str, str]:
+def run_quietly(argv: list[str], timeout: float, cwd: str | None = None,
+                kill_group: bool = False) -> tuple[int | None, str, str]:
     """Run argv without a shell: (exit status, stdout, stderr); the status is None when it did
-    not return within timeout and was killed. OSError when it cannot be run at all.
+    not return within timeout and was killed (with kill_group, with every process it started that
+    kept its process group). OSError when it cannot be run at all.
 
     Its output goes to temp files rather than pipes: a daemon that keeps an inherited stdout
     open would otherwise make us wait for an EOF that never comes.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         # start_new_session: the daemon must not share the task's session or process group.
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
                                    start_new_session=True, close_fds=True, preexec_fn=default_signals)
         deadline = time.monotonic() + timeout
         while (status := process.poll()) is None and time.monotonic() < deadline:
             time.sleep(LAUNCH_POLL_S)
         if status is None:
+            if kill_group:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
             process.kill()
             process.wait()
         texts = []

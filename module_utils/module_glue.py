@@ -44,6 +44,14 @@ DAEMON_SPEC = {
     "expect_log_line": {"type": "str"},
     "start_timeout": {"type": "int", "default": 60},
     "process_match": {"type": "str"},
+    "release_link": {"type": "path"},
+    "release_paths": {"type": "dict"},
+}
+
+# The smoke test after a start on the new version (riskmgr_daemon, riskmgr_upgrade).
+SMOKE_SPEC = {
+    "smoke_command": {"type": "list", "elements": "str"},
+    "smoke_timeout": {"type": "int", "default": 120},
 }
 
 

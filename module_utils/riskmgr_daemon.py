@@ -20,6 +20,7 @@ import time
 
 from ansible.module_utils.host_processes import POLL_S, pid_is_running, process_cmdline, process_state, wait_for_exit
 from ansible.module_utils.pidfile_control import PidfileControl, split_command
+from ansible.module_utils.releases import Releases, ServiceIdentity, release_problems, switch_release
 from ansible.module_utils.service_manager import DaemonControl, DaemonLog
 from ansible.module_utils.sqlite_common import DaemonError
 from ansible.module_utils.systemd_control import SystemdControl
@@ -47,13 +48,24 @@ def empty_result(pid: int | None = None, was_running: bool = False) -> dict:
     return {"changed": False, "pid": pid, "was_running": was_running,
             "stop_requested_at": None, "stopped_at": None, "stop_seconds": None, "killed": False,
             "started_at": None, "serving_at": None, "healthy_at": None, "start_seconds": None, "serve_seconds": None,
-            "log_line": None}
+            "log_line": None, "log_mark": None, "release": None}
 
 
-def check_daemon(control: DaemonControl, process_match: str | None = None) -> dict:
+def check_daemon(control: DaemonControl, process_match: str | None = None,
+                 releases: Releases | None = None) -> dict:
     """Read-only: the daemon's pid, whether it runs, its unit's states (systemd) and the problems
-    that would keep a run from stopping it and starting it again (an empty list: none)."""
-    return {"changed": False, **control.check(process_match)}
+    that would keep a run from stopping it and starting it again (an empty list: none); with
+    releases, what the link names and why they could not be switched (judged for the user the
+    daemon runs as, or its unit's User=)."""
+    result = {"changed": False, **control.check(process_match)}
+    if releases is not None:
+        identity = ServiceIdentity.of_process(result["pid"]) if result["running"] else None
+        if identity is None and control.service_user():
+            identity = ServiceIdentity.of_user(control.service_user())
+        result["release"] = releases.facts()
+        result["release"]["service_user"] = identity.name if identity else None
+        result["problems"] = list(result["problems"]) + release_problems(releases, identity)
+    return result
 
 
 def stop_daemon(control: DaemonControl, stop_timeout: float, stop_force: bool = False,
@@ -108,9 +120,11 @@ def stop_without_daemon(control: DaemonControl, stop_timeout: float, check_mode:
 
 def start_daemon(control: DaemonControl, *, settle: float, start_timeout: float,
                  log_path: str | None = None, expect_log_line: str | None = None,
-                 process_match: str | None = None, check_mode: bool = False) -> dict:
+                 process_match: str | None = None, check_mode: bool = False,
+                 releases: Releases | None = None, version: int | None = None) -> dict:
     """Start the daemon unless it runs; require it alive after settle s and, if asked, its log line
-    (in log_path or, for a systemd unit without one, in its journal)."""
+    (in log_path or, for a systemd unit without one, in its journal). With releases, the link is
+    switched to the release of schema `version` first: every start runs the code of its schema."""
     old_pid = control.find_pid()
     if pid_is_running(old_pid, process_match):
         return empty_result(pid=old_pid, was_running=True)
@@ -119,9 +133,15 @@ def start_daemon(control: DaemonControl, *, settle: float, start_timeout: float,
         raise DaemonError(f"{control.label}: expect_log_line needs log_path, the daemon's log file")
     result = empty_result()
     result["changed"] = True
+    if releases is not None:
+        if version is None:
+            raise DaemonError(f"{releases.link}: a start through the release link needs the schema version it "
+                              "starts on (expect_version)")
+        result["release"] = switch_release(releases, version, check_mode)
     if check_mode:
         return result
     mark = log.mark()
+    result["log_mark"] = mark
     result["started_at"] = time.time()
     began = time.monotonic()
     control.launch(start_timeout)
@@ -137,16 +157,20 @@ def start_daemon(control: DaemonControl, *, settle: float, start_timeout: float,
 
 def restart_daemon(control: DaemonControl, stop_timeout: float, stop_force: bool = False, *, settle: float,
                    start_timeout: float, log_path: str | None = None, expect_log_line: str | None = None,
-                   process_match: str | None = None, check_mode: bool = False) -> dict:
+                   process_match: str | None = None, check_mode: bool = False,
+                   releases: Releases | None = None, version: int | None = None) -> dict:
     """Stop then start in one process: no round trip between the two while the daemon is down."""
     stopped = stop_daemon(control, stop_timeout, stop_force=stop_force, process_match=process_match,
                           log_path=log_path, check_mode=check_mode)
     if check_mode:
         result = empty_result(pid=stopped["pid"], was_running=stopped["was_running"])
         result["changed"] = True
+        if releases is not None and version is not None:
+            result["release"] = switch_release(releases, version, check_mode=True)
         return result
     result = start_daemon(control, settle=settle, start_timeout=start_timeout, log_path=log_path,
-                          expect_log_line=expect_log_line, process_match=process_match)
+                          expect_log_line=expect_log_line, process_match=process_match,
+                          releases=releases, version=version)
     for key in ("was_running", "stop_requested_at", "stopped_at", "stop_seconds", "killed"):
         result[key] = stopped[key]
     result["downtime_seconds"] = (round(result["serving_at"] - stopped["stop_requested_at"], 3)

@@ -8,12 +8,20 @@ a version the run may leave (`accept`) - with the daemon running on it.
 
 How a database that is not acceptable goes back to `back_to`:
   - in place (the downgrade: what the migration's provenance says it made is undone, every row
-    kept) when the database is partial, or when the daemon has written rows since this run's
-    backup (it served on the new version: a restore would drop those rows from the live file);
-    a backup of the file is taken first, so the values of the columns the downgrade removes stay;
-  - from this run's verified backup (the file it replaces kept beside it) when nothing was written
-    since the backup, or when the file fails its integrity check, or when the operator asks;
+    kept) when the database is partial, when the daemon has served on the new version (it started
+    healthy there, then failed its smoke test or its watch: it may have written and updated rows
+    for minutes, which a restore would drop from the live file), or when rows were written since
+    this run's backup; a backup of the file is taken first, so the values of the columns the
+    downgrade removes stay;
+  - from this run's verified backup (the file it replaces kept beside it) when the daemon never
+    served on the new version and nothing was written since the backup, or when the file fails its
+    integrity check, or when the operator asks (riskmgr_recovery_method);
   - each falls back on the other when it cannot be done; what failed is reported, never raised.
+
+With releases (riskmgr_release_link) the daemon starts on the release of the version the database
+is left at, the link switched first; if that release does not start, the release the link named
+before the recovery is tried once. An upgrade's pending record (daemon_watch) goes once the
+database is back at the version that upgrade started from.
 
 Plain Python, no Ansible import: pytest calls recover_host() on real files and processes.
 """
@@ -27,7 +35,9 @@ from pathlib import Path
 
 from ansible.module_utils.backup_restore import restore_database
 from ansible.module_utils.backup_store import list_backups, read_manifest
+from ansible.module_utils.daemon_watch import clear_pending, read_pending
 from ansible.module_utils.host_processes import pid_is_running
+from ansible.module_utils.releases import Releases, same_directory
 from ansible.module_utils.riskmgr_daemon import schema_line, start_daemon, stop_daemon
 from ansible.module_utils.service_manager import DaemonControl
 from ansible.module_utils.sqlite_backups import backup_database
@@ -64,6 +74,9 @@ class RecoverSettings:
     options: dict = field(default_factory=dict)
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
     daemon: DaemonSettings = None
+    releases: Releases | None = None
+    served: bool = False  # the daemon ran healthy on the database's new version before the failure
+    release_before: str | None = None  # the release the link named when the run began: tried if the version's fails
 
 
 
@@ -107,6 +120,9 @@ def choose_method(settings: RecoverSettings, state: dict, backup: Path | None) -
     """(method, why) for a database that must go back to settings.back_to."""
     if settings.method != "auto":
         return settings.method, "asked for (riskmgr_recovery_method)"
+    if settings.served and state["state"] != "unreadable" and not (state["detail"] or "").startswith("quick_check"):
+        return "downgrade", (f"the daemon served on v{state['version']}: a restore would drop what it wrote and "
+                             "changed there")
     if state["state"] == "unreadable" or (state["detail"] or "").startswith("quick_check"):
         return "restore", f"the file cannot be changed in place ({state['detail']})"
     if state["version"] is not None and state["version"] < settings.back_to:
@@ -169,7 +185,7 @@ def recover_host(settings: RecoverSettings, catalog: Catalog, control: DaemonCon
     """
     started = time.monotonic()
     report = {"changed": False, "database": None, "method": None, "why": None, "backup": None, "kept": [],
-              "daemon": None, "pid": None, "errors": [], "state_found": None, "version": None}
+              "daemon": None, "pid": None, "errors": [], "state_found": None, "version": None, "release": None}
     state = read_state(settings.path, catalog, settings.options, settings.busy_timeout_s)
     report["state_found"] = state["state"]
     acceptable = state["consistent"] and state["version"] in (settings.accept or (settings.back_to,))
@@ -186,29 +202,63 @@ def recover_host(settings: RecoverSettings, catalog: Catalog, control: DaemonCon
         chosen = Path(backup) if backup else next(iter(run_backups(settings, settings.back_to)), None)
         put_database_back(settings, catalog, state, chosen, report)
     ensure_running(settings, control, report)
+    forget_undone_upgrade(settings.path, report)
     report["seconds"] = round(time.monotonic() - started, 3)
     return report
 
 
+def forget_undone_upgrade(path: str, report: dict) -> None:
+    """The pending record of an upgrade goes once the database is back at the version it started from."""
+    try:
+        pending = read_pending(path)
+        if pending and report["version"] == pending["from_version"]:
+            clear_pending(path)
+    except (RiskmgrError, OSError) as err:
+        report["errors"].append(f"the record of the upgrade: {err}")
+
+
 def ensure_running(settings: RecoverSettings, control: DaemonControl, report: dict) -> None:
-    """The daemon running on the database as it is now; a running one is left alone when nothing changed."""
+    """The daemon running on the database as it is now, on that version's release; a running one is left
+    alone when nothing changed and it runs the right release."""
     daemon = settings.daemon
+    releases = settings.releases
+    version = report["version"]
     try:
         pid = control.find_pid()
-        if pid_is_running(pid, daemon.process_match) and not report["changed"]:
-            report.update(daemon=f"runs (pid {pid})", pid=pid)
+        wrong_release = releases is not None and version is not None and releases.version_linked() != version
+        if pid_is_running(pid, daemon.process_match) and not report["changed"] and not wrong_release:
+            report.update(daemon=f"runs (pid {pid})", pid=pid, release=releases.facts() if releases else None)
             return
         if pid_is_running(pid, daemon.process_match):
             stop_daemon(control, daemon.stop_timeout, True, daemon.process_match, daemon.log_path)
-        version = report["version"]
-        started = start_daemon(control, settle=daemon.settle, start_timeout=daemon.start_timeout,
-                               log_path=daemon.log_path, process_match=daemon.process_match,
-                               expect_log_line=schema_line(control, daemon.log_path, version) if version else None)
-        report.update(daemon=f"runs again on v{version} (pid {started['pid']})" if version else
-                      f"runs (pid {started['pid']})", pid=started["pid"], start=started)
+        release_before = settings.release_before or (releases.linked() if releases else None)
+        try:
+            started = start_on_release(settings, control, version)
+        except BaseException as err:  # noqa: BLE001 - the release the host ran before is tried once
+            if releases is None or release_before is None or version is None or \
+                    same_directory(release_before, releases.paths.get(version, "")):
+                raise
+            report["errors"].append(f"starting the daemon on {releases.describe(version)}: {err}")
+            fallback = Releases(link=releases.link, paths={version: release_before})
+            started = start_on_release(settings, control, version, fallback)
+        running_on = f"runs again on v{version}" if version else "runs"
+        if releases:
+            running_on += f" with {releases.describe()}"
+        report.update(daemon=f"{running_on} (pid {started['pid']})", pid=started["pid"], start=started,
+                      release=releases.facts() if releases else None)
     except BaseException as err:  # noqa: BLE001
         report["daemon"] = "is NOT running"
         report["errors"].append(f"starting the daemon: {err}")
+
+
+def start_on_release(settings: RecoverSettings, control: DaemonControl, version: int | None,
+                     releases: Releases | None = None) -> dict:
+    daemon = settings.daemon
+    releases = releases or settings.releases
+    return start_daemon(control, settle=daemon.settle, start_timeout=daemon.start_timeout,
+                        log_path=daemon.log_path, process_match=daemon.process_match,
+                        expect_log_line=schema_line(control, daemon.log_path, version) if version else None,
+                        releases=releases if version else None, version=version)
 
 
 def recovery_text(path: str, report: dict) -> str:

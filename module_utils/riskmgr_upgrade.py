@@ -9,6 +9,14 @@ Why one process rather than one task per step:
   ansible-playbook does not leave the daemon down (SIGKILL still can: the rescue, or the rerun,
   then starts it).
 
+With releases (riskmgr_release_link) the start switches the link to the target's release, and with
+a smoke test (riskmgr_smoke_command) the unit runs it once the daemon is healthy: the daemon has then
+served on the new version, so a failure from here puts the database back in place (every row it
+wrote kept). Before the stop the unit records the upgrade as pending (daemon_watch); the watch that
+follows removes the record. A host whose database is at the target already but whose upgrade is
+pending, or whose link names another release, is finished: its daemon is (re)started on the target's
+release if it must be, and smoke-tested again.
+
 The steps are the same functions the single-step modules run (riskmgr_daemon, sqlite_backup,
 sqlite_migrate, sqlite_verify, sqlite_restore); only the order of two checks changes, never
 their presence: the backup is copied as a file (the daemon is stopped) and its quick_check runs
@@ -28,6 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ansible.module_utils.daemon_watch import SmokeTest, clear_pending, read_pending, run_smoke, write_pending
+from ansible.module_utils.host_processes import pid_is_running
+from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import schema_line, start_daemon, stop_daemon
 from ansible.module_utils.riskmgr_recover import DaemonSettings, RecoverSettings, recover_host, recovery_text
 from ansible.module_utils.service_manager import DaemonControl
@@ -64,6 +75,9 @@ class UpgradeSettings:
     log_path: str | None
     process_match: str | None
     busy_timeout_s: float
+    releases: Releases | None
+    smoke: SmokeTest | None
+    recovery_method: str  # auto | downgrade | restore (riskmgr_recover's method)
 
     @classmethod
     def from_params(cls, params: dict) -> UpgradeSettings:
@@ -74,7 +88,8 @@ class UpgradeSettings:
                    keep_suffix=params["keep_suffix"], stop_timeout=params["stop_timeout"],
                    stop_force=params["stop_force"], settle=params["settle"], start_timeout=params["start_timeout"],
                    log_path=params["log_path"], process_match=params["process_match"],
-                   busy_timeout_s=params["busy_timeout"])
+                   busy_timeout_s=params["busy_timeout"], releases=Releases.from_params(params),
+                   smoke=SmokeTest.from_params(params), recovery_method=params["recovery_method"])
 
 
 class UpgradeError(RiskmgrError):
@@ -135,12 +150,14 @@ def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
                            {"changed": False, "failed_phase": "plan",
                             "recovery": {"method": None, "kept": [], "errors": [], "database": "untouched",
                                          "daemon": "was not stopped"}}) from err
-    if not result["changed"] or check_mode:
+    if check_mode or not (result["changed"] or result["finish"]):
         return result
     target = result["to_version"]
     # From here on the version is the plan's, and the kept file's suffix names it.
     planned = replace(settings, target_version=target, keep_suffix=settings.keep_suffix or f"failed_v{target}")
     with shielded_from_hangups():
+        if result["finish"]:
+            return finish_upgrade(path, Path(backup_dir), catalog, control, result, planned)
         return run_downtime(path, Path(backup_dir), catalog, control, result, planned)
 
 
@@ -149,15 +166,24 @@ def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
     """Everything that can refuse while the daemon still runs: the plan, writability, space for both."""
     plan = migrate_database(path, catalog, settings.target_version, settings.options, check_mode=True,
                             want_diff=want_diff, busy_timeout_s=settings.busy_timeout_s)
+    releases = settings.releases
     result = {"changed": plan["changed"], "from_version": plan["from_version"], "to_version": plan["to_version"],
               "state_before": plan["state_before"], "direction": plan["direction"], "steps": plan["steps"],
               "skipped_steps": plan["skipped_steps"], "schema_warnings": plan["schema_warnings"],
-              "stop": None, "backup": None, "migration": None, "verification": None, "start": None,
-              "downtime_seconds": None, "failed_phase": None, "recovery": None}
+              "stop": None, "backup": None, "migration": None, "verification": None, "start": None, "smoke": None,
+              "downtime_seconds": None, "failed_phase": None, "recovery": None, "finish": False,
+              "pending": read_pending(path),
+              "release": releases.facts(plan["to_version"]) if releases else None}
     if "diff" in plan:
         result["diff"] = plan["diff"]
     if not plan["changed"]:
-        return result  # nothing to do: the daemon is not touched
+        # The database is done. Its upgrade is finished when it was never accepted (the watch did not
+        # pass), or when the link still names another release: the daemon must run the target's code.
+        pending = result["pending"] and result["pending"].get("to_version") == plan["to_version"]
+        switch = bool(result["release"] and result["release"]["switch_needed"])
+        result["finish"] = bool(pending or switch)
+        result["changed"] = switch
+        return result
     if plan["direction"] != "up":
         raise RiskmgrError(f"{path}: riskmgr_upgrade only upgrades (v{plan['from_version']} -> "
                            f"v{plan['to_version']} is a downgrade); use rollback_v2.yml")
@@ -165,6 +191,8 @@ def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
     if problems:
         raise RiskmgrError(f"{path}: cannot be migrated in place: {'; '.join(problems)}")
     control.daemon_log(settings.log_path)  # a journal that cannot be read refuses here, not once the daemon is down
+    if releases:
+        releases.path_for(plan["to_version"])  # a release not named refuses here
     result["backup"] = backup_database(path, backup_dir, settings.retention_days, settings.max_backups,
                                        settings.busy_timeout_s, settings.free_space_margin, check_mode=True)
     if check_mode:
@@ -175,11 +203,13 @@ def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
 
 def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict,
                  settings: UpgradeSettings) -> dict:
-    """The downtime: stop, back up, migrate, verify, start; settings.target_version is the plan's."""
+    """The downtime: stop, back up, migrate, verify, start, smoke; settings.target_version is the plan's."""
     target = settings.target_version
     before_version = result["from_version"]
     phase = "stop"
     try:
+        # Before anything stops: a run cut off from here on leaves the upgrade pending for the next one.
+        write_pending(path, before_version, target, settings.releases.linked() if settings.releases else None)
         result["stop"] = stop_daemon(control, settings.stop_timeout, settings.stop_force, settings.process_match,
                                      settings.log_path)
         phase = "backup"
@@ -203,25 +233,77 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
         if not result["verification"]["ok"]:
             raise RiskmgrError(failure_message(path, result["verification"]))
         phase = "start"
-        result["start"] = start_daemon(control, settle=settings.settle, start_timeout=settings.start_timeout,
-                                       log_path=settings.log_path,
-                                       expect_log_line=schema_line(control, settings.log_path, target),
-                                       process_match=settings.process_match)
+        start_on_target(path, control, result, settings)
+        phase = "smoke"
+        smoke_test(path, result, settings)
     except BaseException as err:
         result["failed_phase"] = phase
         if phase == "stop":
-            # Nothing was touched; a daemon that did not stop is still running (only stop_force kills).
-            result["recovery"] = {"method": None, "kept": [], "errors": [], "version": before_version,
-                                  "database": f"untouched (v{before_version})", "daemon": "is still running (not stopped)"}
-            raise UpgradeError(f"{path}: the upgrade failed while stop: {str(err).rstrip('.')}. The daemon was not "
-                               f"stopped; {path} was not touched. Fix the cause, then rerun migrate_v2.yml.",
-                               dict(result, changed=False)) from err
-        result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, before_version, settings)
+            not_stopped(path, before_version, result, err)
+        result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, before_version, settings,
+                                           served=phase == "smoke")
         raise UpgradeError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
     result["to_version"] = target
     result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
     return result
 
+
+def finish_upgrade(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict,
+                   settings: UpgradeSettings) -> dict:
+    """A database at the target already: its daemon on the target's release, smoke-tested.
+
+    The daemon is stopped only to switch the link (it runs another release), started when it is
+    down. A failure puts the host back to where the pending upgrade started from (in place: the
+    daemon served on the new version), or, with no upgrade pending, to the database as it is.
+    """
+    pending = result["pending"]
+    back_to = pending["from_version"] if pending else result["from_version"]
+    phase = "stop"
+    try:
+        running = pid_is_running(control.find_pid(), settings.process_match)
+        if running and result["release"] and result["release"]["switch_needed"]:
+            result["stop"] = stop_daemon(control, settings.stop_timeout, settings.stop_force,
+                                         settings.process_match, settings.log_path)
+            running = False
+        phase = "start"
+        if not running:
+            start_on_target(path, control, result, settings)
+            result["changed"] = True
+        phase = "smoke"
+        smoke_test(path, result, settings)
+    except BaseException as err:
+        result["failed_phase"] = phase
+        if phase == "stop":
+            not_stopped(path, result["from_version"], result, err)
+        result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, back_to, settings,
+                                           served=bool(pending) or phase == "smoke")
+        raise UpgradeError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
+    if result["stop"] and result["start"]:
+        result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
+    return result
+
+
+def start_on_target(path: str, control: DaemonControl, result: dict, settings: UpgradeSettings) -> None:
+    target = settings.target_version
+    result["start"] = start_daemon(control, settle=settings.settle, start_timeout=settings.start_timeout,
+                                   log_path=settings.log_path,
+                                   expect_log_line=schema_line(control, settings.log_path, target),
+                                   process_match=settings.process_match, releases=settings.releases, version=target)
+
+
+def smoke_test(path: str, result: dict, settings: UpgradeSettings) -> None:
+    if settings.smoke is not None:
+        result["smoke"] = run_smoke(settings.smoke, settings.releases.link if settings.releases else None, path)
+
+
+def not_stopped(path: str, version: int, result: dict, err: BaseException) -> None:
+    """The stop failed: nothing was touched, and a daemon that did not stop is still running (only stop_force kills)."""
+    clear_pending(path)
+    result["recovery"] = {"method": None, "kept": [], "errors": [], "version": version,
+                          "database": f"untouched (v{version})", "daemon": "is still running (not stopped)"}
+    raise UpgradeError(f"{path}: the upgrade failed while stop: {str(err).rstrip('.')}. The daemon was not "
+                       f"stopped; {path} was not touched. Fix the cause, then rerun migrate_v2.yml.",
+                       dict(result, changed=False)) from err
 
 
 def downtime_seconds(stop: dict, start: dict) -> float | None:
@@ -232,19 +314,26 @@ def downtime_seconds(stop: dict, start: dict) -> float | None:
 
 
 def put_host_back(path: str, backup_dir: Path, result: dict, catalog: Catalog, control: DaemonControl,
-                  before_version: int, settings: UpgradeSettings) -> dict:
+                  back_to: int, settings: UpgradeSettings, served: bool) -> dict:
     """After a failure past the stop: the one recovery (riskmgr_recover), with this run's confirmed backup.
 
     Never raises: what could not be done is reported, for the operator and the playbook's rescue.
     """
     backup = result["backup"] or {}
     recover = RecoverSettings(
-        path=path, backup_dir=str(backup_dir), back_to=before_version, keep_suffix=settings.keep_suffix,
-        options=settings.options, busy_timeout_s=settings.busy_timeout_s,
+        path=path, backup_dir=str(backup_dir), back_to=back_to, keep_suffix=settings.keep_suffix,
+        method=settings.recovery_method, options=settings.options, busy_timeout_s=settings.busy_timeout_s,
+        releases=settings.releases, served=served, release_before=release_before(result),
         daemon=DaemonSettings(stop_timeout=settings.stop_timeout, settle=settings.settle,
                               start_timeout=settings.start_timeout, log_path=settings.log_path,
                               process_match=settings.process_match))
     return recover_host(recover, catalog, control, backup["backup"] if backup.get("confirmed") else None)
+
+
+def release_before(result: dict) -> str | None:
+    """The release the host ran before this upgrade: the pending record's, else the link's target before the task."""
+    pending = result.get("pending") or {}
+    return pending.get("release_before") or (result.get("release") or {}).get("linked")
 
 
 def failure_text(path: str, phase: str, err: BaseException, recovery: dict) -> str:

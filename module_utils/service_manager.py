@@ -31,8 +31,13 @@ def log_size(log_path: str | None) -> int:
 def read_log_since(log_path: str | None, offset: int) -> list[str]:
     """Complete lines written to the log after byte offset (the whole file if it was truncated
     or replaced by a smaller one since). A line still being written is left for the next read."""
+    return read_log_chunk(log_path, offset)[0]
+
+
+def read_log_chunk(log_path: str | None, offset: int) -> tuple[list[str], int]:
+    """read_log_since(), and the offset the next read starts from (just after the last complete line)."""
     if not log_path:
-        return []
+        return [], offset
     try:
         with open(log_path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -41,9 +46,9 @@ def read_log_since(log_path: str | None, offset: int) -> list[str]:
             handle.seek(start)
             data = handle.read(size - start)
     except FileNotFoundError:
-        return []
+        return [], 0
     complete = data[: data.rfind(b"\n") + 1]
-    return complete.decode("utf-8", "replace").splitlines()
+    return complete.decode("utf-8", "replace").splitlines(), start + len(complete)
 
 
 class DaemonLog:
@@ -62,6 +67,10 @@ class DaemonLog:
         raise NotImplementedError
 
     def lines_since(self, mark) -> list[tuple[str, float | None]]:
+        raise NotImplementedError
+
+    def read_since(self, mark) -> tuple[list[str], object]:
+        """The daemon's own lines since mark, and the mark the next read starts from (a watch reads on)."""
         raise NotImplementedError
 
     def find_line(self, mark, expected: str) -> tuple[str, float | None] | None:
@@ -91,6 +100,9 @@ class NoLog(DaemonLog):
     def lines_since(self, mark) -> list[tuple[str, float | None]]:
         return []
 
+    def read_since(self, mark) -> tuple[list[str], object]:
+        return [], mark
+
     def tail_text(self, mark, lines: int = TAIL_LINES) -> str:
         return "no log_path given"
 
@@ -107,6 +119,9 @@ class FileLog(DaemonLog):
 
     def lines_since(self, mark) -> list[tuple[str, float | None]]:
         return [(line, None) for line in read_log_since(self.path, mark)]
+
+    def read_since(self, mark) -> tuple[list[str], object]:
+        return read_log_chunk(self.path, int(mark or 0))
 
 
 class DaemonControl:
@@ -144,6 +159,10 @@ class DaemonControl:
     def daemon_log(self, log_path: str | None) -> DaemonLog:
         """Where the daemon's own lines are read: its log file; nothing without one."""
         return FileLog(log_path) if log_path else NoLog()
+
+    def service_user(self) -> str | None:
+        """The user the service manager starts the daemon as, when it says (systemd's User=), else None."""
+        return None
 
     def stopping_without_pid(self) -> bool:
         """True when no daemon process runs but the service manager may still start one by itself."""

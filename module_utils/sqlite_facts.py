@@ -9,7 +9,9 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ansible.module_utils.daemon_watch import read_pending
 from ansible.module_utils.host_processes import live_file_names, process_cmdline, processes_holding
+from ansible.module_utils.releases import Releases
 from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, INTEGRITY_PRAGMAS, MigrationError, RiskmgrError, connect_readonly, database_bytes, free_bytes,
@@ -63,6 +65,7 @@ class FactsRequest:
     plan: bool = False  # also the steps a migration to target_version would take (its check mode)
     free_space_margin: float = 1.1  # the backup needs the database and its -wal times this
     require_wal: bool = False  # online mode: backup and migration run while the daemon writes
+    releases: Releases | None = None  # the release link: which release it names, and whether it must switch
 
 
 def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) -> dict:
@@ -98,6 +101,10 @@ def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) 
     except sqlite3.Error as err:
         raise RiskmgrError(sqlite_error_text(path, err, request.busy_timeout_s)) from err
     facts["refusals"] = refusals(path, facts, request)
+    # Beside the database, not in it: an upgrade started and never accepted, and the code that runs.
+    facts["pending_upgrade"] = read_pending(path)
+    wanted = request.target_version or (catalog.newest_version if catalog else None)
+    facts["release"] = request.releases.facts(wanted) if request.releases else None
     return facts
 
 

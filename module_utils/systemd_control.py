@@ -76,6 +76,12 @@ class JournalLog(DaemonLog):
     def lines_since(self, mark) -> list[tuple[str, float | None]]:
         return [(journal_message(entry), journal_time(entry)) for entry in self.entries_since(mark)]
 
+    def read_since(self, mark) -> tuple[list[str], object]:
+        """The daemon's own entries (not systemd's lines about the unit) since the cursor, and the last cursor."""
+        entries = self.entries_since(mark)
+        next_mark = entries[-1].get("__CURSOR", mark) if entries else mark
+        return [journal_message(entry) for entry in entries if entry.get("_PID") != "1"], next_mark
+
     def tail_text(self, mark, lines: int = TAIL_LINES) -> str:
         """The daemon's own last lines, then systemd's last ones about the unit: systemd can log
         many lines about one stop or start, which would push the daemon's ERROR out of a plain tail."""
@@ -235,6 +241,9 @@ class SystemdControl(DaemonControl):
                                   f"after {'its main process exited' if pid else 'the stop request'}; see "
                                   f"`systemctl status {self.unit}` and `journalctl -u {self.unit}`")
             time.sleep(POLL_S)
+
+    def service_user(self) -> str | None:
+        return self.show("User") or "root"
 
     def check(self, process_match: str | None) -> dict:
         status = self.unit_status()

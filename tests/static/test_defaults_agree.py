@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROLE_DEFAULTS = ROOT / "roles" / "riskmgr" / "defaults" / "main.yml"
 MODULES = sorted(path.stem for path in (ROOT / "library").glob("*.py"))
 
-DAEMON_MODULES = ("riskmgr_daemon", "riskmgr_upgrade", "riskmgr_recover")
+DAEMON_MODULES = ("riskmgr_daemon", "riskmgr_upgrade", "riskmgr_recover", "riskmgr_watch")
 DATABASE_MODULES = ("sqlite_schema_facts", "sqlite_backup", "sqlite_migrate", "sqlite_verify", "sqlite_restore",
                     "riskmgr_upgrade", "riskmgr_recover")
 MIGRATING_MODULES = ("sqlite_schema_facts", "sqlite_migrate", "sqlite_verify", "riskmgr_upgrade")
@@ -47,17 +47,22 @@ MIRRORED = {
     "riskmgr_busy_timeout": [(module, "busy_timeout") for module in DATABASE_MODULES],
     "riskmgr_break_lock": [("riskmgr_lock", "break_stale")],
     "riskmgr_integrity_downtime": [("riskmgr_upgrade", "integrity")],
+    "riskmgr_recovery_method": [("riskmgr_upgrade", "recovery_method"), ("riskmgr_recover", "method")],
+    "riskmgr_smoke_timeout": [("riskmgr_upgrade", "smoke_timeout"), ("riskmgr_daemon", "smoke_timeout")],
+    "riskmgr_watch_fail_regex": [("riskmgr_watch", "fail_regex")],
 }
 
 # riskmgr_X -> the options that name what a module acts on: no default, a module never picks a
 # database, a backup directory, a lock or a unit by itself (the playbooks always pass the variable).
 NAMED_BY_THE_CALLER = {
-    "riskmgr_db_path": [(module, "path") for module in DATABASE_MODULES],
+    "riskmgr_db_path": [(module, "path") for module in (*DATABASE_MODULES, "riskmgr_watch")],
     "riskmgr_backup_dir": [(module, "backup_dir") for module in
                            ("sqlite_schema_facts", "sqlite_backup", "sqlite_restore", "riskmgr_upgrade",
                             "riskmgr_recover")],
     "riskmgr_lock_path": [("riskmgr_lock", "path"), ("sqlite_schema_facts", "lock_path")],
     "riskmgr_service_name": [(module, "service_name") for module in DAEMON_MODULES],
+    "riskmgr_release_link": [(module, "release_link") for module in (*DAEMON_MODULES, "sqlite_schema_facts")],
+    "riskmgr_smoke_command": [("riskmgr_upgrade", "smoke_command"), ("riskmgr_daemon", "smoke_command")],
 }
 
 # riskmgr_X that no module option mirrors, and why.
@@ -76,6 +81,10 @@ NOT_A_MODULE_OPTION = {
     "riskmgr_max_fail_percentage": "a play keyword",
     "riskmgr_migrations_src": "a controller path the riskmgr_migrations lookup reads; modules get the texts",
     "riskmgr_report_dir": "a controller path; the riskmgr_report action requires its dir",
+    "riskmgr_release_v1_path": "one entry of the modules' release_paths (with riskmgr_release_link)",
+    "riskmgr_release_v2_path": "one entry of the modules' release_paths (with riskmgr_release_link)",
+    "riskmgr_canary_watch_seconds": "the first batch's seconds of the riskmgr_watch action (the riskmgr role picks)",
+    "riskmgr_watch_seconds": "the later batches' seconds of the riskmgr_watch action (the riskmgr role picks)",
 }
 
 # Options named like a mirrored one whose default differs on purpose, and why.

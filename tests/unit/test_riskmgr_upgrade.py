@@ -246,13 +246,17 @@ def test_settings_take_each_option_of_the_module_into_its_own_field():
     given = {"target_version": 7, "track_unrealized_pnl": True, "retention_days": 11, "max_backups": 12,
              "free_space_margin": 1.3, "integrity": "integrity", "keep_suffix": "kept", "stop_timeout": 13,
              "stop_force": True, "settle": 0.4, "start_timeout": 14, "log_path": "/var/log/rm.log",
-             "process_match": "risk_manager", "busy_timeout": 15.0}
+             "process_match": "risk_manager", "busy_timeout": 15.0, "recovery_method": "restore",
+             "release_link": "/opt/rm/current", "release_paths": {"1": "/opt/rm/r1", "2": "/opt/rm/r2"},
+             "smoke_command": ["python3", "scripts/smoke_tests.py"], "smoke_timeout": 16}
     settings = UpgradeSettings.from_params({**module_defaults("riskmgr_upgrade"), **given})
     assert dataclasses.asdict(settings) == {
         "target_version": 7, "options": {"track_unrealized_pnl": True}, "retention_days": 11, "max_backups": 12,
         "free_space_margin": 1.3, "integrity": "integrity", "keep_suffix": "kept", "stop_timeout": 13,
         "stop_force": True, "settle": 0.4, "start_timeout": 14, "log_path": "/var/log/rm.log",
-        "process_match": "risk_manager", "busy_timeout_s": 15.0}
+        "process_match": "risk_manager", "busy_timeout_s": 15.0, "recovery_method": "restore",
+        "releases": {"link": "/opt/rm/current", "paths": {1: "/opt/rm/r1", 2: "/opt/rm/r2"}},
+        "smoke": {"argv": ("python3", "scripts/smoke_tests.py"), "timeout": 16.0}}
 
 
 def test_hangup_interrupt_and_broken_pipe_are_ignored_while_shielded():
