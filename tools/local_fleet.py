@@ -70,7 +70,7 @@ SMOKE = TOOLS / "riskmgr_smoke.py"
 sys.path.insert(0, str(TOOLS))
 from make_state_db import build_v1_db  # noqa: E402  (sibling tools, found through sys.path)
 from riskmgr_standin import (FAULT_LINE, FAULTS_FILE, PROCESS_NAMES, RELEASE_FILE,  # noqa: E402
-                             StandinError, schema_version)
+                             StandinError, column_names, quote_identifier, schema_version, table_named)
 from v1_shapes import shape_for  # noqa: E402
 
 FLEET_FILE = "fleet.json"
@@ -399,10 +399,22 @@ def database_facts(path: str) -> dict:
         except StandinError as err:
             raise FleetError(f"{path}: {err}") from None
         counts = {table: conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] for table in tables}
+        timed = timed_rows(conn)
         indexes = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
                                "AND name NOT LIKE 'sqlite_%'").fetchone()[0]
     size = Path(path).stat().st_size + (Path(f"{path}-wal").stat().st_size if Path(f"{path}-wal").exists() else 0)
-    return {"exists": True, "version": version, "size": size, "indexes": indexes, "row_counts": counts}
+    return {"exists": True, "version": version, "size": size, "indexes": indexes, "row_counts": counts,
+            "rows_with_execution_time": timed}
+
+
+def timed_rows(conn: sqlite3.Connection) -> int:
+    """enforcement_log rows whose execution_time_ms is set (> 0): what a release 2 daemon writes."""
+    table = table_named(conn, "enforcement_log")
+    column = column_names(conn, table).get("execution_time_ms") if table else None
+    if column is None:
+        return 0
+    return conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)} "
+                        f"WHERE {quote_identifier(column)} > 0").fetchone()[0]
 
 
 def link_facts(variables: dict) -> dict:

@@ -41,7 +41,8 @@ Without --foreground it daemonizes (double fork, setsid, stdio to /dev/null, chd
 launching command returns 0 only once the pidfile names the daemon: a `command` service
 manager's start command "returns once the daemon is launched". Exit statuses: 0 stopped
 cleanly, 1 could not launch (bad arguments, already running, pidfile not writable),
-2 database error, 3 refused this schema version, 4 unexpected bug (see the log).
+2 database error, 3 refused to start (this schema version, refuse-start), 4 unexpected bug or
+exit-after (see the log).
 """
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ class Release:
 
     def __init__(self, number: int | None, directory: pathlib.Path, faults: dict) -> None:
         self.number = number
-        self.directory = directory
+        self.location = directory.resolve()  # resolved at launch: the log names it after the link moved on
         self.faults = faults  # fault name -> True, or seconds for the timers
 
     @classmethod
@@ -155,7 +156,7 @@ class Release:
 
     @property
     def faults_path(self) -> pathlib.Path:
-        return self.directory / FAULTS_FILE
+        return self.location / FAULTS_FILE
 
     def refusal(self, version: int) -> str | None:
         """Why this release does not run on schema `version`, or None when it does."""
@@ -512,8 +513,7 @@ class Daemon:
 
     def start(self) -> sqlite3.Connection:
         if self.release.number is not None:
-            self.log.write("INFO", f"riskmgr release {self.release.number} starting from "
-                                   f"{self.release.directory.resolve()}")
+            self.log.write("INFO", f"riskmgr release {self.release.number} starting from {self.release.location}")
         if "refuse-start" in self.release.faults:
             raise StandinError(f"injected fault: refuse-start in {self.release.faults_path}; refusing to start",
                                EXIT_REFUSED)
