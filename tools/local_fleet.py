@@ -117,7 +117,7 @@ def daemon_program(host_dir: Path, releases: bool) -> Path:
 
 
 def standin_argv(host_dir: Path, interval_ms: int, refuse_version: int | None, python: str,
-                 releases: bool = False) -> list[str]:
+                 releases: bool) -> list[str]:
     argv = [python, str(daemon_program(host_dir, releases)), "--db", str(host_dir / "data" / "state.db"),
             "--pidfile", str(host_dir / "run" / "riskmgr.pid"), "--log", str(host_dir / "logs" / "daemon.log"),
             "--interval-ms", str(interval_ms)]
@@ -126,7 +126,7 @@ def standin_argv(host_dir: Path, interval_ms: int, refuse_version: int | None, p
     return argv
 
 
-def host_vars(host_dir: Path, argv: list[str], track_pnl: bool, python: str, releases: bool = False) -> dict:
+def host_vars(host_dir: Path, argv: list[str], track_pnl: bool, python: str, releases: bool) -> dict:
     """The inventory variables of one host: its paths, how to start and stop its daemon, its releases."""
     data = host_dir / "data"
     variables = {
@@ -223,12 +223,12 @@ def build_databases(paths: list[Path], rows: int, target_mb: float | None, shape
 def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: str, group: str,
            refuse_version: int | None, refuse_host: str | None, track_pnl: bool, interval_ms: int | None,
            shape: str = "reference", python: str = sys.executable, releases: bool = True,
-           release_faults: list[str] = ()) -> dict:
+           release_faults: list[str] | None = None) -> dict:
     names = host_names(prefix, count)
     shapes = host_shapes(shape, names)
     if release_faults and not releases:
         raise FleetError("--release-fault needs the releases (drop --no-releases)")
-    faults = parse_release_faults(list(release_faults), names)
+    faults = parse_release_faults(release_faults or [], names)
     found = shutil.which(python)
     if found is None:
         raise FleetError(f"--python {python}: not an executable interpreter; give the path of a Python 3.8+ "
