@@ -134,7 +134,8 @@ def run_checks(daemon, args: argparse.Namespace, program: str) -> str:
         if release.number == 2:
             missing = rows_without_execution_time(daemon, conn, table, before)
             if missing:
-                raise SmokeFailure(f"{args.db}: release 2 wrote {missing} of {added} new rows without execution_time_ms")
+                raise SmokeFailure(f"{args.db}: {missing} new rows without execution_time_ms; is the daemon (pid {pid}) "
+                                   "release 2? (restarted since the link changed?)")
     if not daemon.is_live_standin(pid):
         raise SmokeFailure(f"the daemon (pid {pid}) exited during the smoke test")
     name = "no release (run from tools/)" if release.number is None else f"release {release.number}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import local_fleet
 import pytest
 import yaml
-from fixtures import MIGRATIONS, wait_for
+from fixtures import MIGRATIONS, switch_link, wait_for
 from sqlite_migration import migrate_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,13 +64,6 @@ def execution_times_after(db: str, after_id: int) -> list:
 def max_id(db: str) -> int:
     with closing(sqlite3.connect(f"{Path(db).as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
         return conn.execute("SELECT MAX(id) FROM enforcement_log").fetchone()[0]
-
-
-def switch_link(link: Path, release_dir: str) -> None:
-    """As an operator (or ansistrano) does: a new symlink, renamed over the old one in one step."""
-    temporary = link.with_name(link.name + ".new")
-    temporary.symlink_to(release_dir)
-    os.replace(temporary, link)
 
 
 def test_create_lays_out_both_releases_and_the_link_and_writes_their_variables(fleet_root):

@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from fixtures import wait_for
+from fixtures import switch_link, wait_for
 from local_fleet import lay_out_releases
 from make_state_db import build_v1_db
 from riskmgr_standin import KNOWN_COLUMNS, PROCESS_NAMES, quote_identifier, schema_version
@@ -576,12 +576,22 @@ def test_smoke_reads_its_release_through_the_link_and_refuses_a_schema_it_does_n
     assert standin.launch().returncode == 0  # release 1 on v1
     through_link = smoke(standin, host / "current" / "scripts" / "smoke_tests.py")
     assert through_link.returncode == 0 and "release 1, schema v1" in through_link.stdout
-    temporary = host / "current.new"
-    temporary.symlink_to(host / "releases" / "2")
-    os.replace(temporary, host / "current")  # the link now names release 2: v1 is not for it
+    switch_link(host / "current", host / "releases" / "2")  # the link now names release 2: v1 is not for it
     refused = smoke(standin, host / "current" / "scripts" / "smoke_tests.py")
     assert refused.returncode == 1
     assert refused.stderr == f"smoke test failed: {standin.db}: release 2 needs schema version 2 or newer; found 1\n"
+
+
+def test_smoke_of_release_2_fails_while_the_release_1_daemon_still_runs_on_v2(standin, host):
+    mark_version(standin.db, 2)
+    run_release(standin, host / "current" / "bin" / "riskmgr_daemon.py")
+    assert standin.launch().returncode == 0  # release 1, on v2
+    switch_link(host / "current", host / "releases" / "2")  # the link moved on, the daemon was not restarted
+    failed = smoke(standin, host / "current" / "scripts" / "smoke_tests.py")
+    assert failed.returncode == 1
+    assert re.fullmatch(rf"smoke test failed: {re.escape(str(standin.db))}: \d+ new rows without execution_time_ms; "
+                        rf"is the daemon \(pid {standin.remember_pid()}\) release 2\? \(restarted since the link "
+                        rf"changed\?\)\n", failed.stderr), failed.stderr
 
 
 def test_smoke_fails_when_the_daemon_runs_but_writes_no_row(standin, host):
