@@ -202,3 +202,10 @@ def copy_db(src: Path, dst: Path) -> Path:
         if Path(f"{src}{suffix}").exists():
             shutil.copy2(f"{src}{suffix}", f"{dst}{suffix}")
     return dst
+
+
+def switch_link(link: Path, target: str | os.PathLike) -> None:
+    """Point a release link elsewhere as an operator (or ansistrano) does: a new symlink, renamed over the old one."""
+    temporary = link.with_name(link.name + ".new")
+    temporary.symlink_to(target)
+    os.replace(temporary, link)

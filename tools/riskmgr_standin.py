@@ -17,6 +17,17 @@ success column; no such table means version 1. Faults on demand: --refuse-versio
 exit 3 on that schema version (to exercise automatic rollback), --ignore-sigterm makes a daemon
 that will not stop.
 
+Releases (tools/local_fleet.py): a host's releases/N/ holds a copy of this file as
+bin/riskmgr_daemon.py and RELEASE ("1" or "2"); it starts through the host's `current` link. The
+release is read from the directory above the program's own as started (current/bin/..), and
+logged first: "riskmgr release N starting from <release directory>". Release 1 never writes
+execution_time_ms (the column keeps its default), on v1 or v2. Release 2 refuses a database
+older than v2 (ERROR, exit 3) and fills execution_time_ms with the time each check took (whole
+ms, at least 1). Without RELEASE (run from tools/) none of this applies. A release's FAULTS file,
+one fault a line (another line: exit 1 at launch): `refuse-start` (ERROR, exit 3 at start),
+`error-after=S` (one ERROR line S seconds after the start, still running), `exit-after=S` (ERROR,
+exit 4 after S seconds), `smoke-fails` (for its smoke test, tools/riskmgr_smoke.py).
+
 Python 3 standard library only: the Molecule hosts run it with nothing else installed.
 
     riskmgr_standin.py --db state.db --pidfile riskmgr.pid --log riskmgr.log [--interval-ms 50]
@@ -30,14 +41,17 @@ Without --foreground it daemonizes (double fork, setsid, stdio to /dev/null, chd
 launching command returns 0 only once the pidfile names the daemon: a `command` service
 manager's start command "returns once the daemon is launched". Exit statuses: 0 stopped
 cleanly, 1 could not launch (bad arguments, already running, pidfile not writable),
-2 database error, 3 refused this schema version, 4 unexpected bug (see the log).
+2 database error, 3 refused to start (this schema version, refuse-start), 4 unexpected bug or
+exit-after (see the log).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import pathlib
+import re
 import signal
 import sqlite3
 import sys
@@ -46,7 +60,8 @@ import time
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
 PROGRESS_EVERY_S = 5.0
-PROCESS_NAME = "riskmgr_standin"
+# What a stand-in's command line contains: run from tools/, or as a release's copy.
+PROCESS_NAMES = ("riskmgr_standin", "bin/riskmgr_daemon.py")
 STDOUT_LOG = "-"
 EXIT_OK, EXIT_LAUNCH, EXIT_DB_ERROR, EXIT_REFUSED, EXIT_BUG = 0, 1, 2, 3, 4
 RULES = ("MAX_DAILY_LOSS", "MAX_POSITION", "MAX_ORDER_SIZE", "TRADING_HOURS")
@@ -54,6 +69,11 @@ RULES = ("MAX_DAILY_LOSS", "MAX_POSITION", "MAX_ORDER_SIZE", "TRADING_HOURS")
 KNOWN_COLUMNS = ("account_id", "rule_id", "action", "reason", "success", "timestamp", "execution_time_ms")
 # A NOT NULL column without a default in an empty table: the daemon needs some value of its type.
 AFFINITY_FILLER = {"INTEGER": 0, "REAL": 0.0, "NUMERIC": 0, "TEXT": "", "BLOB": b""}
+RELEASE_FILE, FAULTS_FILE = "RELEASE", "FAULTS"
+# The oldest schema version each release runs on.
+MINIMUM_SCHEMA_VERSION = {1: 1, 2: 2}
+FAULT_LINE = re.compile(r"(refuse-start|smoke-fails)|(error-after|exit-after)=(\d+(?:\.\d+)?)")
+FAULT_TIMERS = ("error-after", "exit-after")  # =SECONDS after the start
 
 
 class StandinError(Exception):
@@ -108,6 +128,68 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+# --- releases and their faults ---------------------------------------------------------------
+
+class Release:
+    """The release a copy of this program belongs to: RELEASE and FAULTS in the directory above its own.
+
+    That directory is the one the program was started from, not resolved: started as
+    current/bin/riskmgr_daemon.py, it is the release `current` named then, whatever the link
+    names later. `number` is None for the stand-in run from tools/ (no RELEASE file there).
+    """
+
+    def __init__(self, number: int | None, directory: pathlib.Path, faults: dict) -> None:
+        self.number = number
+        self.location = directory.resolve()  # resolved at launch: the log names it after the link moved on
+        self.faults = faults  # fault name -> True, or seconds for the timers
+
+    @classmethod
+    def of_program(cls, program: str) -> Release:
+        directory = pathlib.Path(os.path.abspath(program)).parent.parent
+        text = read_optional(directory / RELEASE_FILE)
+        if text is None:
+            return cls(None, directory, {})
+        if text.strip() not in {str(number) for number in MINIMUM_SCHEMA_VERSION}:
+            raise StandinError(f"{directory / RELEASE_FILE} says {text.strip()[:20]!r}; a release of the "
+                               f"stand-in is one of {sorted(MINIMUM_SCHEMA_VERSION)}", EXIT_LAUNCH)
+        return cls(int(text), directory, read_faults(directory / FAULTS_FILE))
+
+    @property
+    def faults_path(self) -> pathlib.Path:
+        return self.location / FAULTS_FILE
+
+    def refusal(self, version: int) -> str | None:
+        """Why this release does not run on schema `version`, or None when it does."""
+        if self.number is not None and version < MINIMUM_SCHEMA_VERSION[self.number]:
+            return (f"release {self.number} needs schema version {MINIMUM_SCHEMA_VERSION[self.number]} or newer; "
+                    f"found {version}")
+        return None
+
+
+def read_optional(path: pathlib.Path) -> str | None:
+    """The text of a file that may be missing; any other read error is fatal at launch."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise StandinError(f"cannot read {path}: {err}", EXIT_LAUNCH) from None
+
+
+def read_faults(path: pathlib.Path) -> dict:
+    """Fault name -> True or seconds, from a FAULTS file (missing: no fault); blank lines are skipped."""
+    faults: dict = {}
+    for number, line in enumerate((read_optional(path) or "").splitlines(), start=1):
+        found = FAULT_LINE.fullmatch(line.strip())
+        if line.strip() and not found:
+            raise StandinError(f"{path} line {number}: {line.strip()!r} is not a fault; one a line: refuse-start, "
+                               "smoke-fails, error-after=SECONDS or exit-after=SECONDS", EXIT_LAUNCH)
+        if found:
+            switch, timer, seconds = found.groups()
+            faults[switch or timer] = True if switch else float(seconds)
+    return faults
+
+
 # --- pidfile ----------------------------------------------------------------------------------
 
 def read_pidfile(path: str) -> int | None:
@@ -128,7 +210,7 @@ def is_live_standin(pid: int) -> bool:
             cmdline = handle.read()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return state != b"Z" and PROCESS_NAME.encode() in cmdline
+    return state != b"Z" and any(name.encode() in cmdline for name in PROCESS_NAMES)
 
 
 def refuse_if_running(pidfile: str) -> None:
@@ -298,11 +380,11 @@ class RowPlan:
 
     Read once at start from PRAGMA table_xinfo: the known columns present get fresh values;
     every other column is copied from the most recent row (by rowid), so whatever constraint
-    the real schema puts on it stays satisfied. Left out: the rowid alias (SQLite assigns it)
-    and generated columns.
+    the real schema puts on it stays satisfied. Left out: the rowid alias (SQLite assigns it),
+    generated columns, and execution_time_ms for release 1, whose code predates it.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, release: int | None = None) -> None:
         table = table_named(conn, "enforcement_log")
         if table is None:
             raise StandinError("no enforcement_log table in this database; is it a risk manager state.db?",
@@ -317,11 +399,16 @@ class RowPlan:
         keys = [column for column in columns if column[5]]
         rowid_alias = keys[0][1] if len(keys) == 1 and keys[0][2].upper() == "INTEGER" else None
         self.table = quote_identifier(table)
+        self.release = release
+        self.unknown_to_release = []  # stored names this release leaves to their default
         self.known = {}  # lower-case known name -> stored name
         self.copied = []  # stored names, in table order
         self.fillers = {}  # stored name -> value, for an empty table
         for _cid, name, declared_type, not_null, default, _pk, hidden in columns:
             if hidden or name == rowid_alias:
+                continue
+            if release == 1 and name.lower() == "execution_time_ms":
+                self.unknown_to_release.append(name)
                 continue
             if name.lower() in KNOWN_COLUMNS:
                 self.known[name.lower()] = name
@@ -336,7 +423,14 @@ class RowPlan:
     def with_execution_time(self) -> bool:
         return "execution_time_ms" in self.known
 
-    def fresh_values(self, number: int) -> dict:
+    def execution_time_ms(self, number: int, began: float) -> int:
+        """Release 2: how long this enforcement check took, in whole ms (at least 1). No release: a
+        made-up value, as before releases existed."""
+        if self.release is None:
+            return number % 13
+        return max(1, math.ceil((time.monotonic() - began) * 1000))
+
+    def fresh_values(self, number: int, began: float) -> dict:
         values = {
             "account_id": 1000 + number % 7,
             "rule_id": RULES[number % len(RULES)],
@@ -344,13 +438,14 @@ class RowPlan:
             "reason": f"standin heartbeat {number}",
             "success": 1,
             "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "execution_time_ms": number % 13,
+            "execution_time_ms": self.execution_time_ms(number, began),
         }
         return {self.known[key]: value for key, value in values.items() if key in self.known}
 
-    def row(self, conn: sqlite3.Connection, number: int) -> dict:
-        """Stored column name -> value for row `number`; call inside the write transaction."""
-        values = self.fresh_values(number)
+    def row(self, conn: sqlite3.Connection, number: int, began: float) -> dict:
+        """Stored column name -> value for row `number`, whose check began at monotonic time `began`;
+        call inside the write transaction."""
+        values = self.fresh_values(number, began)
         if self.copied:
             latest = conn.execute(self.latest_row_sql).fetchone()
             values.update(zip(self.copied, latest) if latest else self.fillers)
@@ -358,6 +453,8 @@ class RowPlan:
 
     def describe(self) -> str:
         text = "; filling execution_time_ms" if self.with_execution_time else ""
+        if self.unknown_to_release:
+            text += f"; leaving {', '.join(self.unknown_to_release)} to its default (release {self.release})"
         if self.copied:
             text += f"; copying {len(self.copied)} other column(s) from the latest row"
         return text
@@ -365,9 +462,10 @@ class RowPlan:
 
 def insert_row(conn: sqlite3.Connection, number: int, plan: RowPlan) -> int:
     """One enforcement_log row in its own committed transaction; returns its rowid."""
+    began = time.monotonic()
     conn.execute("BEGIN IMMEDIATE")
     try:
-        values = plan.row(conn, number)
+        values = plan.row(conn, number, began)
         if values:
             columns = ", ".join(quote_identifier(name) for name in values)
             marks = ", ".join("?" for _ in values)
@@ -385,9 +483,14 @@ def insert_row(conn: sqlite3.Connection, number: int, plan: RowPlan) -> int:
 # --- the daemon ------------------------------------------------------------------------------
 
 class Daemon:
-    def __init__(self, args: argparse.Namespace, log: Log) -> None:
+    def __init__(self, args: argparse.Namespace, log: Log, release: Release) -> None:
         self.args = args
         self.log = log
+        self.release = release
+        started = time.monotonic()
+        # Timed faults still to fire, soonest first: (monotonic time, fault name).
+        self.timed_faults = sorted((started + release.faults[name], name) for name in FAULT_TIMERS
+                                   if name in release.faults)
         self.stop_requested = False
         self.rows = 0
         self.last_id: int | None = None
@@ -409,6 +512,11 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def start(self) -> sqlite3.Connection:
+        if self.release.number is not None:
+            self.log.write("INFO", f"riskmgr release {self.release.number} starting from {self.release.location}")
+        if "refuse-start" in self.release.faults:
+            raise StandinError(f"injected fault: refuse-start in {self.release.faults_path}; refusing to start",
+                               EXIT_REFUSED)
         conn = open_database(self.args.db, self.args.busy_timeout_ms)
         mode = self.retry_busy("setting WAL mode", lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         version = self.retry_busy("reading the schema version", lambda: schema_version(conn))
@@ -417,7 +525,12 @@ class Daemon:
             conn.close()
             raise StandinError(f"schema version {version} is not supported by this build; refusing to run",
                                EXIT_REFUSED)
-        self.plan = self.retry_busy("reading the columns of enforcement_log", lambda: RowPlan(conn))
+        refusal = self.release.refusal(version)
+        if refusal:
+            conn.close()
+            raise StandinError(refusal, EXIT_REFUSED)
+        self.plan = self.retry_busy("reading the columns of enforcement_log",
+                                    lambda: RowPlan(conn, self.release.number))
         self.log.write("INFO", f"started pid {os.getpid()}; journal_mode={mode}; one enforcement_log row "
                                f"every {self.args.interval_ms} ms" + self.plan.describe())
         return conn
@@ -438,14 +551,24 @@ class Daemon:
     def sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.stop_requested:
+            self.fire_due_faults()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             time.sleep(min(left, 0.1))
 
+    def fire_due_faults(self) -> None:
+        """The FAULTS timers whose time has come: error-after logs once, exit-after ends the daemon."""
+        while self.timed_faults and self.timed_faults[0][0] <= time.monotonic():
+            name = self.timed_faults.pop(0)[1]
+            what = f"injected fault: {name}={self.release.faults[name]:g} in {self.release.faults_path}"
+            if name == "exit-after":
+                raise StandinError(f"{what}; exiting with status {EXIT_BUG}", EXIT_BUG)
+            self.log.write("ERROR", f"{what}; still running")
 
-def serve(args: argparse.Namespace, log: Log, launcher_pipe: int | None) -> int:
-    daemon = Daemon(args, log)
+
+def serve(args: argparse.Namespace, log: Log, launcher_pipe: int | None, release: Release) -> int:
+    daemon = Daemon(args, log, release)
     daemon.install_signals()
     try:
         refuse_if_running(args.pidfile)
@@ -479,6 +602,7 @@ def serve(args: argparse.Namespace, log: Log, launcher_pipe: int | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        release = Release.of_program(sys.argv[0])  # before the daemon's chdir: the path may be relative
         refuse_if_running(args.pidfile)  # checked here too, so the launcher's exit status says it
         log = Log(args.log)
     except (StandinError, OSError) as err:
@@ -486,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_LAUNCH
     launcher_pipe = None if args.foreground else daemonize()
     try:
-        return serve(args, log, launcher_pipe)
+        return serve(args, log, launcher_pipe, release)
     finally:
         log.close()
 

@@ -61,8 +61,10 @@ class Fleet:
                  refuse_host: str | None = None) -> None:
         self.root = root
         self.reports = root.parent / "reports"
+        # releases=False: the stand-in runs from tools/ as before releases; these faults and their
+        # helpers (move_host_dir, the start commands they rewrite) predate the link and its releases.
         self.fleet = local_fleet.create(root, hosts, rows, None, "local", "faults", refuse_version, refuse_host,
-                                        False, None)
+                                        False, None, releases=False)
         self.hosts = self.fleet["hosts"]
 
     # paths and processes

@@ -1,5 +1,6 @@
 """tools/riskmgr_standin.py as the demo and Molecule use it: real processes on real databases,
-of the reference v1 shape and of random ones (tools/v1_shapes.py)."""
+of the reference v1 shape and of random ones (tools/v1_shapes.py); its two releases as
+tools/local_fleet.py lays them out, their FAULTS, and their smoke test (tools/riskmgr_smoke.py)."""
 from __future__ import annotations
 
 import os
@@ -14,9 +15,10 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from fixtures import wait_for
+from fixtures import switch_link, wait_for
+from local_fleet import lay_out_releases
 from make_state_db import build_v1_db
-from riskmgr_standin import KNOWN_COLUMNS, quote_identifier, schema_version
+from riskmgr_standin import KNOWN_COLUMNS, PROCESS_NAMES, quote_identifier, schema_version
 from v1_shapes import random_specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +62,7 @@ class Standin:
     """Paths of one stand-in, launchers, and a teardown that SIGKILLs whatever is left."""
 
     def __init__(self, tmp_path: Path) -> None:
+        self.program = STANDIN
         self.db = build_baseline_db(tmp_path / "state.db")
         self.pidfile = tmp_path / "riskmgr.pid"
         self.log = tmp_path / "riskmgr.log"
@@ -67,7 +70,7 @@ class Standin:
         self.popens: list[subprocess.Popen] = []
 
     def argv(self, *extra: str) -> list[str]:
-        return [sys.executable, str(STANDIN), "--db", str(self.db), "--pidfile", str(self.pidfile),
+        return [sys.executable, str(self.program), "--db", str(self.db), "--pidfile", str(self.pidfile),
                 "--log", str(self.log), "--interval-ms", "20", *extra]
 
     def launch(self, *extra: str) -> subprocess.CompletedProcess:
@@ -100,7 +103,7 @@ class Standin:
         self.remember_pid()
         for pid in self.pids:
             cmdline = Path(f"/proc/{pid}/cmdline")
-            if cmdline.exists() and b"riskmgr_standin" in cmdline.read_bytes():
+            if cmdline.exists() and any(name.encode() in cmdline.read_bytes() for name in PROCESS_NAMES):
                 os.kill(pid, signal.SIGKILL)
         for process in self.popens:
             process.wait(timeout=5)
@@ -411,3 +414,203 @@ def test_log_to_stdout_needs_the_foreground(standin):
     assert done.returncode == 2
     assert "--log - needs --foreground: a daemonized stand-in has no stdout" in done.stderr
     assert not standin.pidfile.exists()
+
+
+# --- releases (tools/local_fleet.py lays them out) and their faults -----------------------------
+
+RELEASE_LINE = re.compile(r"^\S+ INFO riskmgr release (\d) starting from (.+)$")
+FAULT_SYNTAX = "one a line: refuse-start, smoke-fails, error-after=SECONDS or exit-after=SECONDS"
+
+
+@pytest.fixture
+def host(tmp_path):
+    """releases/1 and releases/2 as local_fleet.py makes them, current -> releases/1; faults: host.fault(...)."""
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    lay_out_releases(host_dir, [])
+    return host_dir
+
+
+def run_release(standin: Standin, program: Path, *faults: str) -> None:
+    """Make `standin` run `program` (a release's bin/riskmgr_daemon.py), with these lines in its FAULTS."""
+    standin.program = program
+    if faults:
+        (program.parent.parent / "FAULTS").write_text("".join(f"{fault}\n" for fault in faults))
+
+
+def new_rows(db: Path, after_id: int) -> list[tuple]:
+    """(id, execution_time_ms) of the rows after id `after_id`, through a fresh read-only connection."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        return conn.execute("SELECT id, execution_time_ms FROM enforcement_log WHERE id > ? ORDER BY id",
+                            (after_id,)).fetchall()
+
+
+def test_release_1_logs_its_release_first_and_never_writes_execution_time_ms_on_v2(standin, host):
+    mark_version(standin.db, 2)
+    with closing(sqlite3.connect(standin.db)) as conn:  # a row written by a v2 daemon before
+        conn.execute("INSERT INTO enforcement_log (account_id, rule_id, action, reason, success, timestamp, "
+                     "execution_time_ms) VALUES (1, 'R', 'CHECK', 'v2', 1, 'now', 7)")
+        conn.commit()
+    run_release(standin, host / "current" / "bin" / "riskmgr_daemon.py")  # started through the link
+    process = standin.foreground()
+    wait_for(lambda: enforcement_rows(standin.db)[0] >= 4)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+    first, second = standin.log_lines()[:2]
+    assert RELEASE_LINE.match(first).groups() == ("1", str((host / "releases" / "1").resolve()))
+    assert second.endswith(" INFO Database schema version: 2")
+    written = new_rows(standin.db, 1)
+    assert len(written) >= 3 and all(ms is None for _, ms in written), written  # not filled, not copied
+
+
+def test_release_2_refuses_a_v1_database_with_one_error_and_exit_3(standin, host):
+    run_release(standin, host / "releases" / "2" / "bin" / "riskmgr_daemon.py")
+    process = standin.foreground()
+    assert process.wait(timeout=5) == 3
+    lines = standin.log_lines()
+    assert [RELEASE_LINE.match(lines[0]).group(1), lines[1].split(" ", 1)[1]] == ["2", "INFO Database schema version: 1"]
+    assert lines[2].endswith(" ERROR release 2 needs schema version 2 or newer; found 1") and len(lines) == 3
+    assert enforcement_rows(standin.db)[0] == 0
+
+
+def test_release_2_fills_execution_time_ms_with_a_positive_duration_on_v2(standin, host):
+    mark_version(standin.db, 2)
+    run_release(standin, host / "releases" / "2" / "bin" / "riskmgr_daemon.py")
+    process = standin.foreground()
+    wait_for(lambda: enforcement_rows(standin.db)[0] >= 5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+    written = new_rows(standin.db, 0)
+    assert len(written) >= 5 and all(isinstance(ms, int) and 1 <= ms < 1000 for _, ms in written), written
+    assert RELEASE_LINE.match(standin.log_lines()[0]).group(1) == "2"
+
+
+def test_fault_error_after_logs_one_error_after_the_delay_and_keeps_writing(standin, host):
+    mark_version(standin.db, 2)
+    run_release(standin, host / "releases" / "2" / "bin" / "riskmgr_daemon.py", "error-after=1")
+    assert standin.launch().returncode == 0
+    pid = standin.remember_pid()
+    started = time.monotonic()
+    error = wait_for(lambda: standin.logged(" ERROR "), timeout=5)
+    assert 0.8 <= time.monotonic() - started < 2.5
+    assert f"ERROR injected fault: error-after=1 in {host / 'releases' / '2' / 'FAULTS'}; still running" in error
+    rows = enforcement_rows(standin.db)[0]
+    wait_for(lambda: enforcement_rows(standin.db)[0] >= rows + 3)  # still serving
+    assert is_running(pid) and [line for line in standin.log_lines() if " ERROR " in line] == [error]
+
+
+def test_fault_exit_after_ends_the_daemon_with_status_4(standin, host):
+    mark_version(standin.db, 2)
+    run_release(standin, host / "releases" / "2" / "bin" / "riskmgr_daemon.py", "exit-after=1")
+    started = time.monotonic()
+    process = standin.foreground()
+    assert process.wait(timeout=5) == 4
+    assert time.monotonic() - started >= 1
+    assert " ERROR injected fault: exit-after=1 in " in standin.log_lines()[-1]
+    assert standin.log_lines()[-1].endswith("; exiting with status 4")
+    assert enforcement_rows(standin.db)[0] > 0  # it served until then
+
+
+def test_fault_refuse_start_exits_3_before_reading_any_schema(standin, host):
+    mark_version(standin.db, 2)
+    run_release(standin, host / "releases" / "2" / "bin" / "riskmgr_daemon.py", "refuse-start")
+    process = standin.foreground()
+    assert process.wait(timeout=5) == 3
+    release, refused = standin.log_lines()
+    assert RELEASE_LINE.match(release).group(1) == "2"
+    assert refused.endswith(f" ERROR injected fault: refuse-start in {host / 'releases' / '2' / 'FAULTS'}; "
+                            "refusing to start")
+
+
+@pytest.mark.parametrize("file, text, message", [
+    ("FAULTS", "smoke-fails\nerror-after=soon\n", "FAULTS line 2: 'error-after=soon' is not a fault; " + FAULT_SYNTAX),
+    ("FAULTS", "\ncrash\n", "FAULTS line 2: 'crash' is not a fault; " + FAULT_SYNTAX),
+    ("RELEASE", "3\n", "RELEASE says '3'; a release of the stand-in is one of [1, 2]"),
+])
+def test_a_bad_release_or_faults_file_stops_the_launch_with_one_line(standin, host, file, text, message):
+    (host / "releases" / "2" / file).write_text(text)
+    run_release(standin, host / "releases" / "2" / "bin" / "riskmgr_daemon.py")
+    launched = standin.launch()
+    assert launched.returncode == 1
+    assert launched.stderr == f"riskmgr_standin: {host / 'releases' / '2' / message}\n"
+    assert not standin.pidfile.exists() and not standin.log.exists()
+
+
+# --- the smoke test of a release (tools/riskmgr_smoke.py as releases/N/scripts/smoke_tests.py) ---
+
+def smoke(standin: Standin, script: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), "--db", str(standin.db), "--pidfile", str(standin.pidfile),
+                           *extra], capture_output=True, text=True, timeout=30)
+
+
+def test_smoke_passes_on_a_healthy_release_2_and_fails_in_one_line_once_it_stopped(standin, host):
+    mark_version(standin.db, 2)
+    run_release(standin, host / "releases" / "2" / "bin" / "riskmgr_daemon.py")
+    assert standin.launch().returncode == 0
+    script = host / "releases" / "2" / "scripts" / "smoke_tests.py"
+    passed = smoke(standin, script)
+    assert passed.returncode == 0 and passed.stderr == ""
+    assert re.fullmatch(r"smoke test passed: release 2, schema v2, \d+ new rows in \d+\.\d s\n", passed.stdout)
+
+    pid = standin.remember_pid()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not is_running(pid), timeout=5)
+    failed = smoke(standin, script)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr == f"smoke test failed: the daemon is not running: {standin.pidfile} is missing or holds no pid\n"
+
+
+def test_smoke_fails_on_purpose_with_the_smoke_fails_fault(standin, host):
+    mark_version(standin.db, 2)
+    run_release(standin, host / "releases" / "2" / "bin" / "riskmgr_daemon.py", "smoke-fails")
+    assert standin.launch().returncode == 0  # the daemon itself is healthy
+    failed = smoke(standin, host / "releases" / "2" / "scripts" / "smoke_tests.py")
+    assert failed.returncode == 1
+    assert failed.stderr == f"smoke test failed: injected fault (smoke-fails in {host / 'releases' / '2' / 'FAULTS'})\n"
+    # Release 1 has no FAULTS of its own: its smoke test of the same daemon passes.
+    assert smoke(standin, host / "releases" / "1" / "scripts" / "smoke_tests.py").returncode == 0
+
+
+def test_smoke_reads_its_release_through_the_link_and_refuses_a_schema_it_does_not_run_on(standin, host):
+    run_release(standin, host / "releases" / "1" / "bin" / "riskmgr_daemon.py")
+    assert standin.launch().returncode == 0  # release 1 on v1
+    through_link = smoke(standin, host / "current" / "scripts" / "smoke_tests.py")
+    assert through_link.returncode == 0 and "release 1, schema v1" in through_link.stdout
+    switch_link(host / "current", host / "releases" / "2")  # the link now names release 2: v1 is not for it
+    refused = smoke(standin, host / "current" / "scripts" / "smoke_tests.py")
+    assert refused.returncode == 1
+    assert refused.stderr == f"smoke test failed: {standin.db}: release 2 needs schema version 2 or newer; found 1\n"
+
+
+def test_smoke_of_release_2_fails_while_the_release_1_daemon_still_runs_on_v2(standin, host):
+    mark_version(standin.db, 2)
+    run_release(standin, host / "current" / "bin" / "riskmgr_daemon.py")
+    assert standin.launch().returncode == 0  # release 1, on v2
+    switch_link(host / "current", host / "releases" / "2")  # the link moved on, the daemon was not restarted
+    failed = smoke(standin, host / "current" / "scripts" / "smoke_tests.py")
+    assert failed.returncode == 1
+    assert re.fullmatch(rf"smoke test failed: {re.escape(str(standin.db))}: \d+ new rows without execution_time_ms; "
+                        rf"is the daemon \(pid {standin.remember_pid()}\) release 2\? \(restarted since the link "
+                        rf"changed\?\)\n", failed.stderr), failed.stderr
+
+
+def test_smoke_fails_when_the_daemon_runs_but_writes_no_row(standin, host):
+    run_release(standin, host / "releases" / "1" / "bin" / "riskmgr_daemon.py")
+    assert standin.launch("--interval-ms", "600000").returncode == 0  # one row at start, then none for 10 minutes
+    wait_for(lambda: enforcement_rows(standin.db)[0] == 1)
+    failed = smoke(standin, host / "releases" / "1" / "scripts" / "smoke_tests.py", "--timeout", "0.5")
+    assert failed.returncode == 1
+    assert failed.stderr == (f"smoke test failed: enforcement_log gained no row in 0.5 s; the daemon "
+                             f"(pid {standin.remember_pid()}) runs but does not write\n")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--db", "/nonexistent/state.db", "--pidfile", "/nonexistent/riskmgr.pid"],
+     "the daemon is not running: /nonexistent/riskmgr.pid is missing or holds no pid"),
+    (["--db", "x.db"], "bad arguments: the following arguments are required: --pidfile "
+                       "(usage: smoke_tests.py --db PATH --pidfile PATH [--timeout SECONDS])"),
+])
+def test_smoke_of_tools_copy_reports_bad_input_in_one_line(args, message):
+    failed = subprocess.run([sys.executable, str(ROOT / "tools" / "riskmgr_smoke.py"), *args],
+                            capture_output=True, text=True, timeout=30)
+    assert (failed.returncode, failed.stdout, failed.stderr) == (1, "", f"smoke test failed: {message}\n")
