@@ -81,7 +81,8 @@ class ActionModule(ActionBase):
             watched = time.monotonic() - began
             if not look.get("alive") or look.get("matched_count"):
                 result.update(failed=True, served=True, watched_seconds=round(watched, 1), lines_seen=total_lines,
-                              look=look, msg=failure_text(host, label, look, watched, fail_regex))
+                              pid=look.get("pid"), current_pid=look.get("current_pid"), matched=look.get("matched"),
+                              msg=failure_text(host, label, look, watched, fail_regex))
                 return result
             if last:
                 break

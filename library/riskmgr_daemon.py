@@ -363,7 +363,7 @@ def run(module: AnsibleModule) -> dict:
         result = start_daemon(control, **starting)
     smoke = SmokeTest.from_params(params)
     if smoke and result["changed"] and not module.check_mode:
-        result["smoke"] = run_smoke(smoke, releases.link if releases else None, subject(params))
+        result["smoke"] = run_smoke(smoke, releases.link if releases else None)
     return result
 
 

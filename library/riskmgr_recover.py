@@ -26,10 +26,6 @@ description:
   - The task fails only when the host could not be put back (the message says what is left); otherwise
     it returns what was done, for the playbook's own message.
 options:
-  path:
-    description: Absolute path of the live state database on the host.
-    type: path
-    required: true
   backup_dir:
     description: Directory of the backups and manifests (M(sqlite_backup)).
     type: path
@@ -70,11 +66,7 @@ options:
     description: Whether the optional daily_unrealized_pnl table is part of the schema.
     type: bool
     default: false
-  busy_timeout:
-    description: Seconds SQLite waits for a lock.
-    type: float
-    default: 10
-extends_documentation_fragment: [action_common_attributes, riskmgr_migrations, riskmgr_daemon]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations, riskmgr_daemon]
 attributes:
   check_mode: {support: none, details: A recovery acts; it runs only on a failure of a real run.}
   diff_mode: {support: none}
@@ -116,7 +108,8 @@ msg: {description: All of it in one line., type: str, returned: always}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import DAEMON_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import (
+    DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded)
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.riskmgr_recover import (
@@ -148,7 +141,7 @@ def main() -> None:
         argument_spec={
             **MIGRATION_SOURCE_SPEC,
             **{name: spec for name, spec in DAEMON_SPEC.items() if name != "expect_log_line"},
-            "path": {"type": "path", "required": True},
+            **DATABASE_SPEC,
             "backup_dir": {"type": "path", "required": True},
             "back_to": {"type": "int", "required": True},
             "accept": {"type": "list", "elements": "int"},
@@ -159,7 +152,6 @@ def main() -> None:
             "method": {"type": "str", "choices": list(METHODS), "default": "auto"},
             "keep_suffix": {"type": "str", "default": "failed"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
-            "busy_timeout": {"type": "float", "default": 10.0},
         },
         mutually_exclusive=[("migrations_dir", "migrations")],
         required_one_of=[("migrations_dir", "migrations")],

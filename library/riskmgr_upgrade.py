@@ -35,26 +35,6 @@ description:
   - The full C(integrity_check) belongs in the preflight, while the daemon still runs
     (M(sqlite_schema_facts) with I(integrity=integrity)); this unit's checks are the cheap ones.
 options:
-  path:
-    description: Absolute path of the live state database on the host.
-    type: path
-    required: true
-  backup_dir:
-    description: Directory for the backup and its manifest (mode 0700), as M(sqlite_backup).
-    type: path
-    required: true
-  retention_days:
-    description: Backups older than this are pruned, once the new one is confirmed (0 turns the age limit off).
-    type: int
-    default: 30
-  max_backups:
-    description: Backups beyond the newest this many are pruned, once the new one is confirmed (0 turns it off).
-    type: int
-    default: 10
-  free_space_margin:
-    description: I(backup_dir) must have this factor times the database and its C(-wal) free.
-    type: float
-    default: 1.1
   target_version:
     description: Version to reach; defaults to the newest in the migrations. Downgrades are refused (use rollback_v2.yml).
     type: int
@@ -72,10 +52,6 @@ options:
       - Suffix of the migrated file kept beside the database when a failure puts the backup back.
       - Without it, C(failed_v) and the target version (C(failed_v2)).
     type: str
-  busy_timeout:
-    description: Seconds SQLite waits for a lock before a step refuses.
-    type: float
-    default: 10
   smoke_command:
     description:
       - The smoke test, an argv list run on the host (no shell) once the started daemon is healthy, from
@@ -96,7 +72,7 @@ options:
     type: str
     choices: [auto, downgrade, restore]
     default: auto
-extends_documentation_fragment: [action_common_attributes, riskmgr_migrations, riskmgr_daemon]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_database.backups, riskmgr_migrations, riskmgr_daemon]
 attributes:
   check_mode: {support: full, details: Plans the migration and the backup from the real files; stops nothing and writes nothing.}
   diff_mode: {support: full, details: Shows the whole schema before and after as SQL.}
@@ -152,7 +128,7 @@ recovery:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import (
-    BACKUP_SPEC, DAEMON_SPEC, MIGRATION_SOURCE_SPEC, SMOKE_SPEC, run_module_guarded)
+    BACKUP_SPEC, DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, SMOKE_SPEC, run_module_guarded)
 from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.riskmgr_upgrade import UpgradeSettings, upgrade_host
 from ansible.module_utils.sqlite_catalog import catalog_of_params
@@ -167,13 +143,13 @@ def run(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
+            **DATABASE_SPEC,
             **BACKUP_SPEC,
             **MIGRATION_SOURCE_SPEC,
             "target_version": {"type": "int"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
             "integrity": {"type": "str", "choices": ["quick", "integrity"], "default": "quick"},
             "keep_suffix": {"type": "str"},
-            "busy_timeout": {"type": "float", "default": 10.0},
             "recovery_method": {"type": "str", "choices": ["auto", "downgrade", "restore"], "default": "auto"},
             **SMOKE_SPEC,
             # The expected log line is not an option: it is the version being started.

@@ -26,36 +26,7 @@ description:
     database (same stem, with a manifest) that are older than I(retention_days) or beyond the
     newest I(max_backups) (keep 30 days, at most 10; either limit prunes). The newest backup of each schema version and the one just written
     are always kept, and no other file is ever touched.
-options:
-  path:
-    description: Absolute path of the live state database on the host.
-    type: path
-    required: true
-  backup_dir:
-    description: Directory for the backups and their manifests (mode 0700). Created if missing.
-    type: path
-    required: true
-  retention_days:
-    description:
-      - A backup older than this many days is pruned.
-      - 0 turns the age limit off (I(max_backups) alone prunes).
-    type: int
-    default: 30
-  max_backups:
-    description:
-      - A backup beyond the newest this many is pruned.
-      - 0 turns the count limit off (I(retention_days) alone prunes).
-    type: int
-    default: 10
-  busy_timeout:
-    description: Seconds to wait for a read lock when the daemon writes in rollback-journal mode.
-    type: float
-    default: 10
-  free_space_margin:
-    description: The backup dir must have this factor times the size of the database and its C(-wal) free. At least 1.0.
-    type: float
-    default: 1.1
-extends_documentation_fragment: [action_common_attributes]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_database.backups]
 attributes:
   check_mode:
     support: full
@@ -151,7 +122,7 @@ pruned:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import BACKUP_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import BACKUP_SPEC, DATABASE_SPEC, run_module_guarded
 from ansible.module_utils.sqlite_backups import backup_database
 
 
@@ -164,13 +135,7 @@ def run(module: AnsibleModule) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **BACKUP_SPEC,
-            "busy_timeout": {"type": "float", "default": 10.0},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec={**DATABASE_SPEC, **BACKUP_SPEC}, supports_check_mode=True)
     result = run_module_guarded(module, run, module.params["path"],
                                 f"no backup was written (check {module.params['backup_dir']} for a leftover .tmp- file)")
     module.exit_json(**result)

@@ -28,10 +28,6 @@ description:
     (no C(ALTER TABLE DROP COLUMN), so SQLite 3.31 does it too), every row, rowid, index, trigger and
     AUTOINCREMENT counter kept.
 options:
-  path:
-    description: Absolute path of the state database on the host.
-    type: path
-    required: true
   target_version:
     description: Version to reach; defaults to the newest in I(migrations_dir). The baseline version downgrades.
     type: int
@@ -49,11 +45,7 @@ options:
     type: str
     choices: [single, per_step]
     default: single
-  busy_timeout:
-    description: Seconds to wait for the write lock before refusing.
-    type: float
-    default: 10
-extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations]
 attributes:
   check_mode: {support: full, details: Returns the exact plan from the real schema and writes nothing.}
   diff_mode: {support: full, details: Shows the whole schema before and after as SQL.}
@@ -119,7 +111,7 @@ schema_warnings: {description: Differences that did not block the migration., ty
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 from ansible.module_utils.sqlite_migration import migrate_database
 
@@ -136,11 +128,10 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             **MIGRATION_SOURCE_SPEC,
-            "path": {"type": "path", "required": True},
+            **DATABASE_SPEC,
             "target_version": {"type": "int"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
             "transactions": {"type": "str", "choices": ["single", "per_step"], "default": "single"},
-            "busy_timeout": {"type": "float", "default": 10.0},
         },
         supports_check_mode=True,
         mutually_exclusive=[("migrations_dir", "migrations")],

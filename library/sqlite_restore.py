@@ -22,10 +22,6 @@ description:
     nothing changes.
   - With no live database the backup is simply put in place.
 options:
-  path:
-    description: Absolute path of the live state database on the host.
-    type: path
-    required: true
   backup:
     description:
       - Path of a backup C(.db) file; its manifest is C(<backup>.manifest.json).
@@ -43,11 +39,7 @@ options:
     description: Word in the names of the kept files, C(state.db.<keep_suffix>_<UTC ts>). Letters, digits, C(.), C(_), C(-).
     type: str
     default: replaced
-  busy_timeout:
-    description: Seconds to wait for a read lock while counting the live database's rows.
-    type: float
-    default: 10
-extends_documentation_fragment: [action_common_attributes]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database]
 attributes:
   check_mode:
     support: full
@@ -149,7 +141,7 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.backup_restore import restore_database
-from ansible.module_utils.module_glue import run_module_guarded
+from ansible.module_utils.module_glue import DATABASE_SPEC, run_module_guarded
 
 
 def run(module: AnsibleModule) -> dict:
@@ -163,12 +155,11 @@ def run(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "path": {"type": "path", "required": True},
+            **DATABASE_SPEC,
             "backup": {"type": "path"},
             "backup_dir": {"type": "path"},
             "schema_version": {"type": "int"},
             "keep_suffix": {"type": "str", "default": "replaced"},
-            "busy_timeout": {"type": "float", "default": 10.0},
         },
         mutually_exclusive=[["backup", "backup_dir"], ["backup", "schema_version"]],
         required_one_of=[["backup", "backup_dir"]],

@@ -17,10 +17,6 @@ description:
   - Use it in a preflight, before any daemon is stopped.
   - Without I(migrations) or I(migrations_dir) the objects cannot be compared and I(state) is C(unknown).
 options:
-  path:
-    description: Absolute path of the state database on the host.
-    type: path
-    required: true
   backup_dir:
     description: Backup directory whose free space is reported.
     type: path
@@ -44,10 +40,6 @@ options:
     description: Count the rows of every table.
     type: bool
     default: true
-  busy_timeout:
-    description: Seconds to wait for a lock held by another connection.
-    type: float
-    default: 10
   lock_path:
     description:
       - The run lock file of this host (M(riskmgr_lock)); only whether it exists is reported, in I(lock_present),
@@ -80,7 +72,7 @@ options:
   release_paths:
     description: The release directory of each schema version, keyed by version (C(1) and C(2)), with I(release_link).
     type: dict
-extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations]
 attributes:
   check_mode: {support: full}
   diff_mode: {support: none}
@@ -212,7 +204,7 @@ integrity:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 from ansible.module_utils.sqlite_facts import FactsRequest, gather
@@ -240,13 +232,12 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             **MIGRATION_SOURCE_SPEC,
-            "path": {"type": "path", "required": True},
+            **DATABASE_SPEC,
             "backup_dir": {"type": "path"},
             "target_version": {"type": "int"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
             "integrity": {"type": "str", "choices": ["integrity", "quick", "none"], "default": "none"},
             "count_rows": {"type": "bool", "default": True},
-            "busy_timeout": {"type": "float", "default": 10.0},
             "process_match": {"type": "str"},
             "lock_path": {"type": "path"},
             "plan": {"type": "bool", "default": False},

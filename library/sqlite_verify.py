@@ -19,10 +19,6 @@ description:
   - Read-only; all checks read one snapshot in a single read transaction, so it is safe while the daemon
     runs. In rollback-journal mode the daemon's commits wait while it reads; in WAL mode they do not.
 options:
-  path:
-    description: Absolute path of the state database on the host.
-    type: path
-    required: true
   target_version:
     description:
       - Version the database must be at; defaults to the newest in I(migrations_dir).
@@ -47,11 +43,7 @@ options:
     description: The optional daily_unrealized_pnl table and its indexes must exist too.
     type: bool
     default: false
-  busy_timeout:
-    description: Seconds to wait for a lock before giving up.
-    type: float
-    default: 10
-extends_documentation_fragment: [action_common_attributes, riskmgr_migrations]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations]
 attributes:
   check_mode: {support: full, details: The module only reads; check mode runs the same checks.}
   diff_mode: {support: none}
@@ -67,14 +59,7 @@ EXAMPLES = r"""
     target_version: 2
     manifest: /opt/risk_manager/data/backups/state_v1_20261124T120000123456Z.db.manifest.json
     integrity: quick
-
-- name: Verify a restored v1 database holds exactly the backup's rows
-  sqlite_verify:
-    path: /opt/risk_manager/data/state.db
-    migrations_dir: /tmp/riskmgr-migrations
-    target_version: 1
-    manifest: /opt/risk_manager/data/backups/state_v1_20261124T120000123456Z.db.manifest.json
-    row_counts: equal
+# After a restore: target_version 1 and row_counts equal check that the database is exactly the backup.
 """
 
 RETURN = r"""
@@ -110,7 +95,7 @@ seconds: {description: Duration of the verification., type: float, returned: alw
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 from ansible.module_utils.sqlite_verification import (
     INTEGRITY_LEVELS, ROW_COUNT_MODES, failure_message, verify_database)
@@ -128,13 +113,12 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             **MIGRATION_SOURCE_SPEC,
-            "path": {"type": "path", "required": True},
+            **DATABASE_SPEC,
             "target_version": {"type": "int"},
             "manifest": {"type": "path"},
             "row_counts": {"type": "str", "choices": list(ROW_COUNT_MODES), "default": "at_least"},
             "integrity": {"type": "str", "choices": list(INTEGRITY_LEVELS), "default": "integrity"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
-            "busy_timeout": {"type": "float", "default": 10.0},
         },
         supports_check_mode=True,  # read-only: check mode runs the very same checks
     )

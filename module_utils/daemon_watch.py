@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ansible.module_utils.host_files import create_temp, fsync_path, owner_for_root, remove_quietly
-from ansible.module_utils.host_processes import output_tail, pid_is_running, run_quietly
+from ansible.module_utils.host_processes import output_tail, pid_is_running, run_checked
 from ansible.module_utils.service_manager import DaemonControl
 from ansible.module_utils.sqlite_common import DaemonError
 
@@ -107,23 +108,13 @@ class SmokeTest:
         return cls(argv=tuple(str(arg) for arg in argv), timeout=float(params["smoke_timeout"])) if argv else None
 
 
-def run_smoke(smoke: SmokeTest, cwd: str | None, label: str) -> dict:
+def run_smoke(smoke: SmokeTest, cwd: str | None) -> dict:
     """Run the smoke test (from cwd: the release link, when there is one); DaemonError unless it exits 0."""
     began = time.monotonic()
-    try:
-        status, out, err = run_quietly(list(smoke.argv), smoke.timeout, cwd=cwd, kill_group=True)
-    except OSError as error:
-        raise DaemonError(f"{label}: the smoke test {smoke.argv[0]} could not be run: {error.strerror}; check "
-                          "riskmgr_smoke_command") from error
-    result = {"argv": list(smoke.argv), "rc": status, "seconds": round(time.monotonic() - began, 3),
-              "output": output_tail(out, err)}
-    if status is None:
-        raise DaemonError(f"{label}: the smoke test `{' '.join(smoke.argv)}` did not finish within "
-                          f"{smoke.timeout:g}s and was killed ({result['output']})")
-    if status != 0:
-        raise DaemonError(f"{label}: the smoke test `{' '.join(smoke.argv)}` failed with exit status {status} "
-                          f"({result['output']})")
-    return result
+    out, err = run_checked(list(smoke.argv), smoke.timeout, f"the smoke test `{shlex.join(smoke.argv)}`",
+                           cannot_run="; check riskmgr_smoke_command", cwd=cwd, kill_group=True)
+    return {"argv": list(smoke.argv), "rc": 0, "seconds": round(time.monotonic() - began, 3),
+            "output": output_tail(out, err)}
 
 
 # --- the watch -------------------------------------------------------------------------------

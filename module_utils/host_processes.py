@@ -166,6 +166,22 @@ def run_quietly(argv: list[str], timeout: float, cwd: str | None = None,
     return status, texts[0], texts[1]
 
 
+def run_checked(argv: list[str], timeout: float, what: str, *, cannot_run: str = "", too_slow: str = "",
+                failed: str = "", cwd: str | None = None, kill_group: bool = False) -> tuple[str, str]:
+    """run_quietly(), and its (stdout, stderr) when it exited 0 in time; otherwise DaemonError saying `what`
+    could not be run, did not return, or exited non-zero (with its output), followed by the remedy given."""
+    try:
+        status, out, err = run_quietly(argv, timeout, cwd=cwd, kill_group=kill_group)
+    except OSError as error:
+        raise DaemonError(f"{what} could not be run: {error.strerror}{cannot_run}") from error
+    if status is None:
+        raise DaemonError(f"{what} did not return within {timeout:g}s and was killed ({output_tail(out, err)})"
+                          f"{too_slow}")
+    if status != 0:
+        raise DaemonError(f"{what} exited with status {status} ({output_tail(out, err)}){failed}")
+    return out, err
+
+
 def output_tail(out: str, err: str) -> str:
     """The end of a command's stderr and stdout, on one line, for an error message."""
     texts = []

@@ -19,9 +19,15 @@ MIGRATION_SOURCE_SPEC = {
 }
 
 
-# The argument_spec entries of the modules that write a backup (sqlite_backup, riskmgr_upgrade).
-BACKUP_SPEC = {
+# The database every module that reads or changes it acts on (doc fragment riskmgr_database).
+DATABASE_SPEC = {
     "path": {"type": "path", "required": True},
+    "busy_timeout": {"type": "float", "default": 10.0},
+}
+
+# The argument_spec entries of the modules that write a backup (sqlite_backup, riskmgr_upgrade;
+# doc fragment riskmgr_database.backups).
+BACKUP_SPEC = {
     "backup_dir": {"type": "path", "required": True},
     "retention_days": {"type": "int", "default": 30},
     "max_backups": {"type": "int", "default": 10},

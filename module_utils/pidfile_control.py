@@ -14,7 +14,7 @@ import signal
 import time
 
 from ansible.module_utils.host_processes import (
-    POLL_S, output_tail, pid_is_running, read_pid, run_quietly, send_signal)
+    POLL_S, pid_is_running, read_pid, run_checked, send_signal)
 from ansible.module_utils.service_manager import DaemonControl, DaemonLog
 from ansible.module_utils.sqlite_common import DaemonError
 
@@ -34,18 +34,9 @@ def split_command(start_command: str | list | None) -> list[str]:
 
 def run_start_command(argv: list[str], timeout: float) -> None:
     """Run the start command without a shell; it must return, with status 0, within timeout."""
-    try:
-        status, out, err = run_quietly(argv, timeout)
-    except OSError as error:
-        raise DaemonError(f"start_command `{shlex.join(argv)}` could not be run: {error.strerror}; "
-                          "check the path and permissions of its executable") from error
-    if status is None:
-        raise DaemonError(f"start_command `{shlex.join(argv)}` did not return within {timeout:g}s and "
-                          f"was killed ({output_tail(out, err)}); it must return once the daemon is "
-                          "launched (daemonize, or use a wrapper that does)")
-    if status != 0:
-        raise DaemonError(f"start_command `{shlex.join(argv)}` exited with status {status} "
-                          f"({output_tail(out, err)})")
+    run_checked(argv, timeout, f"start_command `{shlex.join(argv)}`",
+                cannot_run="; check the path and permissions of its executable",
+                too_slow="; it must return once the daemon is launched (daemonize, or use a wrapper that does)")
 
 
 class PidfileControl(DaemonControl):

@@ -143,16 +143,6 @@ class ServiceIdentity:
             return None
         return cls(name=name, uid=entry.pw_uid, gids=frozenset(user_groups(name, entry.pw_gid)))
 
-    @classmethod
-    def of_owner(cls, path: str) -> ServiceIdentity | None:
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None
-        name = user_name(info.st_uid)
-        gids = user_groups(name, info.st_gid) if name != str(info.st_uid) else [info.st_gid]
-        return cls(name=name, uid=info.st_uid, gids=frozenset(gids))
-
 
 def user_name(uid: int) -> str:
     try:

@@ -244,7 +244,7 @@ def ensure_running(settings: RecoverSettings, control: DaemonControl, report: di
         running_on = f"runs again on v{version}" if version else "runs"
         if releases:
             running_on += f" with {releases.describe()}"
-        report.update(daemon=f"{running_on} (pid {started['pid']})", pid=started["pid"], start=started,
+        report.update(daemon=f"{running_on}, pid {started['pid']}", pid=started["pid"], start=started,
                       release=releases.facts() if releases else None)
     except BaseException as err:  # noqa: BLE001
         report["daemon"] = "is NOT running"

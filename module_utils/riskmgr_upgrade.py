@@ -293,7 +293,7 @@ def start_on_target(path: str, control: DaemonControl, result: dict, settings: U
 
 def smoke_test(path: str, result: dict, settings: UpgradeSettings) -> None:
     if settings.smoke is not None:
-        result["smoke"] = run_smoke(settings.smoke, settings.releases.link if settings.releases else None, path)
+        result["smoke"] = run_smoke(settings.smoke, settings.releases.link if settings.releases else None)
 
 
 def not_stopped(path: str, version: int, result: dict, err: BaseException) -> None:
@@ -338,5 +338,6 @@ def release_before(result: dict) -> str | None:
 
 def failure_text(path: str, phase: str, err: BaseException, recovery: dict) -> str:
     reason = str(err) if isinstance(err, RiskmgrError) else f"{type(err).__name__}: {err}"
-    text = f"{path}: the upgrade failed while {phase}: {reason.rstrip('.')}. {recovery_text(path, recovery)}"
+    doing = "smoke-testing the daemon on the new version" if phase == "smoke" else phase
+    text = f"{path}: the upgrade failed while {doing}: {reason.rstrip('.')}. {recovery_text(path, recovery)}"
     return text if recovery["errors"] else f"{text} Fix the cause, then rerun migrate_v2.yml."

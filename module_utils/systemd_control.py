@@ -15,7 +15,7 @@ import signal
 import time
 
 from ansible.module_utils.host_processes import (
-    POLL_S, output_tail, pid_is_running, process_cmdline, run_quietly, send_signal)
+    POLL_S, pid_is_running, process_cmdline, run_checked, send_signal)
 from ansible.module_utils.service_manager import TAIL_LINES, DaemonControl, DaemonLog, FileLog
 from ansible.module_utils.sqlite_common import DaemonError
 
@@ -46,16 +46,10 @@ class JournalLog(DaemonLog):
 
     def journal_json(self, *args: str) -> list[dict]:
         """The entries `journalctl -o json ARGS` prints, one JSON object a line (never a shell)."""
-        argv = [self.journalctl, "--no-pager", "--quiet", "--output=json", *args]
-        try:
-            status, out, err = run_quietly(argv, SYSTEMCTL_TIMEOUT_S)
-        except OSError as error:
-            raise DaemonError(f"{self.label}: {self.journalctl} could not be run: {error.strerror}") from error
-        if status != 0:
-            raise DaemonError(f"{self.label}: `{shlex.join(['journalctl', *args])}` "
-                              + (f"exited with status {status}" if status is not None else "did not return")
-                              + f" ({output_tail('', err)}); give log_path, the daemon's log file, if the "
-                              "journal cannot be read here")
+        hint = "; give log_path, the daemon's log file, if the journal cannot be read here"
+        out, _ = run_checked([self.journalctl, "--no-pager", "--quiet", "--output=json", *args], SYSTEMCTL_TIMEOUT_S,
+                             f"{self.label}: `{shlex.join(['journalctl', *args])}`", cannot_run=f" ({self.journalctl})",
+                             too_slow=hint, failed=hint)
         entries = []
         for line in out.splitlines():
             try:
@@ -145,18 +139,9 @@ class SystemdControl(DaemonControl):
 
     def systemctl_output(self, *args: str, timeout: float = SYSTEMCTL_TIMEOUT_S) -> str:
         """Run systemctl ARGS (an argv list, never a shell) and return its stdout; DaemonError on failure."""
-        shown = shlex.join(["systemctl", *args])
-        try:
-            status, out, err = run_quietly([self.systemctl, *args], timeout)
-        except OSError as error:
-            raise DaemonError(f"{self.label}: {self.systemctl} could not be run: {error.strerror}") from error
-        if status is None:
-            raise DaemonError(f"{self.label}: `{shown}` did not return within {timeout:g}s and was killed "
-                              f"({output_tail(out, err)}); see `journalctl -u {self.unit}`")
-        if status != 0:
-            raise DaemonError(f"{self.label}: `{shown}` exited with status {status} ({output_tail(out, err)}); "
-                              f"see `journalctl -u {self.unit}`")
-        return out
+        see = f"; see `journalctl -u {self.unit}`"
+        return run_checked([self.systemctl, *args], timeout, f"{self.label}: `{shlex.join(['systemctl', *args])}`",
+                           cannot_run=f" ({self.systemctl})", too_slow=see, failed=see)[0]
 
     def show(self, prop: str) -> str:
         return self.systemctl_output("show", f"--property={prop}", "--value", self.unit).strip()

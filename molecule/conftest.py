@@ -10,9 +10,14 @@ as it was; nothing here changes a verdict.
 
 Everything comes from the host's inventory variables, over the same connection as the checks
 (local, ssh with sudo, or the nspawn machines), so a scenario needs nothing of its own for it.
+
+The `releases` fixture reads the release link and the daemon's release lines of a local-fleet host,
+for the scenarios that check which code runs.
 """
 from __future__ import annotations
 
+import posixpath
+import re
 import shlex
 
 import pytest
@@ -51,3 +56,19 @@ def pytest_runtest_makereport(item, call):
         shown = (result.stdout + result.stderr).rstrip() or f"(nothing; exit status {result.rc})"
         as_typed = command % tuple(shlex.quote(argument) for argument in arguments)  # without sudo's wrapping
         report.sections.append((f"{title} of {name}: {as_typed}", shown))
+
+
+RELEASE_LINE = re.compile(r"INFO riskmgr release (\d+) starting")
+
+
+@pytest.fixture
+def releases(host):
+    """The release side of a local-fleet host (tools/local_fleet.py lays out <host>/releases/1, 2 and the
+    link <host>/current): the release the link names, and the releases the daemon logged at each start."""
+    variables = host.ansible.get_variables()
+    host_dir = posixpath.dirname(posixpath.dirname(variables["riskmgr_db_path"]))
+    link = host.file(posixpath.join(host_dir, "current"))
+    log = host.file(variables["riskmgr_log_path"]).content_string
+    return {"linked": posixpath.basename(link.linked_to) if link.is_symlink else None,
+            "logged": RELEASE_LINE.findall(log),
+            "daemon": posixpath.join(host_dir, "current", "bin", "riskmgr_daemon.py")}

@@ -58,13 +58,15 @@ class Fleet:
     """A fleet made by tools/local_fleet.py under `root`, and ansible-playbook runs against it."""
 
     def __init__(self, root: Path, hosts: int = 1, rows: int = 2000, refuse_version: int | None = None,
-                 refuse_host: str | None = None) -> None:
+                 refuse_host: str | None = None, releases: bool = False,
+                 release_faults: list[str] | None = None) -> None:
         self.root = root
         self.reports = root.parent / "reports"
-        # releases=False: the stand-in runs from tools/ as before releases; these faults and their
-        # helpers (move_host_dir, the start commands they rewrite) predate the link and its releases.
+        # releases=False by default: the stand-in runs from tools/ as before releases; most faults and
+        # their helpers (move_host_dir, the start commands they rewrite) predate the link and its
+        # releases. test_releases.py lays them out (release_faults: local_fleet.py's --release-fault).
         self.fleet = local_fleet.create(root, hosts, rows, None, "local", "faults", refuse_version, refuse_host,
-                                        False, None, releases=False)
+                                        False, None, releases=releases, release_faults=release_faults)
         self.hosts = self.fleet["hosts"]
 
     # paths and processes
@@ -392,7 +394,9 @@ def assert_daemon(fleet: Fleet, before: Before, daemon: str) -> None:
 def assert_error(run: PlaybookRun, host: str, db: Path, says: list[str]) -> str:
     """(e): the run failed; the host's final message names the host and the database and says `says`."""
     assert run.returncode != 0, f"the run succeeded:\n{run.output[-3000:]}"
-    assert "Traceback" not in run.output and "MODULE FAILURE" not in run.output, run.output[-6000:]
+    # Not the bare word: the watch's default regex, quoted in its messages, contains it.
+    assert "Traceback (most recent call last)" not in run.output and "MODULE FAILURE" not in run.output, \
+        run.output[-6000:]
     final = run.final_error(host)
     print(f"final error of {host}: {final}")  # shown by pytest when a test fails (and with -s)
     assert final.startswith(f"{host}: "), f"the final error does not name {host} first: {final}"

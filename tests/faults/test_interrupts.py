@@ -71,6 +71,7 @@ TASKS = [
     "riskmgr : Validating arguments against arg spec 'upgrade' - Upgrade one host (offline as one host-side unit, or online), or put it back, then report it",
     "riskmgr : Upgrade the host, offline",
     "riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process",
+    "riskmgr : Watch the daemon on its new version, then accept the upgrade",
     "riskmgr : Start the daemon if it is down on a database that needs no change",
     "riskmgr : Report this host",
     "riskmgr : Publish the summary of every host reported so far",
@@ -78,6 +79,7 @@ TASKS = [
 ]
 LOCK_TASK = TASKS.index("riskmgr : Take the run lock for this host")
 UNIT_TASK = TASKS.index("riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process")
+WATCH_TASK = TASKS.index("riskmgr : Watch the daemon on its new version, then accept the upgrade")
 RELEASE_TASK = TASKS.index("riskmgr : Release the run lock of this host")
 
 
@@ -107,7 +109,7 @@ def test_the_boundary_list_is_every_task_a_real_run_starts(make_fleet, tmp_path)
     record = tmp_path / "started.txt"
     run = playbook_with_env(fleet, "migrate_v2.yml", *CONFIRM, env=interrupt_env(record=record), tag="record")
     assert run.returncode == 0, run.output[-4000:]
-    assert run.recap[HOST]["changed"] == 1, run.recap
+    assert run.recap[HOST]["changed"] == 2, run.recap  # the unit, then the watch that accepts the upgrade
     started = recorded_tasks(record)
     missing = [name for name in started if name not in TASKS]
     stale = [name for name in TASKS if name not in started]
@@ -131,9 +133,12 @@ def kill_at_boundary_then_rerun(root: Path, boundary: tuple[int, str, int]) -> N
             f"the run was not killed before {name!r} (exit {killed.returncode}): that task never started; "
             f"see test_the_boundary_list_is_every_task_a_real_run_starts\n{killed.output[-3000:]}")
         # What the dead run left. Before the unit: v1 and the daemon untouched. After it: the unit
-        # ran whole, so a verified v2 and the daemon running on it. The lock from its take to its release.
+        # ran whole, so a verified v2 and the daemon running on it, and until its watch passed the
+        # upgrade pending. The lock from its take to its release.
         db = fleet.db(HOST)
-        upgraded = index > UNIT_TASK
+        upgraded, accepted = index > UNIT_TASK, index > WATCH_TASK
+        assert Path(f"{db}.riskmgr-pending").exists() == (upgraded and not accepted), \
+            f"the pending record after the kill before {name!r}"
         assert_v1_or_v2(db, "v2" if upgraded else "v1")
         assert_rows_kept(db, before)
         assert fleet.alive(HOST), f"{HOST}: the daemon is down after the kill before {name!r}"
@@ -149,7 +154,9 @@ def kill_at_boundary_then_rerun(root: Path, boundary: tuple[int, str, int]) -> N
         # The rerun takes over the dead run's lock, finishes the job (or finds it done) and releases it.
         rerun = playbook_with_env(fleet, "migrate_v2.yml", *CONFIRM, tag="rerun", env={})
         assert_end_state(fleet, before, rerun, db="v2", daemon="running")
-        assert rerun.recap[HOST]["changed"] == (0 if upgraded else 1), rerun.recap
+        # A v2 whose watch never passed is watched again (the watch accepts it: one change).
+        assert rerun.recap[HOST]["changed"] == (0 if accepted else 1 if upgraded else 2), rerun.recap
+        assert not Path(f"{db}.riskmgr-pending").exists()
         assert fleet.logged_versions(HOST) == [1, 2], "the daemon was stopped or started once too often"
         if upgraded:
             assert fleet.pid(HOST) == pid_after_kill, "the rerun restarted a daemon that was running on v2"
@@ -313,16 +320,18 @@ def test_run_killed_while_the_daemon_is_down_in_the_unit(make_fleet, how):
     pid_before_rerun = fleet.pid(HOST)
 
     # The rerun takes over the lock and converges: the migration or only the daemon's start
-    # when the unit died; nothing at all when the unit finished on its own.
+    # when the unit died; when the unit finished on its own, only the watch its run never got to
+    # (the upgrade was left pending), on the same daemon.
     rerun = fleet.playbook("migrate_v2.yml", *CONFIRM)
     assert_end_state(fleet, before, rerun, db="v2", daemon="running")
     assert fleet.logged_versions(HOST) == [1, 2]
+    assert not Path(f"{db}.riskmgr-pending").exists()
     if how.startswith("unit_sigkilled"):
         again = fleet.playbook("migrate_v2.yml", *CONFIRM)
         assert_end_state(fleet, before, again, db="v2", daemon="running")
         assert again.recap[HOST]["changed"] == 0, again.recap
     else:
-        assert rerun.recap[HOST]["changed"] == 0, rerun.recap
+        assert rerun.recap[HOST]["changed"] == 1, rerun.recap  # the watch, accepting the upgrade
         assert fleet.pid(HOST) == pid_before_rerun, "the rerun restarted the daemon"
 
 

@@ -36,6 +36,7 @@ V2_OBJECTS = [*HISTORY_TABLES, *NEW_INDEXES]
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
                       r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.MULTILINE)
 STOPPED_RE = re.compile(r"INFO stopped after \d+ rows; last id (\d+)")
+RELEASE_RE = re.compile(r"INFO riskmgr release (\d+) starting")
 VERSION_LINE = "Database schema version:"
 
 
@@ -80,6 +81,14 @@ class Fleet:
 
     def log(self, host: str) -> str:
         return Path(self.hosts[host]["riskmgr_log_path"]).read_text(encoding="utf-8")
+
+    def linked_release(self, host: str) -> str:
+        """The release the host's link names (local_fleet.py: <host>/current -> <host>/releases/N)."""
+        return Path(os.readlink(self.hosts[host]["riskmgr_release_link"])).name
+
+    def logged_releases(self, host: str) -> list[int]:
+        """The release of each start of the daemon, from its own log."""
+        return [int(n) for n in RELEASE_RE.findall(self.log(host))]
 
     def logged_versions(self, host: str) -> list[int]:
         return [int(line.split(VERSION_LINE)[1]) for line in self.log(host).splitlines() if VERSION_LINE in line]
@@ -205,10 +214,12 @@ def test_migrate_keeps_every_row_committed_before_the_stop(migrated):
         counts = row_counts(db)
         for table, count in manifest["row_counts"].items():
             assert counts[table] >= count, f"{host}: {table} has {counts[table]} rows, the backup {count}"
-        # The daemon runs again, on v2, and writes the new column.
+        # The daemon runs again, on v2 and its release 2 (the link switched), and writes the new column.
         assert fleet.alive(host) and fleet.pids()[host] != pids[host]
         assert fleet.logged_versions(host) == [1, 2]
-        assert scalar(db, "SELECT COUNT(*) FROM enforcement_log WHERE execution_time_ms IS NOT NULL") > 0
+        assert fleet.linked_release(host) == "2" and fleet.logged_releases(host) == [1, 2]
+        assert scalar(db, "SELECT COUNT(*) FROM enforcement_log WHERE execution_time_ms > 0") > 0
+        assert not Path(f"{db}.riskmgr-pending").exists()  # its watch passed: the upgrade is accepted
 
 
 def test_migrate_writes_a_report_per_host_with_the_downtime(migrated):
@@ -255,6 +266,7 @@ def test_rollback_restores_the_v1_backup_and_keeps_the_v2_file(migrated):
         assert query(kept, "SELECT MAX(id) FROM enforcement_log") == [(stopped_at,)]
         assert scalar(kept, "SELECT COUNT(*) FROM enforcement_log") > v1_manifest["row_counts"]["enforcement_log"]
         assert fleet.alive(host) and fleet.logged_versions(host) == [1, 2, 1]
+        assert fleet.linked_release(host) == "1" and fleet.logged_releases(host) == [1, 2, 1]
 
 
 # --- (c) check mode and (d) no confirmation: nothing may change ------------------------------
@@ -318,6 +330,7 @@ def test_downgrade_keeps_every_row_written_after_the_migration(tmp_path):
                 if table not in HISTORY_TABLES:
                     assert counts[table] >= count, f"{host}: {table} has {counts[table]} rows, v2 had {count}"
             assert fleet.alive(host) and fleet.logged_versions(host) == [1, 2, 1]
+            assert fleet.linked_release(host) == "1" and fleet.logged_releases(host) == [1, 2, 1]
             assert fleet.kept(host, "rollback") == []  # in place: no file replaced
     finally:
         fleet.destroy()
@@ -340,6 +353,7 @@ def test_online_mode_migrates_while_the_daemon_writes_and_restarts_it_once(tmp_p
             assert schema_version(path) == 2 and v2_objects_present(path) == sorted(V2_OBJECTS + ["execution_time_ms"])
             # One restart: one stop, the daemon back as a new process on v2, no write ever failed or waited long.
             assert fleet.logged_versions(name) == [1, 2] and len(fleet.last_ids_at_stop(name)) == 1
+            assert fleet.linked_release(name) == "2" and fleet.logged_releases(name) == [1, 2]
             assert fleet.alive(name) and fleet.pids()[name] != pids[name]
             assert " ERROR " not in fleet.log(name) and "waited" not in fleet.log(name)
             manifest, = fleet.manifests(name)  # taken while the daemon ran, with its own row counts

@@ -178,12 +178,14 @@ def documented_options(module: str) -> dict:
     documentation = yaml.safe_load(load_library_module(module).DOCUMENTATION)
     options = dict(documentation.get("options") or {})
     for fragment in documentation.get("extends_documentation_fragment") or []:
-        path = ROOT / "doc_fragments" / f"{fragment}.py"
+        name, _, part = fragment.partition(".")  # FRAGMENT.PART: the PART attribute, upper-cased
+        path = ROOT / "doc_fragments" / f"{name}.py"
         if path.exists():  # the others are ansible-core's (attributes, no options)
-            loader = importlib.util.spec_from_file_location(f"doc_fragment_{fragment}", path)
+            loader = importlib.util.spec_from_file_location(f"doc_fragment_{name}", path)
             loaded = importlib.util.module_from_spec(loader)
             loader.loader.exec_module(loaded)
-            options.update(yaml.safe_load(loaded.ModuleDocFragment.DOCUMENTATION)["options"])
+            text = getattr(loaded.ModuleDocFragment, part.upper() or "DOCUMENTATION")
+            options.update(yaml.safe_load(text)["options"])
     return options
 
 

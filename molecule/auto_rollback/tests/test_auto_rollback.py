@@ -28,7 +28,7 @@ def logged_versions(host):
 def daemon_is_up(host):
     pid = int(host.file(host.ansible.get_variables()["riskmgr_pidfile"]).content_string.strip())
     process = host.process.get(pid=pid)
-    return "riskmgr_standin" in process.args and process.stat[0] != "Z"
+    return "bin/riskmgr_daemon.py" in process.args and process.stat[0] != "Z"
 
 
 def failed_v2_files(host):
@@ -46,11 +46,13 @@ def test_every_host_is_v1_with_its_daemon_up(host):
     assert daemon_is_up(host)
 
 
-def test_canary_was_restored_and_keeps_the_migrated_file(host):
+def test_canary_was_restored_and_keeps_the_migrated_file(host, releases):
     if host.ansible.get_variables()["inventory_hostname"] != "local-1":
         pytest.skip("local-1 is the canary whose daemon refuses v2")
     # create (v1); the migrated file (v2, refused: the daemon logged it and exited); recovery (v1).
     assert logged_versions(host) == ["1", "2", "1"]
+    # Release 2 was the one that refused; release 1 runs again, the link switched back.
+    assert releases["logged"] == ["1", "2", "1"] and releases["linked"] == "1", releases
     kept = failed_v2_files(host)
     assert len(kept) == 1, kept
     assert version(host, kept[0]) == "2"

@@ -58,11 +58,13 @@ def test_no_row_lost_and_the_daemon_writes_on_v2(host):
     assert int(sql(host, "SELECT COUNT(*) FROM enforcement_log WHERE execution_time_ms IS NOT NULL")) > 0
 
 
-def test_daemon_runs_on_v2_and_was_started_once_since_create(host):
+def test_daemon_runs_release_2_on_v2_and_was_started_once_since_create(host, releases):
     hostvars = host.ansible.get_variables()
     pid = int(host.file(hostvars["riskmgr_pidfile"]).content_string.strip())
     process = host.process.get(pid=pid)
-    assert "riskmgr_standin" in process.args and process.stat[0] != "Z"
+    assert releases["daemon"] in process.args and process.stat[0] != "Z"
+    # The link was switched to release 2 with the schema; release 1 ran before, release 2 since.
+    assert releases["linked"] == "2" and releases["logged"] == ["1", "2"], releases
     log = host.file(hostvars["riskmgr_log_path"]).content_string
     versions = [line.split(VERSION_LINE)[1].strip() for line in log.splitlines() if VERSION_LINE in line]
     # Started on v1 by create, on v2 by converge; the idempotence run stopped nothing.

@@ -23,10 +23,10 @@ def test_optional_table_and_both_its_indexes_exist(host):
                        "created_at"]
 
 
-def test_daemon_runs_on_v2(host):
+def test_daemon_runs_release_2_on_v2(host, releases):
     hostvars = host.ansible.get_variables()
     pid = int(host.file(hostvars["riskmgr_pidfile"]).content_string.strip())
-    assert "riskmgr_standin" in host.process.get(pid=pid).args
+    assert releases["daemon"] in host.process.get(pid=pid).args and releases["linked"] == "2"
     log = host.file(hostvars["riskmgr_log_path"]).content_string
     assert [line.rsplit(":", 1)[1].strip() for line in log.splitlines()
             if "Database schema version:" in line] == ["1", "2"]

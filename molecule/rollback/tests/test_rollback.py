@@ -67,11 +67,13 @@ def test_replaced_v2_file_is_kept_with_the_rows_written_on_v2(host):
     assert int(sql(host, kept[0], "SELECT COUNT(*) FROM enforcement_log WHERE execution_time_ms IS NOT NULL")) > 0
 
 
-def test_daemon_runs_on_v1_after_one_restart_per_change(host):
+def test_daemon_runs_release_1_on_v1_after_one_restart_per_change(host, releases):
     hostvars = host.ansible.get_variables()
     pid = int(host.file(hostvars["riskmgr_pidfile"]).content_string.strip())
     process = host.process.get(pid=pid)
-    assert "riskmgr_standin" in process.args and process.stat[0] != "Z"
+    assert releases["daemon"] in process.args and process.stat[0] != "Z"
+    # Release 1 on v1, release 2 once migrated, release 1 again with the v1 backup.
+    assert releases["linked"] == "1" and releases["logged"] == ["1", "2", "1"], releases
     log = host.file(hostvars["riskmgr_log_path"]).content_string
     versions = [line.split(VERSION_LINE)[1].strip() for line in log.splitlines() if VERSION_LINE in line]
     # create (v1), migrate (v2), rollback (v1); the second rollback stopped nothing.

@@ -70,14 +70,14 @@ def test_the_v1_database_had_the_shape_this_scenario_is_about(host, migrated):
     assert (had_execution_time, version_columns, v2_indexes & NEW_INDEXES) == V1_SHAPES[migrated["name"]]
 
 
-def test_the_daemon_reads_version_2_and_runs_on_it(host, migrated):
+def test_the_daemon_reads_version_2_and_runs_on_it(host, migrated, releases):
     # The daemon's own read: MAX(version) WHERE success = 1. A schema_version of another shape
     # (local-3's has no success column in v1) must answer it too.
     assert query(host, migrated["db"], "SELECT MAX(version) AS version FROM schema_version WHERE success = 1") == \
         [{"version": 2}]
     pid = int(host.file(migrated["vars"]["riskmgr_pidfile"]).content_string.strip())
     process = host.process.get(pid=pid)
-    assert "riskmgr_standin" in process.args and process.stat[0] != "Z"
+    assert releases["daemon"] in process.args and process.stat[0] != "Z" and releases["linked"] == "2"
     log = host.file(migrated["vars"]["riskmgr_log_path"]).content_string
     versions = [line.split(VERSION_LINE)[1].strip() for line in log.splitlines() if VERSION_LINE in line]
     # Started on v1 by create, on v2 by converge; the idempotence run stopped nothing.
