@@ -101,7 +101,7 @@ def test_run_lock_released(seen):
 
 
 def test_reports_written_on_the_controller(seen):
-    # The report role writes on the controller (delegate_to localhost, become false), where
+    # The riskmgr_report action writes on the controller (no round trip, no become), where
     # this test runs: read the files directly, not over ssh.
     report_dir = pathlib.Path(seen["vars"]["riskmgr_report_dir"])
     name = seen["vars"]["inventory_hostname"]

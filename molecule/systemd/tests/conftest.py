@@ -101,7 +101,7 @@ class Machine:
                       if entry.startswith(f"{name}.{prefix}_") and not entry.endswith(("-wal", "-shm")))
 
     def reports(self) -> list[dict]:
-        """This machine's run reports, oldest first. The report role writes them on the controller,
+        """This machine's run reports, oldest first. The riskmgr_report action writes them on the controller,
         where this test runs: read directly, not over ssh."""
         report_dir = pathlib.Path(self.vars["riskmgr_report_dir"])
         runs = sorted(path for path in report_dir.iterdir() if (path / f"{self.name}.json").exists())
