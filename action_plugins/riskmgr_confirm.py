@@ -24,8 +24,9 @@ options:
   plans:
     description:
       - The plan of each host of the play (the preflight's summary - C(host), C(db), C(state), C(change),
-        C(steps) and the rest); one line each is shown, and the hosts whose C(change) is true and whose
-        C(require_confirmation) is true are the ones asked about.
+        C(steps) and the rest); one line each is shown, and the hosts whose C(change) is true (or whose
+        C(release) link must switch, which restarts the daemon) and whose C(require_confirmation) is true
+        are the ones asked about.
     type: list
     elements: dict
     required: true
@@ -136,7 +137,8 @@ class ActionModule(ActionBase):
         if args["refused_hosts"]:
             return dict(result, refusal=f"not changed because {', '.join(args['refused_hosts'])} failed the preflight; "
                                         "no daemon was stopped anywhere. Fix them (or leave them out with -l) and rerun.")
-        asking = [plan["host"] for plan in args["plans"] if plan.get("change") and plan.get("require_confirmation")]
+        asking = [plan["host"] for plan in args["plans"]
+                  if (plan.get("change") or release_switch(plan)) and plan.get("require_confirmation")]
         if not asking or args["given"]:
             return dict(result, confirmed=True)
         if args["timeout"] < 1:

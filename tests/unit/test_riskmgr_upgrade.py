@@ -57,6 +57,8 @@ def version_of(db: Path) -> int:
 class Host:
     """A v1 state.db with a stand-in daemon writing into it; teardown SIGKILLs what is left."""
 
+    process_match = "riskmgr_standin"  # what its daemon's command line holds
+
     def __init__(self, tmp_path: Path, *daemon_args: str, rows: int = 500) -> None:
         (tmp_path / "data").mkdir(parents=True)
         self.db = build_v1_db(tmp_path / "data" / "state.db", rows=rows)
@@ -73,7 +75,7 @@ class Host:
 
     def start(self) -> int:
         self.control().launch(10)
-        wait_for(lambda: pid_is_running(read_pid(str(self.pidfile)), "riskmgr_standin"))
+        wait_for(lambda: pid_is_running(read_pid(str(self.pidfile)), self.process_match))
         pid = read_pid(str(self.pidfile))
         self.pids.add(pid)
         wait_for(lambda: "Database schema version" in self.log.read_text())
@@ -83,10 +85,10 @@ class Host:
         pid = read_pid(str(self.pidfile))
         if pid:
             self.pids.add(pid)
-        return pid if pid_is_running(pid, "riskmgr_standin") else None
+        return pid if pid_is_running(pid, self.process_match) else None
 
     def upgrade(self, check_mode: bool = False, want_diff: bool = False, **options) -> dict:
-        settings = upgrade_settings(log_path=str(self.log), process_match="riskmgr_standin", **{**FAST, **options})
+        settings = upgrade_settings(log_path=str(self.log), process_match=self.process_match, **{**FAST, **options})
         return upgrade_host(str(self.db), str(self.backups), self.catalog, self.control(), settings,
                             check_mode=check_mode, want_diff=want_diff)
 
@@ -97,7 +99,7 @@ class Host:
     def cleanup(self) -> None:
         self.pid()
         for pid in self.pids:
-            if pid_is_running(pid, "riskmgr_standin"):
+            if pid_is_running(pid, self.process_match):
                 os.kill(pid, signal.SIGKILL)
 
 
