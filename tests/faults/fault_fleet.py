@@ -64,7 +64,7 @@ class Fleet:
         self.reports = root.parent / "reports"
         # releases=False by default: the stand-in runs from tools/ as before releases; most faults and
         # their helpers (move_host_dir, the start commands they rewrite) predate the link and its
-        # releases. test_releases.py lays them out (release_faults: local_fleet.py's --release-fault).
+        # releases. test_release_faults.py lays them out (release_faults: local_fleet.py's --release-fault).
         self.fleet = local_fleet.create(root, hosts, rows, None, "local", "faults", refuse_version, refuse_host,
                                         False, None, releases=releases, release_faults=release_faults)
         self.hosts = self.fleet["hosts"]
