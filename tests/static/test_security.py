@@ -45,7 +45,7 @@ ALLOWED_SHELL_TASKS = {
     ("molecule/systemd/create.yml", "Mount each machine's root, an overlay of this machine's root"):
         "mount of an overlay in bash; every value comes in through `environment:`, none is templated into the script",
     ("molecule/systemd/create.yml",
-     "Prepare each machine's root (users, sshd, sudo, masked units, the daemon's files and unit)"):
+     "Prepare each machine's root (users, sshd, sudo, masked units, the daemon's releases and unit)"):
         "as above: values (and the sshd drop-in and unit file texts) through `environment:` only",
     ("molecule/systemd/create.yml", "Boot each machine"):
         "systemd-nspawn started in the background in bash; values through `environment:` only",

@@ -23,6 +23,7 @@ SERVICE_USER = "riskmgr"
 VERSION_LINE = "Database schema version: "
 STANDIN_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) ")
 STARTED_PID = re.compile(r" INFO started pid (\d+);")
+RELEASE_LINE = re.compile(r" INFO riskmgr release (\d+) starting from (\S+)$")
 V2_OBJECTS = ("schema_version", "schema_migration_files", "idx_schema_version_applied",
               "idx_enforcement_log_success", "idx_positions_updated", "idx_orders_state_account")
 
@@ -37,6 +38,8 @@ class Machine:
         self.db = self.vars["riskmgr_db_path"]
         self.backup_dir = self.vars["riskmgr_backup_dir"]
         self.log_path = self.vars["riskmgr_log_path"]
+        self.release_link = self.vars["riskmgr_release_link"]
+        self.release_paths = {self.vars["riskmgr_release_v1_path"]: 1, self.vars["riskmgr_release_v2_path"]: 2}
 
     def sql(self, query: str, db: str | None = None) -> str:
         return self.host.check_output("sqlite3 -bail %s %s", db or self.db, query)
@@ -80,6 +83,24 @@ class Machine:
     def started_pids(self) -> list[int]:
         """The pid of each daemon that got past its schema check, in order (its own "started pid" line)."""
         return [int(match.group(1)) for match in map(STARTED_PID.search, self.daemon_lines()) if match]
+
+    def linked_release(self) -> int | str:
+        """The release the link names now (1 or 2), or what else it is (its target, or "not a symlink")."""
+        link = self.host.file(self.release_link)
+        if not link.is_symlink:
+            return "not a symlink"
+        return self.release_paths.get(link.linked_to, link.linked_to)
+
+    def logged_releases(self) -> list[int]:
+        """The release each start of the daemon named, in order (its first line, "riskmgr release N starting
+        from DIR"), checked against the directory it resolved its start through."""
+        logged = []
+        for match in map(RELEASE_LINE.search, self.daemon_lines()):
+            if match:
+                number, directory = int(match.group(1)), match.group(2)
+                assert self.release_paths.get(directory) == number, match.group(0)
+                logged.append(number)
+        return logged
 
     def stats(self, *paths: str) -> dict[str, tuple[str, int]]:
         """owner and mode of each path (shell globs allowed, so the paths are not quoted)."""

@@ -1,7 +1,7 @@
 """After migrate_v2.yml against units whose daemon refuses v2 (side effect auto_rollback.yml):
-each machine was put back on its v1 backup by the offline unit itself, and systemd runs the
-daemon on v1 again; the refused start was seen in the log file (systemd-1) or the journal
-(systemd-2)."""
+each machine was put back on its v1 backup by the offline unit itself, its link back on release 1,
+and systemd runs release 1 on v1 again; the refused start of release 2 was seen in the log file
+(systemd-1) or the journal (systemd-2)."""
 import re
 
 REFUSAL = "ERROR schema version 2 is not supported by this build; refusing to run"
@@ -39,5 +39,24 @@ def test_the_unit_runs_the_daemon_on_v1_after_the_refusal(machine):
     assert "risk-manager.service: Main process exited, code=exited, status=3/NOTIMPLEMENTED" in machine.journal()
 
 
+def test_release_2_refused_and_release_1_runs_again_through_the_link(machine):
+    assert machine.linked_release() == 1
+    releases = "".join(map(str, machine.logged_releases()))
+    # boot, migrate, rollback; then release 2 once per refused start, and release 1 again
+    assert re.fullmatch(r"1212+1", releases), releases
+    # Each start logs its release first: every refusal of v2 came from a daemon started as release 2.
+    refused_by, started_as = [], None
+    for line in machine.daemon_lines():
+        if " INFO riskmgr release " in line:
+            started_as = line
+        elif REFUSAL in line:
+            refused_by.append(started_as)
+    assert refused_by and all(" INFO riskmgr release 2 starting from " in line for line in refused_by), refused_by
+    process = machine.host.process.get(pid=int(machine.unit()["MainPID"]))
+    assert f"{machine.release_link}/bin/riskmgr_daemon.py" in process.args and process.user == "riskmgr"
+
+
 def test_reported_as_failed(machine):
-    assert [(r["mode"], r["outcome"]) for r in machine.reports()][-1] == ("migrate", "failed")
+    report = machine.reports()[-1]
+    assert (report["mode"], report["outcome"]) == ("migrate", "failed")
+    assert (report["release"]["version"], report["release"]["now"]) == (1, machine.vars["riskmgr_release_v1_path"])

@@ -1,5 +1,6 @@
 """After rollback_v2.yml (side effect rollback.yml), through systemd: systemd-1 restored its v1
-backup (riskmgr_rollback_method: restore), systemd-2 was downgraded in place (downgrade)."""
+backup (riskmgr_rollback_method: restore), systemd-2 was downgraded in place (downgrade); either
+way the link names release 1 again and the daemon runs it."""
 import pytest
 
 
@@ -16,6 +17,14 @@ def test_the_unit_runs_a_third_daemon_on_v1_never_restarted_by_systemd(machine):
     pids = machine.started_pids()
     assert len(set(pids)) == 3 and int(unit["MainPID"]) == pids[-1]
     assert "Scheduled restart job" not in machine.journal()
+
+
+def test_the_link_names_release_1_again_which_the_new_daemon_started_from(machine):
+    assert machine.linked_release() == 1
+    # boot (release 1), migrate (release 2), rollback (release 1), one line per start
+    assert machine.logged_releases() == [1, 2, 1]
+    process = machine.host.process.get(pid=int(machine.unit()["MainPID"]))
+    assert f"{machine.release_link}/bin/riskmgr_daemon.py" in process.args and process.user == "riskmgr"
 
 
 def test_restore_put_the_v1_backup_back_and_kept_the_v2_file(machine):
@@ -46,5 +55,8 @@ def test_downgrade_kept_every_row_in_place_after_a_backup_of_the_v2_file(machine
 
 
 def test_reports(machine):
-    assert [(r["mode"], r["outcome"]) for r in machine.reports()] == [
+    reports = machine.reports()
+    assert [(r["mode"], r["outcome"]) for r in reports] == [
         ("migrate", "changed"), ("migrate", "unchanged"), ("rollback", "changed")]
+    release = reports[-1]["release"]
+    assert (release["before_version"], release["version"], release["now"]) == (2, 1, machine.vars["riskmgr_release_v1_path"])
