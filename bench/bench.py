@@ -11,12 +11,18 @@ For each database size (v1, built by tools/make_state_db.py through tools/local_
   re-run    the same playbook again on the now-v2 host (wall time; the daemon's pid must not
             change), next to bench/one_task.yml on the same inventory
 
-then fleet scaling (1..N hosts of the smallest size, one batch, forks = hosts) and the peak RSS of
+then fleet scaling (1..N hosts of the smallest size, one batch, forks = hosts), the peak RSS of
 every module process on the largest database (each module run by `ansible localhost -M library`
-with an interpreter wrapped in /usr/bin/time). Repetitions are interleaved and reported as
-medians, each with its ratio to the floor measured in the same run, because the machine may be
-busy with other work. Prints a table with PASS/MISS per target and writes the same as JSON under
-bench/results/. A MISS never fails the run; an error (a failed playbook, a wrong outcome) does.
+with an interpreter wrapped in /usr/bin/time), and large fleets (bench_fleet; not with --quick):
+a fleet of 1..16 hosts of the smallest size reached over real ssh (bench/loopback_sshd.py), the
+controller's CPU-seconds per upgraded and per unchanged host apart from the hosts' own, the cost
+of a serial batch, the settings that matter (pipelining, ControlPersist, compression, forks,
+facts, Mitogen) against the recommended baseline, and project_wall(): the wall time of 100 to
+5,000 hosts on one controller or on AWX execution nodes. Repetitions are interleaved and reported
+as medians, each with its ratio to the floor (or the baseline) measured in the same run, because
+the machine may be busy with other work. Prints a table with PASS/MISS per target and writes the
+same as JSON under bench/results/ (`--markdown FILE` prints the README's large-fleet tables from
+one). A MISS never fails the run; an error (a failed playbook, a wrong outcome) does.
 """
 from __future__ import annotations
 
@@ -801,7 +807,7 @@ def run_figures(done: PlaybookRun) -> dict:
 def cores_free(done: PlaybookRun) -> float:
     """Cores this run had to itself: all of them less what other processes used meanwhile, on average."""
     cores = os.cpu_count() or 1
-    return round(max(1.0, cores - max(0.0, done.others_cpu or 0.0) / done.wall), 2)
+    return round(max(0.1, cores - max(0.0, done.others_cpu or 0.0) / done.wall), 2)
 
 
 def fleet_pass(fleet: Fleet, work: Path, hosts: list[str], setting: Setting, label: str,
@@ -857,15 +863,25 @@ def bench_fleet(mb: int, counts: list[int], settings_hosts: int, work: Path, rep
             log(f"fleet: round {i + 1}/{repeat}: {most} hosts, serial {DEFAULT_SERIAL} (the playbook's default)")
             samples["serial"].append(fleet_pass(fleet, work, fleet.names, BASELINE, f"serial{most}-{i + 1}",
                                                 serial=DEFAULT_SERIAL))
-            for setting in variants:
+            for setting in list(variants):
                 log(f"fleet: round {i + 1}/{repeat}: {settings_hosts} hosts, {setting.label}")
-                samples["settings"][setting.key].append(
-                    fleet_pass(fleet, work, fleet.names[:settings_hosts], setting, f"{setting.key}-{i + 1}"))
+                try:
+                    samples["settings"][setting.key].append(
+                        fleet_pass(fleet, work, fleet.names[:settings_hosts], setting, f"{setting.key}-{i + 1}"))
+                except BenchError as err:
+                    if setting is not mitogen_used:
+                        raise
+                    # Mitogen is measured only if it works here: a failure is its result, not the bench's.
+                    why = f"failed here, not measured: {str(err).splitlines()[0]}"
+                    log(f"mitogen: {why}")
+                    variants.remove(setting)
+                    del samples["settings"][setting.key]
+                    mitogen_used = None
     finally:
         pool.stop()
         fleet.destroy()
         fleets.remove(fleet)
-    return fleet_results(mb, counts, settings_hosts, samples, variants, why if mitogen_used is None else why)
+    return fleet_results(mb, counts, settings_hosts, samples, variants, why)
 
 
 def medians(samples: list[dict]) -> dict:
@@ -1139,6 +1155,66 @@ def fleet_table(fleet: dict) -> str:
     return "\n".join(lines)
 
 
+def fleet_markdown(results: dict) -> str:
+    """README "Large fleets" tables from a results file (bench/run --markdown FILE prints them)."""
+    fleet, machine = results["fleet"], results["machine"]
+    counts, most, n = fleet["hosts"], max(fleet["hosts"]), fleet["settings_hosts"]
+    costs, floor = fleet["costs"], fleet["one_task_per_host"]
+    out = [f"Measured {results['started'].replace('T', ' ').replace('+00:00', ' UTC')}, commit {machine['commit']}, "
+           f"`{results['command']}` ({results['repeat']} interleaved rounds, medians): {machine['cpu_model']}, "
+           f"{machine['nproc']} cores, {machine['mem_gb']} GB RAM; {machine['ansible']}, Python {machine['python']}. "
+           f"Load average {machine['loadavg_start'][0]:.2f} at the start, {machine['loadavg_end'][0]:.2f} at the end "
+           f"({fleet['loadavg_after_runs']['min']:.2f} to {fleet['loadavg_after_runs']['max']:.2f} after each run).",
+           "",
+           f"| controller CPU-seconds ({fleet['size_mb_target']} MB hosts over ssh) | per host | of which the main "
+           f"process | fixed per run | x one-task playbook per host ({floor:.3f} s) | per task |",
+           "|---|---|---|---|---|---|"]
+    for kind, what in (("upgrade", "upgraded host (v1 to v2)"), ("rerun", "unchanged host (re-run on v2)")):
+        c = costs[kind]
+        tasks = fleet["sizes"][str(most)][kind]["tasks_per_host"]["median"]
+        out.append(f"| {what} | {c['controller_per_host']:.2f} | {c['main_per_host']:.2f} | {c['controller_fixed']:.2f} "
+                   f"| {fmt(ratio(c['controller_per_host'], floor), 'x')} | "
+                   f"{c['controller_per_host'] / tasks:.3f} ({tasks:.0f} tasks) |")
+    out.append(f"| each serial batch beyond the first | upgrade {costs['upgrade']['controller_per_batch']:.2f}, "
+               f"re-run {costs['rerun']['controller_per_batch']:.2f} | {costs['upgrade']['main_per_batch']:.2f}, "
+               f"{costs['rerun']['main_per_batch']:.2f} | | | |")
+    one = fleet["sizes"][str(min(counts))]
+    out += ["", f"On the host side, per upgraded host: {one['upgrade']['hosts_cpu']['median'] / min(counts):.2f} CPU-seconds "
+                f"(sshd, shells, modules; the modules {one['upgrade']['module_cpu_per_host']['median']:.2f}), its "
+                f"module processes {one['upgrade']['module_wall_per_host']['median']:.2f} s of wall time in "
+                f"{one['upgrade']['module_processes_per_host']['median']:.0f} processes; per unchanged host "
+                f"{one['rerun']['hosts_cpu']['median'] / min(counts):.2f} CPU-seconds, "
+                f"{one['rerun']['module_wall_per_host']['median']:.2f} s in "
+                f"{one['rerun']['module_processes_per_host']['median']:.0f} process.", "",
+            f"| setting ({n} hosts over ssh, one batch) | upgrade wall | x baseline | controller CPU | x baseline "
+            f"| re-run wall | x baseline | controller CPU | x baseline |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    base = fleet["sizes"][str(n)]
+    for label, figures in [(f"**baseline**: {BASELINE.label}", base)] + [(f["label"], f) for f in fleet["settings"].values()]:
+        cells = []
+        for kind in ("upgrade", "rerun"):
+            for figure in ("wall", "controller"):
+                value = figures[kind][figure]["median"]
+                cells += [f"{value:.1f} s", fmt(ratio(value, base[kind][figure]["median"]), "x")]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += ["", f"Mitogen: {fleet['mitogen']}.", "",
+            "| run | hosts | " + " | ".join(label for label, *_ in PROJECTION_SETUPS) + " |",
+            "|---|---|" + "---|" * len(PROJECTION_SETUPS)]
+    for r in fleet["projection"]:
+        cells = []
+        for label, *_ in PROJECTION_SETUPS:
+            p = r["setups"][label]
+            cells.append(f"**{duration(p['seconds'])}** ({'main' if p['main_bound'] else 'cpu'} "
+                         f"{duration(p['controller_part'])} + hosts {duration(p['host_part'])})")
+        out.append(f"| {'upgrade' if r['run'] == 'upgrade' else 're-run'} | {r['hosts']:,} | " + " | ".join(cells) + " |")
+    out += ["", "| model check: run as measured | hosts | serial | free cores | measured | model | x |",
+            "|---|---|---|---|---|---|---|"]
+    for r in fleet["model_check"]:
+        out.append(f"| {r['run']} | {r['hosts']} | `{r['serial']}` | {r['cores_free']:.2f} | {r['measured']:.1f} s "
+                   f"| {r['predicted']:.1f} s | {fmt(ratio(r['predicted'], r['measured']), 'x')} |")
+    return "\n".join(out)
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 def fmt(value, unit: str = "") -> str:
@@ -1293,6 +1369,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--settings-hosts", type=int, default=SETTINGS_HOSTS,
                         help=f"hosts the settings are measured on (default {SETTINGS_HOSTS}; added to --fleet-hosts)")
     parser.add_argument("--no-mitogen", action="store_true", help="do not make or measure the Mitogen venv")
+    parser.add_argument("--markdown", type=Path, metavar="RESULTS_JSON",
+                        help="print README \"Large fleets\" tables from a results file of a fleet run, and exit")
     args = parser.parse_args(argv)
     if args.quick and args.fleet_only:
         parser.error("--quick and --fleet-only do not go together: --quick never measures the fleet")
@@ -1315,6 +1393,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.markdown:
+        try:
+            print(fleet_markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, KeyError) as err:
+            print(f"bench: {args.markdown}: not the results of a fleet run ({type(err).__name__}: {err}); "
+                  "give a bench/results/*.json written by bench/run or bench/run --fleet-only", file=sys.stderr)
+            return 1
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still clean up fleets and files
     for tool in ("sqlite3", "cp", TIME_BIN):
         if shutil.which(tool) is None:
@@ -1383,8 +1469,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results_dir / f"{stamp}{'-quick' if args.quick else '-fleet' if args.fleet_only else ''}.json"
     out.write_text(json.dumps({**results, "table": text}, indent=2) + "\n", encoding="utf-8")
     missed = sum(not t["ok"] for t in results["targets"])
-    print(f"\nwritten {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; "
-          f"{len(results['targets']) - missed} target(s) PASS, {missed} MISS (a MISS does not fail the bench)")
+    written = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    print(f"\nwritten {written}; {len(results['targets']) - missed} target(s) PASS, {missed} MISS "
+          f"(a MISS does not fail the bench)")
+    if "fleet" in results:
+        print(f"README \"Large fleets\" tables: bench/run --markdown {written}")
     return 0
 
 
