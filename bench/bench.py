@@ -1012,7 +1012,7 @@ def fleet_results(mb: int, counts: list[int], settings_hosts: int, samples: dict
             "production_costs": {k: v.__dict__ for k, v in production.items()},
             "one_task_per_host": one_task_per_host, "one_task_fixed": one_task_fixed,
             "model_check": model_check(costs, sizes, serial, counts),
-            "projection": projection_table(production)}
+            "projection": projection_table(production), "serial_choices": serial_choices_table(production["upgrade"])}
 
 
 def model_check(costs: dict, sizes: dict, serial: dict, counts: list[int]) -> list[dict]:
@@ -1045,6 +1045,18 @@ def projection_table(costs: dict[str, FleetCosts]) -> list[dict]:
                 row["setups"][label] = project_wall(costs[kind], hosts, forks, DEFAULT_SERIAL, cores, slices)
             rows.append(row)
     return rows
+
+
+# Serial lists the projection compares, for the upgrade on one 8-core controller at forks 50: the
+# default, a gentler ramp, a shorter one, and no canary at all (what the canary costs).
+SERIAL_CHOICES = [DEFAULT_SERIAL, [1, "1%", "10%", "100%"], [1, "10%", "100%"], ["100%"]]
+
+
+def serial_choices_table(costs: FleetCosts) -> list[dict]:
+    label, cores, forks, slices = PROJECTION_SETUPS[1]
+    return [{"serial": serial, "setup": label,
+             "hosts": {str(h): project_wall(costs, h, forks, serial, cores, slices) for h in PROJECTION_HOSTS[1:]}}
+            for serial in SERIAL_CHOICES]
 
 
 def duration(seconds: float) -> str:
@@ -1126,12 +1138,17 @@ def fleet_table(fleet: dict) -> str:
         lines.append(f"  {r['run']:<8} {r['hosts']:>5}  " + "  ".join(f"{c:>34}" for c in cells))
     lines.append(f"{'':>7}  (controller part: 'cpu' = CPU over min(cores, forks), 'main' = the main process's CPU "
                  f"(one core) when that is more; hosts: ceil(batch / forks) waves of a host's wait, per batch)")
+    for choice in fleet["serial_choices"]:
+        cells = ", ".join(f"{h} hosts {duration(p['seconds'])} (batches {p['batches'][:4]}"
+                          f"{'...' if len(p['batches']) > 4 else ''})" for h, p in choice["hosts"].items())
+        lines.append(f"  upgrade, {choice['setup']}, serial {json.dumps(choice['serial'])}: {cells}")
     lines.append("")
     n = fleet["settings_hosts"]
     base = fleet["sizes"][str(n)]
     lines.append(f"settings ({n} hosts over ssh, one batch; ratio to the baseline measured in the same rounds)")
     lines.append(f"  {'setting':<62} {'upgrade':>8} {'x base':>7} {'ctrl cpu':>9} {'x base':>7}  "
-                 f"{'re-run':>7} {'x base':>7} {'ctrl cpu':>9} {'x base':>7} {'masters':>8}")
+                 f"{'re-run':>7} {'x base':>7} {'ctrl cpu':>9} {'x base':>7} {'hosts cpu':>9} {'masters':>8} "
+                 f"{'free cores':>10}")
 
     def setting_row(label, figures):
         up, re_ = figures["upgrade"], figures["rerun"]
@@ -1143,14 +1160,16 @@ def fleet_table(fleet: dict) -> str:
                      f"{fmt(ratio(re_['wall']['median'], base['rerun']['wall']['median']), 'x'):>7} "
                      f"{fmt(re_['controller']['median'], ' s'):>9} "
                      f"{fmt(ratio(re_['controller']['median'], base['rerun']['controller']['median']), 'x'):>7} "
-                     f"{fmt(up['master_count']['median']):>8}")
+                     f"{fmt(up['hosts_cpu']['median'], ' s'):>9} {fmt(up['master_count']['median']):>8} "
+                     f"{fmt(up['cores_free']['median']):>10}")
 
     setting_row(f"baseline: {BASELINE.label}", base)
     for key, figures in fleet["settings"].items():
         setting_row(figures["label"], figures)
     lines.append(f"  load average (1 min) after each run: {fleet['loadavg_after_runs']['min']:.2f} to "
                  f"{fleet['loadavg_after_runs']['max']:.2f}")
-    lines.append(f"  masters: ssh ControlPersist masters per upgrade run (one per host when persistence works); "
+    lines.append(f"  hosts cpu, masters, free cores: of the upgrade runs; masters: ssh ControlPersist masters (one per "
+                 f"host when persistence works); the wall times follow the free cores, the CPU-seconds do not; "
                  f"mitogen: {fleet['mitogen']}")
     return "\n".join(lines)
 
@@ -1187,8 +1206,8 @@ def fleet_markdown(results: dict) -> str:
                 f"{one['rerun']['module_wall_per_host']['median']:.2f} s in "
                 f"{one['rerun']['module_processes_per_host']['median']:.0f} process.", "",
             f"| setting ({n} hosts over ssh, one batch) | upgrade wall | x baseline | controller CPU | x baseline "
-            f"| re-run wall | x baseline | controller CPU | x baseline |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            f"| re-run wall | x baseline | controller CPU | x baseline | hosts' CPU (upgrade) | free cores (upgrade) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = fleet["sizes"][str(n)]
     for label, figures in [(f"**baseline**: {BASELINE.label}", base)] + [(f["label"], f) for f in fleet["settings"].values()]:
         cells = []
@@ -1196,17 +1215,27 @@ def fleet_markdown(results: dict) -> str:
             for figure in ("wall", "controller"):
                 value = figures[kind][figure]["median"]
                 cells += [f"{value:.1f} s", fmt(ratio(value, base[kind][figure]["median"]), "x")]
+        cells += [f"{figures['upgrade']['hosts_cpu']['median']:.1f} s", f"{figures['upgrade']['cores_free']['median']:.2f}"]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
+    # The projections come from the measured costs through this file's model, so that a change to
+    # the model shows in the README without measuring again.
+    production = {kind: FleetCosts(**values) for kind, values in fleet["production_costs"].items()}
     out += ["", f"Mitogen: {fleet['mitogen']}.", "",
             "| run | hosts | " + " | ".join(label for label, *_ in PROJECTION_SETUPS) + " |",
             "|---|---|" + "---|" * len(PROJECTION_SETUPS)]
-    for r in fleet["projection"]:
+    for r in projection_table(production):
         cells = []
         for label, *_ in PROJECTION_SETUPS:
             p = r["setups"][label]
             cells.append(f"**{duration(p['seconds'])}** ({'main' if p['main_bound'] else 'cpu'} "
                          f"{duration(p['controller_part'])} + hosts {duration(p['host_part'])})")
         out.append(f"| {'upgrade' if r['run'] == 'upgrade' else 're-run'} | {r['hosts']:,} | " + " | ".join(cells) + " |")
+    out += ["", f"| upgrade, {PROJECTION_SETUPS[1][0]}, forks {PROJECTION_SETUPS[1][2]}: serial | "
+                + " | ".join(f"{h:,} hosts" for h in PROJECTION_HOSTS[1:]) + " |", "|---|" + "---|" * len(PROJECTION_HOSTS[1:])]
+    for choice in serial_choices_table(production["upgrade"]):
+        cells = [f"{duration(p['seconds'])} ({len(p['batches'])} batches: {', '.join(map(str, p['batches'][:4]))}"
+                 f"{', ...' if len(p['batches']) > 4 else ''})" for p in choice["hosts"].values()]
+        out.append(f"| `{json.dumps(choice['serial'])}` | " + " | ".join(cells) + " |")
     out += ["", "| model check: run as measured | hosts | serial | free cores | measured | model | x |",
             "|---|---|---|---|---|---|---|"]
     for r in fleet["model_check"]:
