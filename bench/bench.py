@@ -253,6 +253,7 @@ class Fleet:
                 leftover.unlink()
             shutil.rmtree(variables["riskmgr_backup_dir"], ignore_errors=True)
             shutil.copyfile(self.refs[name], db)
+            local_fleet.point_release(variables, "1")
         for name in running:
             local_fleet.start_daemon(name, self.hosts[name])
 
@@ -331,7 +332,10 @@ def playbook(fleet: Fleet, work: Path, label: str, *, extra: dict | None = None,
     each run gets its own ControlPath directory, and its masters are ended afterwards: every run
     pays for its own connections, as a run on a real controller does."""
     reports = work / "reports" / label
-    extra = {**(extra or {}), "riskmgr_report_dir": str(reports)}
+    # The watch window is a wait the operator chooses, not work: it is left out of every figure and
+    # added to the projections by hand (README "Large fleets").
+    extra = {"riskmgr_canary_watch_seconds": 0, "riskmgr_watch_seconds": 0, **(extra or {}),
+             "riskmgr_report_dir": str(reports)}
     control_dir = Path(tempfile.mkdtemp(prefix="rmb", dir="/tmp")) if fleet.pool else None  # a socket path: short
     if control_dir:
         extra["ansible_control_path_dir"] = str(control_dir)

@@ -173,6 +173,19 @@ def lay_out_releases(host_dir: Path, faults: list[str]) -> None:
     os.symlink(host_dir / "releases" / "1", host_dir / RELEASE_LINK)
 
 
+def point_release(variables: dict, release: str) -> None:
+    """Point a host's link at one of its releases (a new link, then rename); a host without
+    releases is left as it is. What a reset to v1 needs: release 2 refuses a v1 database."""
+    link = variables.get("riskmgr_release_link")
+    if not link:
+        return
+    staged = f"{link}.new"
+    if os.path.lexists(staged):
+        os.unlink(staged)
+    os.symlink(variables[f"riskmgr_release_v{release}_path"], staged)
+    os.replace(staged, link)
+
+
 def parse_release_faults(specs: list[str], names: list[str]) -> dict[str, list[str]]:
     """--release-fault HOST=FAULT, repeatable: host -> the lines of its releases/2/FAULTS."""
     faults: dict[str, list[str]] = {}
