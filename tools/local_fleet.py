@@ -210,7 +210,7 @@ def host_shapes(shape: str, names: list[str]) -> dict[str, str]:
                 for number, name in enumerate(names, start=1)}
     try:
         shape_for(shape)
-    except ValueError as err:
+    except ValueError:
         raise FleetError(f"--shape {shape!r}: use reference, random:<integer seed>, or mixed:<integer seed> "
                          f"(a different shape per host)") from None
     return {name: shape for name in names}

@@ -2,7 +2,6 @@
 and one look of the watch, on real files and real processes."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
