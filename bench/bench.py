@@ -21,8 +21,8 @@ facts, Mitogen) against the recommended baseline, and project_wall(): the wall t
 5,000 hosts on one controller or on AWX execution nodes. Repetitions are interleaved and reported
 as medians, each with its ratio to the floor (or the baseline) measured in the same run, because
 the machine may be busy with other work. Prints a table with PASS/MISS per target and writes the
-same as JSON under bench/results/ (`--markdown FILE` prints the README's large-fleet tables from
-one). A MISS never fails the run; an error (a failed playbook, a wrong outcome) does.
+same as JSON under bench/results/ (`--markdown FILE` rewrites the tables of docs/benchmarks.md
+from one). A MISS never fails the run; an error (a failed playbook, a wrong outcome) does.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from bench_common import ROOT, TIME_BIN, BenchError, Fleet, log, loopback_sshd, machine_info
 from bench_fleet import FLEET_HOSTS, SETTINGS_HOSTS, bench_fleet
-from bench_report import evaluate, fleet_markdown, fleet_table, table
+from bench_report import DOCS, evaluate, fleet_table, table, write_markdown
 from bench_sizes import bench_scaling, bench_size, ddl_script, module_rss
 
 FULL_SIZES, QUICK_HOSTS, FULL_HOSTS = [10, 100, 600], [1, 2], [1, 4, 8]
@@ -63,7 +63,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"hosts the settings are measured on (default {SETTINGS_HOSTS}; added to --fleet-hosts)")
     parser.add_argument("--no-mitogen", action="store_true", help="do not make or measure the Mitogen venv")
     parser.add_argument("--markdown", type=Path, metavar="RESULTS_JSON",
-                        help="print README \"Large fleets\" tables from a results file of a fleet run, and exit")
+                        help="rewrite the tables of docs/benchmarks.md (between its BEGIN/END markers) from a "
+                             "results file of bench/run or bench/run --fleet-only, and exit")
+    parser.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)  # the tests' copy of the page
     args = parser.parse_args(argv)
     if args.quick and args.fleet_only:
         parser.error("--quick and --fleet-only do not go together: --quick never measures the fleet")
@@ -88,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.markdown:
         try:
-            print(fleet_markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, KeyError) as err:
-            print(f"bench: {args.markdown}: not the results of a fleet run ({type(err).__name__}: {err}); "
-                  "give a bench/results/*.json written by bench/run or bench/run --fleet-only", file=sys.stderr)
+            written = write_markdown(json.loads(args.markdown.read_text(encoding="utf-8")), args.docs)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"bench: --markdown {args.markdown}: {err if isinstance(err, ValueError) else repr(err)}; give a "
+                  "bench/results/*.json written by bench/run or bench/run --fleet-only; nothing was written",
+                  file=sys.stderr)
             return 1
+        print(f"bench: {args.docs}: the {' and '.join(written)} tables rewritten from {args.markdown}")
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still clean up fleets and files
     for tool in ("sqlite3", "cp", TIME_BIN):
@@ -165,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     written = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     print(f"\nwritten {written}; {len(results['targets']) - missed} target(s) PASS, {missed} MISS "
           f"(a MISS does not fail the bench)")
-    if "fleet" in results:
-        print(f"README \"Large fleets\" tables: bench/run --markdown {written}")
+    if not args.quick:
+        print(f"to put these figures in docs/benchmarks.md: bench/run --markdown {written}")
     return 0
 
 

@@ -291,7 +291,7 @@ def playbook(fleet: Fleet, work: Path, label: str, *, extra: dict | None = None,
     pays for its own connections, as a run on a real controller does."""
     reports = work / "reports" / label
     # The watch window is a wait the operator chooses, not work: it is left out of every figure and
-    # added to the projections by hand (README "Large fleets").
+    # added to the projections by hand (docs/awx-and-large-fleets.md).
     extra = {"riskmgr_canary_watch_seconds": 0, "riskmgr_watch_seconds": 0, **(extra or {}),
              "riskmgr_report_dir": str(reports)}
     control_dir = Path(tempfile.mkdtemp(prefix="rmb", dir="/tmp")) if fleet.pool else None  # a socket path: short

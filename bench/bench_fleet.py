@@ -24,12 +24,12 @@ FLEET_INTERVAL_MS = 200    # the ssh fleet's daemons: see bench_fleet
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=\d+\s+unreachable=\d+\s+failed=(?P<failed>\d+)"
                       r"\s+skipped=(?P<skipped>\d+)", re.MULTILINE)
 SSH_PERSIST = "-o ControlMaster=auto -o ControlPersist=60s"  # ansible-core's own ssh_args, without -C
-MITOGEN_VERSION = "0.3.54"  # the newest release; it drives ansible-core 2.19.14 here (README "Large fleets")
+MITOGEN_VERSION = "0.3.54"  # the newest release; it drives ansible-core 2.19.14 here (docs/awx-and-large-fleets.md)
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One way of running the playbook over ssh; the baseline is what the README recommends."""
+    """One way of running the playbook over ssh; the baseline is what docs/awx-and-large-fleets.md recommends."""
     key: str
     label: str
     extra: dict = field(default_factory=dict)
@@ -144,7 +144,7 @@ def one_task_pass(fleet: Fleet, work: Path, hosts: list[str], label: str) -> dic
 def bench_fleet(mb: int, counts: list[int], settings_hosts: int, work: Path, repeat: int, fleets: list,
                 mitogen: bool) -> dict:
     """The controller's CPU per upgraded and per unchanged host, the cost of a serial batch, and the
-    settings, all over ssh, in interleaved rounds; see README "Large fleets"."""
+    settings, all over ssh, in interleaved rounds; see docs/awx-and-large-fleets.md."""
     most = max(counts)
     setup_log = work / "setup.log"
     log(f"fleet: building a {most}-host fleet of {mb} MB databases reached over ssh (127.0.0.40-)")

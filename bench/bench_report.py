@@ -1,11 +1,14 @@
 """What a bench run prints and keeps: the targets (PASS/MISS), the per-size and large-fleet
-tables, and the Markdown tables of docs/benchmarks.md (bench/run --markdown RESULTS_JSON)."""
+tables, and the tables of docs/benchmarks.md: `bench/run --markdown RESULTS_JSON` rewrites the
+sections between its BEGIN/END markers from a results file, so that no figure there is pasted."""
 from __future__ import annotations
 
 import json
 import os
 
-from bench_common import WRITER_INTERVAL_MS, fmt, ratio
+from pathlib import Path
+
+from bench_common import ROOT, WRITER_INTERVAL_MS, fmt, ratio
 from bench_fleet import BASELINE
 from fleet_model import (PROJECTION_HOSTS, PROJECTION_SETUPS, FleetCosts, projection_table, serial_batches,
                          serial_choices_table)
@@ -136,7 +139,7 @@ def fleet_table(fleet: dict) -> str:
 
 
 def fleet_markdown(results: dict) -> str:
-    """README "Large fleets" tables from a results file (bench/run --markdown FILE prints them)."""
+    """docs/benchmarks.md's large-fleet tables from a results file (bench/run --markdown FILE)."""
     fleet, machine = results["fleet"], results["machine"]
     counts, most, n = fleet["hosts"], max(fleet["hosts"]), fleet["settings_hosts"]
     costs, floor = fleet["costs"], fleet["one_task_per_host"]
@@ -179,7 +182,7 @@ def fleet_markdown(results: dict) -> str:
         cells += [f"{figures['upgrade']['hosts_cpu']['median']:.1f} s", f"{figures['upgrade']['cores_free']['median']:.2f}"]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     # The projections come from the measured costs through this file's model, so that a change to
-    # the model shows in the README without measuring again.
+    # the model shows in docs/benchmarks.md without measuring again.
     production = {kind: FleetCosts(**values) for kind, values in fleet["production_costs"].items()}
     out += ["", f"Mitogen: {fleet['mitogen']}.", "",
             "| run | hosts | " + " | ".join(label for label, *_ in PROJECTION_SETUPS) + " |",
@@ -266,6 +269,7 @@ def evaluate(results: dict, quick: bool) -> list[dict]:
 
 def table(results: dict) -> str:
     lines = []
+    cores = results.get("machine", {}).get("os_cpu_count") or os.cpu_count()  # the measuring machine's
     head = f"{'size':>7}  {'measurement':<46} {'median':>9} {'x floor':>8}  {'min-max':>13}  n  {'cpu s':>6}"
     for size in results["sizes"]:
         floor = size["floor"]["median"]
@@ -315,7 +319,7 @@ def table(results: dict) -> str:
                      f"{fmt(ratio(w['median'], floor_small), 'x'):>8}  {fmt(s['max_host_downtime']['median'], ' s'):>18}  "
                      f"{fmt(w['min']) + '-' + fmt(w['max']):>13}  {w['n']}  {fmt(s['cpu']['median']):>6}")
     lines.append(f"{'':>7}  cpu s: user+sys of ansible-playbook and of every process it waited for (forks, modules); "
-                 f"with {os.cpu_count()} cores the wall time cannot be below cpu s / {os.cpu_count()}")
+                 f"with {cores} cores the wall time cannot be below cpu s / {cores}")
     lines.append("")
     lines.append(f"peak RSS per module process ({results['sizes'][-1]['size_mb']} MB DB; "
                  f"ratio to the interpreter baseline, ansible.builtin.ping)")
@@ -329,3 +333,60 @@ def table(results: dict) -> str:
     for t in results["targets"]:
         lines.append(f"  {verdict(t['ok'])}  {t['target']}: {t['measured']}")
     return "\n".join(lines)
+
+
+# --- docs/benchmarks.md ---------------------------------------------------------------------------
+
+DOCS = ROOT / "docs" / "benchmarks.md"
+SECTIONS = ("sizes", "fleet")
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- BEGIN bench/run --markdown: {name} -->", f"<!-- END bench/run --markdown: {name} -->"
+
+
+def sizes_markdown(results: dict) -> str:
+    """The per-size, scaling, peak RSS and target tables of a full run, as bench/run prints them."""
+    machine = results["machine"]
+    head = (f"Measured {results['started'].replace('T', ' ').replace('+00:00', ' UTC')}, commit {machine['commit']}, "
+            f"`{results['command']}` ({results['repeat']} interleaved rounds, medians): {machine['cpu_model']}, "
+            f"{machine['nproc']} cores, {machine['mem_gb']} GB RAM, disk {machine['disk']}; Python {machine['python']}, "
+            f"SQLite {machine['sqlite3_cli']}, {machine['ansible']}. Load average {machine['loadavg_start'][0]:.2f} at "
+            f"the start, {machine['loadavg_end'][0]:.2f} at the end.")
+    return f"{head}\n\n```\n{table(results).strip(chr(10))}\n```"
+
+
+def markdown_sections(results: dict) -> dict[str, str]:
+    """The sections of docs/benchmarks.md a results file can refresh: a full run has both, a
+    --fleet-only run the fleet one. A --quick run is a smoke test, not figures for the docs."""
+    if results.get("quick"):
+        raise ValueError("the results of a --quick run (one size, one round) are not figures for the docs; "
+                         "give those of bench/run or bench/run --fleet-only")
+    sections = {}
+    if results.get("sizes"):
+        sections["sizes"] = sizes_markdown(results)
+    if "fleet" in results:
+        sections["fleet"] = fleet_markdown(results)
+    if not sections:
+        raise ValueError("it holds neither per-size nor large-fleet results")
+    return sections
+
+
+def replace_sections(text: str, sections: dict[str, str], where: Path) -> str:
+    """text with what lies between each section's BEGIN and END markers replaced; nothing else moves."""
+    for name, body in sections.items():
+        begin, end = markers(name)
+        start, stop = text.find(begin), text.find(end)
+        if start < 0 or stop < start:
+            raise ValueError(f"{where}: no '{begin}' followed by '{end}'; put the pair back where the {name} "
+                             "tables belong")
+        text = f"{text[:start + len(begin)]}\n{body.strip(chr(10))}\n{text[stop:]}"
+    return text
+
+
+def write_markdown(results: dict, docs: Path = DOCS) -> list[str]:
+    """Refresh docs (docs/benchmarks.md) from results: the names of the sections rewritten."""
+    sections = markdown_sections(results)
+    docs.write_text(replace_sections(docs.read_text(encoding="utf-8"), sections, docs), encoding="utf-8")
+    return list(sections)
+

@@ -70,7 +70,7 @@ class FleetCosts:
 
 def project_wall(costs: FleetCosts, hosts: int, forks: int, serial: list, cores: int, slices: int = 1,
                  hosts_share_cores: bool = False) -> dict:
-    """Projected wall seconds of one run on `hosts` hosts (see README "Large fleets" for the model).
+    """Projected wall seconds of one run on `hosts` hosts (docs/awx-and-large-fleets.md explains the model).
 
     The controller's work and the hosts' work are added, not overlapped: the playbook's tasks run in
     lock-step over a batch, and the ones that cost the controller (templating, action plugins,

@@ -4,7 +4,7 @@ bench/loopback_sshd.py).
 The bench's figures are only as good as two things tested here: that each CPU-second lands on
 the right side (the controller's process, its children, the ssh masters that detach, the hosts'
 sshd sessions), measured on real processes and a real sshd; and that the projection's model does
-what README "Large fleets" says, including Ansible's own split of a fleet into serial batches,
+what docs/awx-and-large-fleets.md says, including Ansible's own split of a fleet into serial batches,
 checked against a real ansible-playbook run. No timing is asserted: CPU-seconds are attributed,
 never compared with a speed.
 """
