@@ -11,7 +11,10 @@ For each database size (v1, built by tools/make_state_db.py through tools/local_
   re-run    the same playbook again on the now-v2 host (wall time; the daemon's pid must not
             change), next to bench/one_task.yml on the same inventory
 
-then fleet scaling (1..N hosts of the smallest size, one batch, forks = hosts), the peak RSS of
+then, on the largest size, the same offline downtime on an XFS loop mount with reflink=1 made as root
+(bench_reflink; skipped with the reason where it cannot be made, and not with --quick), against the
+v2 DDL alone on the same file: there the backup is a reflink and the DDL is the floor. Then fleet
+scaling (1..N hosts of the smallest size, one batch, forks = hosts), the peak RSS of
 every module process on the largest database (each module run by `ansible localhost -M library`
 with an interpreter wrapped in /usr/bin/time), and large fleets (bench_fleet; not with --quick):
 a fleet of 1..16 hosts of the smallest size reached over real ssh (bench/loopback_sshd.py), the
@@ -38,7 +41,8 @@ from pathlib import Path
 
 from bench_common import ROOT, TIME_BIN, BenchError, Fleet, log, loopback_sshd, machine_info
 from bench_fleet import FLEET_HOSTS, SETTINGS_HOSTS, bench_fleet
-from bench_report import DOCS, evaluate, fleet_table, table, write_markdown
+from bench_reflink import bench_reflink, reflink_table, reflink_target
+from bench_report import DOCS, evaluate, fleet_table, table, verdict, write_markdown
 from bench_sizes import bench_scaling, bench_size, ddl_script, module_rss
 
 FULL_SIZES, QUICK_HOSTS, FULL_HOSTS = [10, 100, 600], [1, 2], [1, 4, 8]
@@ -61,6 +65,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"ssh fleet sizes, at most 20 (default {','.join(map(str, FLEET_HOSTS))})")
     parser.add_argument("--settings-hosts", type=int, default=SETTINGS_HOSTS,
                         help=f"hosts the settings are measured on (default {SETTINGS_HOSTS}; added to --fleet-hosts)")
+    parser.add_argument("--reflink-only", action="store_true",
+                        help="only the offline downtime on an XFS (reflink=1) loop mount against the DDL alone, "
+                             "on the largest --sizes (needs root)")
     parser.add_argument("--no-mitogen", action="store_true", help="do not make or measure the Mitogen venv")
     parser.add_argument("--markdown", type=Path, metavar="RESULTS_JSON",
                         help="rewrite the tables of docs/benchmarks.md (between its BEGIN/END markers) from a "
@@ -69,6 +76,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick and args.fleet_only:
         parser.error("--quick and --fleet-only do not go together: --quick never measures the fleet")
+    if args.reflink_only and (args.quick or args.fleet_only):
+        parser.error("--reflink-only goes with neither --quick nor --fleet-only")
     sizes = sorted({int(s) for s in (args.sizes or ",".join(map(str, FULL_SIZES))).split(",") if s.strip()})
     args.sizes = sizes[:1] if args.quick else sizes
     args.hosts = sorted({int(s) for s in args.hosts.split(",")}) if args.hosts else (QUICK_HOSTS if args.quick else FULL_HOSTS)
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix="riskmgr-bench-"))
     free_mb = shutil.disk_usage(work).free / 1048576
     need_mb = (4 * max(args.fleet_hosts) * args.sizes[0] if args.fleet_only else 8 * max(args.sizes)) + 500
+    if not (args.quick or args.fleet_only):
+        need_mb += 4 * max(args.sizes)  # the XFS image is sparse: what the reflink fleet and its copies fill
     if free_mb < need_mb:
         print(f"bench: {work} has {free_mb:.0f} MB free; this run needs about {need_mb} MB", file=sys.stderr)
         shutil.rmtree(work)
@@ -120,23 +131,32 @@ def main(argv: list[str] | None = None) -> int:
     results = {"started": started.isoformat(timespec="seconds"), "quick": args.quick, "repeat": args.repeat,
                "command": "bench/run " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": machine_info(work), "sizes": []}
-    if args.fleet_only:
+    if args.reflink_only:
+        log(f"work dir {work}; reflink filesystem only: {args.sizes[-1]} MB; {args.repeat} round(s)")
+    elif args.fleet_only:
         log(f"work dir {work}; large fleet only: {args.fleet_hosts} hosts over ssh; {args.repeat} round(s) each")
     else:
         log(f"work dir {work}; sizes {args.sizes} MB; scaling {args.hosts} hosts; "
             f"{'' if args.quick else f'fleet {args.fleet_hosts} hosts over ssh; '}{args.repeat} round(s) each")
     try:
-        if not args.fleet_only:
+        if args.reflink_only:
+            results["reflink"] = bench_reflink(args.sizes[-1], work, args.repeat, ddl_script(), fleets)
+        elif not args.fleet_only:
             script = ddl_script()
+            largest_ref = work / "largest.v1.db"
             for mb in args.sizes:
                 result, fleet = bench_size(mb, work, args.repeat, script, fleets)
                 results["sizes"].append(result)
                 if mb == args.sizes[-1]:
                     results["rss"] = module_rss(fleet.refs[fleet.names[0]], fleet, work)
+                    shutil.copyfile(fleet.refs[fleet.names[0]], largest_ref)  # the reflink run's v1 file
                 fleet.destroy()
                 fleets.remove(fleet)
+            if not args.quick:
+                results["reflink"] = bench_reflink(args.sizes[-1], work, args.repeat, script, fleets, largest_ref)
+            largest_ref.unlink()
             results["scaling"] = bench_scaling(args.sizes[0], args.hosts, work, args.repeat, fleets)
-        if not args.quick:
+        if not (args.quick or args.reflink_only):
             results["fleet"] = bench_fleet(args.sizes[0], args.fleet_hosts, args.settings_hosts, work, args.repeat,
                                            fleets, mitogen=not args.no_mitogen)
     except (BenchError, loopback_sshd.SshdError) as err:
@@ -155,15 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results["targets"] = evaluate(results, args.quick) if results["sizes"] else []
-    text = "\n".join(part for part in (table(results) if results["sizes"] else "",
+    if "reflink" in results:
+        results["targets"].append(reflink_target(results["reflink"]))
+    text = "\n".join(part for part in (reflink_table(results["reflink"]) if "reflink" in results else "",
+                                       table(results) if results["sizes"] else "",
                                        fleet_table(results["fleet"]) if "fleet" in results else "") if part)
+    if results["targets"] and not results["sizes"]:  # table() lists them otherwise
+        text += "\n\ntargets\n" + "\n".join(f"  {verdict(t['ok'])}  {t['target']}: {t['measured']}"
+                                              for t in results["targets"])
     machine = results["machine"]
     print(f"\nmachine: {machine['cpu_model']}, nproc {machine['nproc']}, {machine['mem_gb']} GB RAM, disk {machine['disk']}; "
           f"sqlite {machine['sqlite3_cli']}; {machine['ansible']}; commit {machine['commit']}; load average at start "
           f"{machine['loadavg_start'][0]:.2f}, at end {machine['loadavg_end'][0]:.2f}")
     print(text)
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"{stamp}{'-quick' if args.quick else '-fleet' if args.fleet_only else ''}.json"
+    kind = "-quick" if args.quick else "-fleet" if args.fleet_only else "-reflink" if args.reflink_only else ""
+    out = args.results_dir / f"{stamp}{kind}.json"
     out.write_text(json.dumps({**results, "table": text}, indent=2) + "\n", encoding="utf-8")
     missed = sum(not t["ok"] for t in results["targets"])
     written = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out

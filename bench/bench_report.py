@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench_common import ROOT, WRITER_INTERVAL_MS, fmt, ratio
 from bench_fleet import BASELINE
+from bench_reflink import reflink_table
 from fleet_model import (PROJECTION_HOSTS, PROJECTION_SETUPS, FleetCosts, projection_table, serial_batches,
                          serial_choices_table)
 
@@ -338,7 +339,7 @@ def table(results: dict) -> str:
 # --- docs/benchmarks.md ---------------------------------------------------------------------------
 
 DOCS = ROOT / "docs" / "benchmarks.md"
-SECTIONS = ("sizes", "fleet")
+SECTIONS = ("sizes", "reflink", "fleet")
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -356,19 +357,33 @@ def sizes_markdown(results: dict) -> str:
     return f"{head}\n\n```\n{table(results).strip(chr(10))}\n```"
 
 
+def reflink_markdown(results: dict) -> str:
+    """The reflink filesystem's table (bench_reflink) with its target, from a full or --reflink-only run."""
+    machine = results["machine"]
+    head = (f"Measured {results['started'].replace('T', ' ').replace('+00:00', ' UTC')}, commit {machine['commit']}, "
+            f"`{results['command']}` ({results['repeat']} interleaved rounds, medians) on {machine['cpu_model']}, "
+            f"{machine['nproc']} cores; the XFS image a sparse file on {machine['disk']}.")
+    target = next((t for t in results.get("targets", []) if "reflink filesystem" in t["target"]), None)
+    line = f"\n  {verdict(target['ok'])}  {target['target']}: {target['measured']}" if target else ""
+    return f"{head}\n\n```\n{reflink_table(results['reflink']).strip(chr(10))}\n{line}\n```"
+
+
 def markdown_sections(results: dict) -> dict[str, str]:
-    """The sections of docs/benchmarks.md a results file can refresh: a full run has both, a
-    --fleet-only run the fleet one. A --quick run is a smoke test, not figures for the docs."""
+    """The sections of docs/benchmarks.md a results file can refresh: a full run has all three, a
+    --fleet-only run the fleet one, a --reflink-only run the reflink one. A --quick run is a smoke
+    test, not figures for the docs."""
     if results.get("quick"):
         raise ValueError("the results of a --quick run (one size, one round) are not figures for the docs; "
                          "give those of bench/run or bench/run --fleet-only")
     sections = {}
     if results.get("sizes"):
         sections["sizes"] = sizes_markdown(results)
+    if "reflink" in results:
+        sections["reflink"] = reflink_markdown(results)
     if "fleet" in results:
         sections["fleet"] = fleet_markdown(results)
     if not sections:
-        raise ValueError("it holds neither per-size nor large-fleet results")
+        raise ValueError("it holds neither per-size nor large-fleet results (nor a reflink measurement)")
     return sections
 
 

@@ -146,3 +146,53 @@ def test_bench_run_markdown_writes_both_sections_from_a_results_file_and_nothing
     again = subprocess.run([sys.executable, ROOT / "bench" / "bench.py", "--markdown", stored, "--docs", docs],
                            capture_output=True, text=True, check=False)
     assert again.returncode == 0 and docs.read_text(encoding="utf-8") == text
+
+
+# --- the reflink filesystem's section -------------------------------------------------------------
+
+import bench_reflink  # noqa: E402
+
+
+def reflink_results(methods: list, downtime: float = 0.5) -> dict:
+    summary = bench_common.summary
+    reflink = {"size_mb_target": 600, "size_mb": 615.2, "filesystem": "xfs (reflink=1, loop mount)",
+               "ddl": summary([0.4, 0.5, 0.6]), "reflink": summary([0.01]), "ddl_after_reflink": summary([0.55]),
+               "downtime": summary([downtime]), "playbook_wall": summary([9.0]),
+               "phases_seconds": {"stop": summary([0.03]), "backup": summary([0.01]), "migrate": summary([0.4])},
+               "copy_methods": methods}
+    return {"started": "2026-12-01T10:00:00+00:00", "quick": False, "repeat": 3,
+            "command": "bench/run --reflink-only --sizes 600", "sizes": [], "reflink": reflink,
+            "machine": {"cpu_model": "Test CPU", "nproc": "2", "commit": "abc1234", "disk": "/dev/test (ext4)"},
+            "targets": [bench_reflink.reflink_target(reflink)]}
+
+
+@pytest.mark.parametrize("methods, downtime, ok", [
+    (["reflink"] * 3, 0.6, True),                          # 0.6 s = 1.2x the DDL's median 0.5 s
+    (["reflink"] * 3, 0.7, False),                         # 1.4x
+    (["reflink", "copy_file_range", "reflink"], 0.5, False),  # fast, but one backup was not a reflink
+])
+def test_the_reflink_target_is_the_downtime_against_the_ddl_alone_with_every_backup_a_reflink(methods, downtime, ok):
+    target = reflink_results(methods, downtime)["targets"][0]
+    assert target["ok"] is ok and target["ratio"] == round(downtime / 0.5, 2) and target["limit"] == 1.25
+    assert "copy_method" in target["measured"] and "migrate 0.4" in target["measured"]
+
+
+def test_a_reflink_run_that_could_not_mount_is_a_miss_that_says_why():
+    target = bench_reflink.reflink_target({"size_mb_target": 600, "skipped": "not root: a loop mount needs root"})
+    assert not target["ok"] and target["measured"] == "not measured: not root: a loop mount needs root"
+
+
+def test_bench_run_markdown_writes_only_the_reflink_section_from_a_reflink_only_run(tmp_path):
+    begin, end = bench_report.markers("reflink")
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(page() + f"\n{begin}\nold reflink table\n{end}\n", encoding="utf-8")
+    stored = tmp_path / "results.json"
+    stored.write_text(json.dumps(reflink_results(["reflink"] * 3)), encoding="utf-8")
+    done = subprocess.run([sys.executable, ROOT / "bench" / "bench.py", "--markdown", stored, "--docs", docs],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "the reflink tables rewritten" in done.stdout, done.stderr
+    text = docs.read_text(encoding="utf-8")
+    assert "old reflink table" not in text and "old size tables" in text and "old fleet tables" in text
+    section = text.split(begin)[1].split(end)[0]
+    assert "615.2 MB v1 database on xfs (reflink=1, loop mount)" in section
+    assert "PASS  offline downtime on a reflink filesystem (600 MB) <= 1.25x the DDL alone" in section
