@@ -21,9 +21,9 @@ The steps are the same functions the single-step modules run (riskmgr_daemon, sq
 sqlite_migrate, sqlite_verify, sqlite_restore); only the order of two checks changes, never
 their presence: the backup is copied as a file (the daemon is stopped; a reflink where the
 filesystem has them) and its check (a reflink's sha256 and manifest too) runs in a second thread
-while the migration builds its indexes; the migration commits only once that check passed. On any failure after the stop the unit puts the host back itself: v1 (untouched,
-or restored from the backup just confirmed, the migrated file kept beside it) and the daemon
-running on it.
+while the migration builds its indexes; the migration commits only once that check passed. On
+any failure after the stop the unit puts the host back itself: v1 (untouched, or restored from
+the backup just confirmed, the migrated file kept beside it) and the daemon running on it.
 
 Plain Python, no Ansible import: pytest calls upgrade_host() on real files and processes.
 """
