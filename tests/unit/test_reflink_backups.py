@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 import host_files
 import loop_xfs
 import riskmgr_upgrade
+import sqlite_backups
 from backup_store import manifest_path, verify_backup
 from fixtures import row_counts, sha256
 from make_state_db import build_v1_db
@@ -148,10 +150,19 @@ def test_any_other_error_of_the_clone_is_not_taken_for_a_missing_feature(tmp_pat
 
 # --- the offline upgrade on XFS -------------------------------------------------------------------
 
-def test_the_upgrade_on_xfs_backs_up_with_a_reflink_and_checks_it_beside_the_migration(xfs_host):
+def test_the_upgrade_on_xfs_backs_up_with_a_reflink_and_checks_it_beside_the_migration(xfs_host, monkeypatch):
     host = xfs_host
     host.start()
+    hashed_in = []
+
+    def sha256_file(path):
+        hashed_in.append(threading.current_thread().name)
+        return real_sha256_file(path)
+    real_sha256_file = sqlite_backups.sha256_file
+    monkeypatch.setattr(sqlite_backups, "sha256_file", sha256_file)
     result = host.upgrade()
+    # The reflink's sha256 was read in the thread beside the migration, not between the stop and it.
+    assert hashed_in == ["backup-check"]
     backup = result["backup"]
     assert result["failed_phase"] is None and version_of(host.db) == 2 and host.logged_versions()[-1] == 2
     assert backup["copy_method"] == "reflink" and backup["confirmed"] and "confirm_seconds" in backup
