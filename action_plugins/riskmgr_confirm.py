@@ -45,7 +45,7 @@ options:
     type: int
     default: 2
   given:
-    description: Confirmed already (C(riskmgr_confirm), or check mode): show the plan, ask nothing.
+    description: 'Confirmed already (C(riskmgr_confirm), or check mode): show the plan, ask nothing.'
     type: bool
     default: false
   timeout:

@@ -165,6 +165,7 @@ def build_report(host: str, run_id: str, action: str, check_mode: bool, settings
         "backup": first(unit_backup.get("backup"), backup.get("backup")),
         "backup_sha256": first(unit_backup.get("sha256"), backup.get("sha256")),
         "backup_method": first(unit_backup.get("method"), backup.get("method")),
+        "backup_copy_method": first(unit_backup.get("copy_method"), backup.get("copy_method")),
         "restored_from": first(restore.get("backup"), recover.get("backup") if recover.get("method") == "restore"
                                else None),
         "kept_files": (restore.get("kept") or []) + ((recovery or {}).get("kept") or []),

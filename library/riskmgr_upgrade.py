@@ -101,7 +101,7 @@ state_before: {description: Schema state found before the task., type: str, retu
 steps: {description: The migration's steps (planned in check mode)., type: list, elements: dict, returned: always}
 stop: {description: The stop, as M(riskmgr_daemon) returns it; null when nothing was needed., type: dict, returned: always}
 backup:
-  description: The backup, as M(sqlite_backup) returns it (predicted in check mode), with C(method) (C(file copy) or C(backup API)), C(confirmed) and C(confirm_seconds).
+  description: The backup, as M(sqlite_backup) returns it (predicted in check mode), with C(method) (C(file copy) or C(backup API)), C(copy_method) (how a file copy was made, C(reflink), C(copy_file_range) or C(byte copy); a reflink is hashed and its manifest written beside the migration), C(confirmed) and C(confirm_seconds).
   type: dict
   returned: always
 migration: {description: The migration, as M(sqlite_migrate) returns it., type: dict, returned: when it ran}

@@ -77,6 +77,13 @@ sha256:
   type: str
   returned: always
   sample: 6839eb41d85a9b4f0bf3379a94ee096f57744b210248fc606e9c4b5516d84024
+copy_method:
+  description:
+    - How the file was copied. This module takes a snapshot through SQLite's online backup API, so it is null here.
+    - M(riskmgr_upgrade), which copies the stopped database's file, says C(reflink), C(copy_file_range) or C(byte copy).
+  type: str
+  returned: always
+  sample: null
 size:
   description: Size of the backup file in bytes (null in check mode).
   type: int

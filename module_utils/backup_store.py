@@ -119,7 +119,8 @@ def validate_backup_options(retention_days: int, max_backups: int, margin: float
 
 
 def build_manifest(final: Path, digest: str, size: int, version: int, counts: dict[str, int], source: Path,
-                   journal_mode: str, created: datetime) -> dict:
+                   journal_mode: str, created: datetime, copy_method: str | None = None) -> dict:
+    # copy_method: reflink, copy_file_range or byte copy for a file copy; None for the backup API.
     return {
         "format": MANIFEST_FORMAT,
         "backup": final.name,
@@ -130,6 +131,7 @@ def build_manifest(final: Path, digest: str, size: int, version: int, counts: di
         "source_path": str(source),
         "source_sha256": None,  # not computed: the live file may change while it is read
         "source_journal_mode": journal_mode,
+        "copy_method": copy_method,
         "host": socket.gethostname(),
         "created_at": created.isoformat(),
         "tool": TOOL,

@@ -3,18 +3,22 @@
 Every file the modules write beside the database or in the backup directory is made here: a new
 private temp name (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, handed to the database's owner when run
 as root), published under its final name without ever replacing anything, and removed again on
-failure. Copies go through the kernel where it can (copy_file_range) and are hashed on the way.
+failure. A database file is copied as cheaply as its filesystem allows: a reflink (FICLONE: the
+copy shares the source's extents, whatever the size) where it has them, else copy_file_range, else a
+byte copy; the last two are hashed on the way, a reflink is hashed later by its caller.
 
 Plain Python, no Ansible import.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import queue
 import secrets
 import stat
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -45,6 +49,18 @@ COPY_CHUNK = 64 * 1024 * 1024
 
 
 NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF}
+
+
+# Linux's _IOW(0x94, 9, int): make the destination share every extent of the source (btrfs, XFS
+# with reflink=1, bcachefs, overlayfs over those).
+FICLONE = 0x40049409
+
+
+# What a filesystem (or kernel) without reflinks answers: the copy falls back, never fails on these.
+NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS}
+
+
+REFLINK, KERNEL_COPY, BYTE_COPY = "reflink", "copy_file_range", "byte copy"
 
 
 
@@ -158,30 +174,79 @@ def same_file(fd: int, path: Path) -> bool:
     return stat.S_ISREG(named.st_mode) and (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
-def copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
-    """length bytes at offset from src to dst: in the kernel where it can, else through a buffer."""
-    done = 0
+def clone_file(src_fd: int, dst_fd: int) -> bool:
+    """Make dst (empty) a reflink of src; False where the filesystem or platform has no reflinks."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fcntl.ioctl(dst_fd, FICLONE, src_fd)
+    except OSError as err:
+        if err.errno not in NO_REFLINK:
+            raise
+        return False
+    return True
+
+
+def copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> str:
+    """length bytes at offset from src to dst: in the kernel where it can, else through a buffer.
+
+    Returns how: KERNEL_COPY, or BYTE_COPY once the kernel refused (then for the rest of the range).
+    """
+    done, how = 0, KERNEL_COPY
     while done < length:
-        try:
-            copied = os.copy_file_range(src_fd, dst_fd, length - done, offset + done, offset + done)
-        except OSError as err:
-            if err.errno not in NO_KERNEL_COPY:
-                raise
+        copied = -1
+        if how == KERNEL_COPY:
+            try:
+                copied = os.copy_file_range(src_fd, dst_fd, length - done, offset + done, offset + done)
+            except OSError as err:
+                if err.errno not in NO_KERNEL_COPY:
+                    raise
+                how = BYTE_COPY
+        if how == BYTE_COPY:
             data = os.pread(src_fd, min(HASH_CHUNK * 8, length - done), offset + done)
             copied = os.pwrite(dst_fd, data, offset + done) if data else 0
         if copied == 0:
             raise BackupError(f"the database shrank while it was copied (at byte {offset + done}); "
                               "something else writes to it")
         done += copied
+    return how
 
 
-def copy_hashing(src_fd: int, dst_fd: int, size: int) -> str:
+def rollback_header(dst_fd: int) -> None:
+    """A WAL-format header becomes a rollback-journal one, as PRAGMA journal_mode=DELETE would make it."""
+    header = os.pread(dst_fd, HEADER_BYTES, 0)
+    if file_format(header) == "wal":
+        os.pwrite(dst_fd, ROLLBACK_FORMAT, 18)
+    elif file_format(header) != "rollback":
+        raise BackupError(f"unknown file format bytes {header[18:20].hex()} in the database header")
+
+
+def copy_database_file(src_fd: int, dst_fd: int, size: int) -> tuple[str, str | None]:
+    """Copy a SQLite file of size bytes as one self-contained file; (how, sha256 or None).
+
+    A reflink costs the same whatever the size, so its sha256 is left to the caller (None), who
+    reads it back outside the downtime; a copy_file_range or byte copy is hashed on the way (see
+    copy_hashing). Either way the header ends in rollback-journal format.
+    """
+    if clone_file(src_fd, dst_fd):
+        if os.fstat(dst_fd).st_size != size:
+            raise BackupError(f"the reflink holds {os.fstat(dst_fd).st_size} bytes, the database {size}; "
+                              "something else writes to it")
+        rollback_header(dst_fd)  # copy-on-write: the source's block stays as it was
+        return REFLINK, None
+    methods: list[str] = []
+    digest = copy_hashing(src_fd, dst_fd, size, methods)
+    return (BYTE_COPY if BYTE_COPY in methods else KERNEL_COPY), digest
+
+
+def copy_hashing(src_fd: int, dst_fd: int, size: int, methods: list[str] | None = None) -> str:
     """Copy size bytes and return the sha256 of what landed in dst, hashed while the copy goes on.
 
     The kernel copies chunk n+1 while a second thread hashes chunk n back from dst (both release
     the GIL), so the copy and its checksum cost about one pass. A WAL-format header becomes a
     rollback-journal one, as PRAGMA journal_mode=DELETE would make it: the backup is one
-    self-contained file whatever mode the live database is in.
+    self-contained file whatever mode the live database is in. methods, when given, gets how each
+    chunk was copied (copy_range).
     """
     digest = hashlib.sha256()
     pending: queue.Queue = queue.Queue(maxsize=4)
@@ -207,13 +272,11 @@ def copy_hashing(src_fd: int, dst_fd: int, size: int) -> str:
     try:
         for offset in range(0, size, COPY_CHUNK):
             length = min(COPY_CHUNK, size - offset)
-            copy_range(src_fd, dst_fd, offset, length)
+            how = copy_range(src_fd, dst_fd, offset, length)
+            if methods is not None:
+                methods.append(how)
             if offset == 0:
-                header = os.pread(dst_fd, HEADER_BYTES, 0)
-                if file_format(header) == "wal":
-                    os.pwrite(dst_fd, ROLLBACK_FORMAT, 18)
-                elif file_format(header) != "rollback":
-                    raise BackupError(f"unknown file format bytes {header[18:20].hex()} in the database header")
+                rollback_header(dst_fd)
             pending.put((offset, length))
             if failure:
                 break

@@ -19,11 +19,11 @@ release if it must be, and smoke-tested again.
 
 The steps are the same functions the single-step modules run (riskmgr_daemon, sqlite_backup,
 sqlite_migrate, sqlite_verify, sqlite_restore); only the order of two checks changes, never
-their presence: the backup is copied as a file (the daemon is stopped) and its quick_check runs
-in a second thread while the migration builds its indexes; the migration commits only once that
-check passed. On any failure after the stop the unit puts the host back itself: v1 (untouched,
-or restored from the backup just confirmed, the migrated file kept beside it) and the daemon
-running on it.
+their presence: the backup is copied as a file (the daemon is stopped; a reflink where the
+filesystem has them) and its check (a reflink's sha256 and manifest too) runs in a second thread
+while the migration builds its indexes; the migration commits only once that check passed. On
+any failure after the stop the unit puts the host back itself: v1 (untouched, or restored from
+the backup just confirmed, the migrated file kept beside it) and the daemon running on it.
 
 Plain Python, no Ansible import: pytest calls upgrade_host() on real files and processes.
 """
@@ -115,7 +115,11 @@ def shielded_from_hangups():
 
 
 class BackupCheck:
-    """finish_backup() (quick_check, counts, retention) in a second thread while the migration runs."""
+    """finish_backup() in a second thread while the migration runs.
+
+    That is the quick_check and counts of the copy, its retention, and for a reflink its sha256 and
+    manifest: none of them stands between the stop and the start, and the commit waits for all.
+    """
 
     def __init__(self, backup: dict, source: Path, backup_dir: Path, retention_days: int, max_backups: int,
                  busy_timeout_s: float) -> None:

@@ -3,8 +3,9 @@
 A backup is one self-contained SQLite file (journal mode DELETE): with the daemon running, a
 snapshot through the online backup API from a read-only connection (consistent while the daemon
 writes in WAL mode, and holding the committed rows that only sit in state.db-wal); with the daemon
-stopped, the file itself copied under SQLite's write lock and hashed on the way. Where it goes and
-how it is named, listed and pruned is backup_store; the files themselves, host_files.
+stopped, the file itself copied under SQLite's write lock: a reflink where the filesystem has them
+(hashed afterwards, by finish_backup), else a kernel or byte copy hashed on the way. Where it goes
+and how it is named, listed and pruned is backup_store; the files themselves, host_files.
 
 Plain Python, no Ansible import: pytest calls these functions on real files, and
 library/sqlite_backup.py only wires them to Ansible.
@@ -26,8 +27,8 @@ from ansible.module_utils.backup_store import (
     BackupEntry, backup_diff, backup_file_name, backup_name_pattern, build_manifest, list_backups, manifest_path,
     plan_retention, prune_backups, utc_now, validate_backup_options, write_manifest)
 from ansible.module_utils.host_files import (
-    DIR_MODE, FILE_MODE, copy_hashing, create_temp, fsync_path, new_token, owner_for_root, publish_exclusive, remove_quietly,
-    remove_temp_database, same_file, sha256_fd)
+    DIR_MODE, FILE_MODE, copy_database_file, create_temp, fsync_path, new_token, owner_for_root, publish_exclusive,
+    remove_quietly, remove_temp_database, same_file, sha256_fd, sha256_file)
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, BackupError, RiskmgrError, connect_readonly, connect_writable, database_bytes,
     file_format, free_bytes, integrity_result, megabytes, read_header, require_sqlite_file, sqlite_error_text,
@@ -89,7 +90,8 @@ def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | Non
     For a stopped daemon: the write lock keeps any other writer out and an empty -wal means the
     main file is the whole database, so the bytes copied are one consistent state (a hot
     rollback journal is replayed by SQLite when the lock is taken). Rows still in -wal (a daemon
-    that was killed) need the backup API instead, which reads them through SQLite.
+    that was killed) need the backup API instead, which reads them through SQLite. sha256 is None
+    after a reflink (copy_method "reflink"): finish_backup hashes it outside the lock.
     """
     with closing(connect_writable(source, busy_timeout_s)) as conn:
         conn.execute("BEGIN IMMEDIATE")
@@ -100,11 +102,11 @@ def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | Non
             version, counts = current_version(conn), table_row_counts(conn)
             with open(source, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
-                digest = copy_hashing(handle.fileno(), fd, size)
+                copy_method, digest = copy_database_file(handle.fileno(), fd, size)
         finally:
             conn.execute("ROLLBACK")
     return {"journal_mode": journal_mode, "schema_version": version, "row_counts": counts, "sha256": digest,
-            "size": size}
+            "size": size, "copy_method": copy_method}
 
 
 def confirm_backup(result: dict, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
@@ -180,10 +182,24 @@ def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, rete
 
 def finish_backup(result: dict, source: Path, directory: Path, retention_days: int, max_backups: int,
                   busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, clock: Callable[[], datetime] = utc_now) -> dict:
-    """Confirm a backup published unchecked, then prune what retention no longer keeps."""
+    """Confirm a backup published unchecked, then prune what retention no longer keeps.
+
+    A reflink published without its sha256 and manifest (write_backup) is hashed here first, and
+    its manifest written only once it passed: a backup that fails its check never looks valid.
+    """
     if not result["confirmed"]:
         started = time.monotonic()
+        pending = result.pop("manifest_pending", None)
+        if pending is not None:
+            result["sha256"] = sha256_file(result["backup"])
         confirm_backup(result, busy_timeout_s)
+        if pending is not None:
+            final = Path(result["backup"])
+            write_manifest(final, build_manifest(final, result["sha256"], result["size"], result["schema_version"],
+                                                 result["row_counts"], source, result["source_journal_mode"],
+                                                 datetime.fromisoformat(pending), result["copy_method"]),
+                           owner_for_root(source))
+            fsync_path(directory)
         result["confirmed"] = True
         result["confirm_seconds"] = round(time.monotonic() - started, 4)
     doomed = plan_retention(list_backups(directory, source.stem), clock(), retention_days, max_backups,
@@ -209,6 +225,7 @@ def predict_backup(source: Path, directory: Path, before: list[BackupEntry], ret
     doomed = plan_retention(before + [would_be], now, retention_days, max_backups, frozenset({final}))
     result = {"backup": str(final), "manifest": str(manifest_path(final)),
               "name_pattern": backup_name_pattern(source.stem, version), "sha256": None, "size": None,
+              "copy_method": None,
               "schema_version": version, "row_counts": counts, "pruned": [str(e.path) for e in doomed]}
     if want_diff:
         result["diff"] = backup_diff(directory, before, [final.name, manifest_path(final).name], result["pruned"])
@@ -220,10 +237,12 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
     """Copy, check, hash, publish and describe one backup; on any failure remove what we wrote.
 
     daemon_stopped: the caller stopped the daemon, so the file itself is copied under the write
-    lock (one kernel copy, hashed on the way) unless -wal holds rows. That copy is published
-    unchecked (result["confirmed"] false): the caller runs confirm_backup() on it, in parallel
-    with the migration, before anything relies on it. Otherwise the backup API takes a
-    snapshot that the daemon's writes do not disturb, and it is checked before it is published.
+    lock (a reflink, else one kernel copy hashed on the way) unless -wal holds rows. That copy is
+    published unchecked (result["confirmed"] false): the caller runs finish_backup() on it, in
+    parallel with the migration, before anything relies on it. A reflink is published without its
+    sha256 and manifest: finish_backup hashes it and writes the manifest once the check passed.
+    Otherwise the backup API takes a snapshot that the daemon's writes do not disturb, and it is
+    checked before it is published.
     needed (bytes, from the free-space check) is only quoted when the directory fills up meanwhile.
     """
     owner = owner_for_root(source)
@@ -248,8 +267,9 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
                 raise BackupError(f"{temp}: the temporary copy was replaced while it was written")
             os.fsync(fd)
             journal_mode, version, counts = copied["journal_mode"], copied["schema_version"], copied["row_counts"]
-            digest, size = copied["sha256"], copied["size"]
+            digest, size, copy_method = copied["sha256"], copied["size"], copied["copy_method"]
         else:
+            copy_method = None
             journal_mode, source_counts = snapshot_copy(source, temp, busy_timeout_s)
             if not same_file(fd, temp):
                 raise BackupError(f"{temp}: the temporary copy was replaced while it was written")
@@ -263,9 +283,12 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
         publish_exclusive(temp, final)
         published = True
         fsync_path(directory)
-        manifest = write_manifest(final, build_manifest(final, digest, size, version, counts, source, journal_mode,
-                                                        created), owner, token)
-        fsync_path(directory)
+        if digest is None:
+            manifest = manifest_path(final)  # written by finish_backup, once the reflink is hashed and checked
+        else:
+            manifest = write_manifest(final, build_manifest(final, digest, size, version, counts, source, journal_mode,
+                                                            created, copy_method), owner, token)
+            fsync_path(directory)
     except BaseException as err:
         removed = [str(p) for p in undo_backup(temp, final if published else None)]
         if isinstance(err, (RiskmgrError, sqlite3.Error, OSError)):
@@ -275,9 +298,13 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
         raise
     finally:
         os.close(fd)
-    return {"backup": str(final), "manifest": str(manifest), "sha256": digest, "size": size,
-            "schema_version": version, "row_counts": counts, "source_journal_mode": journal_mode,
-            "method": "file copy" if copied is not None else "backup API", "confirmed": copied is None}
+    result = {"backup": str(final), "manifest": str(manifest), "sha256": digest, "size": size,
+              "schema_version": version, "row_counts": counts, "source_journal_mode": journal_mode,
+              "method": "file copy" if copied is not None else "backup API", "copy_method": copy_method,
+              "confirmed": copied is None}
+    if digest is None:
+        result["manifest_pending"] = created.isoformat()
+    return result
 
 
 def undo_backup(temp: Path, final: Path | None) -> list[Path]:

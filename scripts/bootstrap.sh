@@ -13,6 +13,8 @@ command -v sudo >/dev/null || need_debs+=(sudo)
 command -v ssh-keygen >/dev/null || need_debs+=(openssh-client)
 # molecule/systemd boots real systemd machines with systemd-nspawn (no container engine needed)
 command -v systemd-nspawn >/dev/null || need_debs+=(systemd-container)
+# the reflink backup's tests and bench make an XFS (reflink=1) loop mount with mkfs.xfs
+[ -x /usr/sbin/mkfs.xfs ] || [ -x /sbin/mkfs.xfs ] || need_debs+=(xfsprogs)
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_debs[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -5,8 +5,8 @@ No image is built here (no container engine): `ansible-builder create` must turn
 into a complete build context, every Python pin of the image must be the one requirements.txt
 installs (the version every test here runs), and the image must hold every runtime dependency of
 ansible-core and ansible-runner, pinned. ansible-navigator must read the project's settings, and
-run the playbook without an execution environment (`--ee false`, the README's command) in check
-mode against a local fleet (slow).
+run the playbook without an execution environment (`--ee false`, the command of
+docs/awx-and-large-fleets.md) in check mode against a local fleet (slow).
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_navigator_without_an_execution_environment_runs_the_plan_and_changes_no
     try:
         before = capture(fleet, HOST)
         artifact = tmp_path / "migrate_v2-artifact.json"
-        # The command of the README; the log and the playbook artifact go to tmp_path, not the checkout.
+        # The documented command (docs/awx-and-large-fleets.md); its log and artifact go to tmp_path.
         completed = subprocess.run(
             [str(VENV_BIN / "ansible-navigator"), "run", "migrate_v2.yml", "--ee", "false", "--mode", "stdout",
              "-i", str(fleet.root / "inventory.yml"), "--check", "--diff", "-e", f"riskmgr_report_dir={fleet.reports}",

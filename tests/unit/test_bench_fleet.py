@@ -1,9 +1,10 @@
-"""The large-fleet bench's accounting and projection (bench/bench.py, bench/loopback_sshd.py).
+"""The large-fleet bench's accounting and projection (bench/bench_common.py, bench/fleet_model.py,
+bench/loopback_sshd.py).
 
 The bench's figures are only as good as two things tested here: that each CPU-second lands on
 the right side (the controller's process, its children, the ssh masters that detach, the hosts'
 sshd sessions), measured on real processes and a real sshd; and that the projection's model does
-what README "Large fleets" says, including Ansible's own split of a fleet into serial batches,
+what docs/awx-and-large-fleets.md says, including Ansible's own split of a fleet into serial batches,
 checked against a real ansible-playbook run. No timing is asserted: CPU-seconds are attributed,
 never compared with a speed.
 """
@@ -24,7 +25,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
-import bench  # noqa: E402  (bench/ is not a package: bench/run runs bench.py as a script)
+import bench_common  # noqa: E402  (bench/ is not a package: bench/run runs bench.py as a script)
+import fleet_model  # noqa: E402
 import loopback_sshd  # noqa: E402
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
@@ -43,7 +45,7 @@ subprocess.run([sys.executable, "-c", "import time\\nend = time.process_time() +
 
 
 def test_run_measured_splits_the_process_own_cpu_from_its_children(tmp_path):
-    proc, wall, own, children = bench.run_measured(
+    proc, wall, own, children = bench_common.run_measured(
         [sys.executable, "-c", BURN.format(own=0.3, child=0.6)], env={}, log_file=tmp_path / "log", what="burn")
     assert proc.returncode == 0
     # Python's start-up adds a few hundredths to each side; clock ticks are 10 ms.
@@ -53,8 +55,8 @@ def test_run_measured_splits_the_process_own_cpu_from_its_children(tmp_path):
 
 
 def test_run_measured_names_the_command_that_failed(tmp_path):
-    with pytest.raises(bench.BenchError, match=r"^ansible-playbook x \(y\) failed \(exit 3\): .*\nbad thing"):
-        bench.run_measured([sys.executable, "-c", "import sys; print('bad thing'); sys.exit(3)"], env={},
+    with pytest.raises(bench_common.BenchError, match=r"^ansible-playbook x \(y\) failed \(exit 3\): .*\nbad thing"):
+        bench_common.run_measured([sys.executable, "-c", "import sys; print('bad thing'); sys.exit(3)"], env={},
                            log_file=tmp_path / "log", what="ansible-playbook x (y)")
 
 
@@ -104,7 +106,7 @@ def test_host_side_cpu_and_the_detached_master_are_both_accounted_and_the_master
 # --- the model ---------------------------------------------------------------------------------------
 
 def test_fit_line_recovers_a_line():
-    assert bench.fit_line([1, 4, 8, 16], [2 + 3 * x for x in (1, 4, 8, 16)]) == pytest.approx((2.0, 3.0))
+    assert fleet_model.fit_line([1, 4, 8, 16], [2 + 3 * x for x in (1, 4, 8, 16)]) == pytest.approx((2.0, 3.0))
 
 
 def serial_play(tmp_path: Path, hosts: int, serial: list) -> list[int]:
@@ -131,19 +133,19 @@ def serial_play(tmp_path: Path, hosts: int, serial: list) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hosts, serial", [(1, bench.DEFAULT_SERIAL), (10, bench.DEFAULT_SERIAL),
-                                           (17, bench.DEFAULT_SERIAL), (9, [2, "30%"]),
+@pytest.mark.parametrize("hosts, serial", [(1, fleet_model.DEFAULT_SERIAL), (10, fleet_model.DEFAULT_SERIAL),
+                                           (17, fleet_model.DEFAULT_SERIAL), (9, [2, "30%"]),
                                            (20, [1, "25%"])])
 def test_serial_batches_are_the_batches_ansible_playbook_makes(tmp_path, hosts, serial):
-    assert bench.serial_batches(hosts, serial) == serial_play(tmp_path, hosts, serial)
+    assert fleet_model.serial_batches(hosts, serial) == serial_play(tmp_path, hosts, serial)
 
 
-COSTS = bench.FleetCosts(controller_fixed=4.0, controller_per_host=1.0, controller_per_batch=0.5, main_fixed=2.0,
+COSTS = fleet_model.FleetCosts(controller_fixed=4.0, controller_per_host=1.0, controller_per_batch=0.5, main_fixed=2.0,
                          main_per_host=0.2, main_per_batch=0.1, host_wall=3.0, host_idle=2.0, host_cpu=1.5)
 
 
 def test_projection_adds_the_controller_cpu_over_its_cores_to_the_hosts_waves():
-    projected = bench.project_wall(COSTS, 100, 10, bench.DEFAULT_SERIAL, 4)
+    projected = fleet_model.project_wall(COSTS, 100, 10, fleet_model.DEFAULT_SERIAL, 4)
     assert projected["batches"] == [1, 25, 74]
     controller = 4.0 + 1.0 * 100 + 0.5 * 2  # CPU-seconds, over min(4 cores, 10 forks)
     waves = 1 + 3 + 8  # ceil(batch / forks) per batch
@@ -152,7 +154,7 @@ def test_projection_adds_the_controller_cpu_over_its_cores_to_the_hosts_waves():
 
 
 def test_projection_is_bound_by_the_main_process_when_cores_are_many():
-    projected = bench.project_wall(COSTS, 100, 50, bench.DEFAULT_SERIAL, 64)
+    projected = fleet_model.project_wall(COSTS, 100, 50, fleet_model.DEFAULT_SERIAL, 64)
     main = 2.0 + 0.2 * 100 + 0.1 * 2  # one core, whatever the others do
     assert projected["main_bound"]
     assert projected["controller_part"] == pytest.approx(main)
@@ -160,13 +162,13 @@ def test_projection_is_bound_by_the_main_process_when_cores_are_many():
 
 
 def test_projection_slices_run_side_by_side_each_with_its_own_canary():
-    projected = bench.project_wall(COSTS, 100, 10, bench.DEFAULT_SERIAL, 4, slices=4)
+    projected = fleet_model.project_wall(COSTS, 100, 10, fleet_model.DEFAULT_SERIAL, 4, slices=4)
     assert projected["hosts_per_slice"] == 25
     assert projected["batches"] == [1, 6, 18]  # serial applies inside each slice
     assert projected["seconds"] == pytest.approx((4.0 + 25 + 0.5 * 2) / 4 + (1 + 1 + 2) * 3.0)
 
 
 def test_projection_with_hosts_on_the_controllers_cores_moves_their_cpu_to_the_controller():
-    projected = bench.project_wall(COSTS, 8, 8, [8], 2, hosts_share_cores=True)
+    projected = fleet_model.project_wall(COSTS, 8, 8, [8], 2, hosts_share_cores=True)
     assert projected["seconds"] == pytest.approx((4.0 + 8 * 1.0 + 8 * 1.5) / 2 + 1 * 2.0)
-    assert math.isclose(bench.project_wall(COSTS, 8, 8, [8], 2)["seconds"], (4.0 + 8) / 2 + 3.0)
+    assert math.isclose(fleet_model.project_wall(COSTS, 8, 8, [8], 2)["seconds"], (4.0 + 8) / 2 + 3.0)

@@ -46,6 +46,8 @@ def test_an_offline_upgrade_reports_its_phases_and_the_downtime_window(host):
                                         {"facts": facts, "plan": {"change": True}, "upgrade": unit})
     assert (report["outcome"], report["from_version"], report["to_version"]) == ("changed", 1, 2)
     assert report["backup"] == unit["backup"]["backup"] and report["backup_method"] == "file copy"
+    # a reflink where tmp_path's filesystem has them, else the kernel copy (test_reflink_backups: XFS)
+    assert report["backup_copy_method"] == unit["backup"]["copy_method"] in ("copy_file_range", "reflink")
     assert report["downtime_seconds"] == unit["downtime_seconds"] > 0
     assert report["stop_requested_at"] < report["serving_at"]
     phases = report["phases_seconds"]

@@ -262,11 +262,26 @@ def test_settings_take_each_option_of_the_module_into_its_own_field():
 
 
 def test_hangup_interrupt_and_broken_pipe_are_ignored_while_shielded():
-    with shielded_from_hangups():
-        for signum in riskmgr_upgrade.SHIELDED_SIGNALS:
-            os.kill(os.getpid(), signum)
-        time.sleep(0.05)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Whatever the process had before (default_int_handler in a terminal, SIG_IGN under nohup or
+    # `&` without job control), the shield must hand back exactly that: a handler of our own is
+    # both independent of how the suite was started and distinguishable from any default.
+    received: list[int] = []
+
+    def record(signum, _frame):
+        received.append(signum)
+
+    original = {signum: signal.signal(signum, record) for signum in riskmgr_upgrade.SHIELDED_SIGNALS}
+    try:
+        with shielded_from_hangups():
+            for signum in riskmgr_upgrade.SHIELDED_SIGNALS:
+                os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+        restored = {signum: signal.getsignal(signum) for signum in riskmgr_upgrade.SHIELDED_SIGNALS}
+    finally:
+        for signum, handler in original.items():
+            signal.signal(signum, handler)
+    assert received == [], "a shielded signal reached the handler it had before"
+    assert all(handler is record for handler in restored.values()), restored
 
 
 # --- the file copy --------------------------------------------------------------------------------

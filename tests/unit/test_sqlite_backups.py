@@ -78,8 +78,8 @@ def test_backup_of_v1_is_verified_private_and_leaves_the_live_file_alone(v1_db, 
     assert manifest == {
         "format": 1, "backup": backup.name, "sha256": sha256(backup), "size": backup.stat().st_size,
         "schema_version": 1, "row_counts": row_counts(backup), "source_path": str(v1_db), "source_sha256": None,
-        "source_journal_mode": "wal", "host": manifest["host"], "created_at": "2026-11-24T12:00:00.123456+00:00",
-        "tool": "riskmgr sqlite_backup"}
+        "source_journal_mode": "wal", "copy_method": None, "host": manifest["host"],
+        "created_at": "2026-11-24T12:00:00.123456+00:00", "tool": "riskmgr sqlite_backup"}
     assert row_counts(backup) == row_counts(v1_db) and row_counts(backup)["orders"] == 2000
     assert quick_check(backup) == "ok"
     assert backup.read_bytes()[18:20] == b"\x01\x01"  # journal mode DELETE: one self-contained file
