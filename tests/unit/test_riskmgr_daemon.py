@@ -268,7 +268,7 @@ def test_stale_pidfile_naming_another_process_is_neither_signalled_nor_trusted(h
 
 
 def test_start_command_that_fails_is_reported(host):
-    with pytest.raises(DaemonError, match=r"start_command `sh -c .*` exited with status 1 \(stderr: no config\)"):
+    with pytest.raises(DaemonError, match=r"start_command `sh -c .*` \(run from / as root\) exited with status 1 \(stderr: no config\)"):
         start_daemon(PidfileControl(str(host.pidfile), ["sh", "-c", "echo no config >&2; exit 1"]), **FAST)
 
 
@@ -695,12 +695,13 @@ def test_check_of_a_pidfile_daemon(host):
     broken = check_daemon(PidfileControl(str(host.pidfile), ["/nonexistent/riskmgr", "--daemon"]))
     assert broken["problems"] == [
         f"{host.pidfile}: does not hold a pid ('daemon'); if the daemon is stopped, remove the file and rerun",
-        f"{host.pidfile}: the start command's program /nonexistent/riskmgr is not an executable file on this host "
-        "(for this user); the daemon could not be started again after the migration: correct start_command"]
+        f"{host.pidfile}: start_command: its program /nonexistent/riskmgr (from /, as root) cannot run: /nonexistent "
+        "does not exist; correct the command, or the file's mode or owner; the daemon could not be stopped and "
+        "started again: correct riskmgr_start_command"]
     host.pidfile.unlink()
     # A bare name is looked up on PATH, as exec does.
     assert check_daemon(PidfileControl(str(host.pidfile), ["sh", "-c", "true"]))["problems"] == []
-    assert "program no-such-program-anywhere is not an executable file" in \
+    assert "program no-such-program-anywhere is not found on PATH" in \
         check_daemon(PidfileControl(str(host.pidfile), ["no-such-program-anywhere"]))["problems"][0]
 
 
