@@ -94,7 +94,7 @@ def drop_privileges(account: Account) -> None:
     """In the child, before exec: become account for good (groups, then gid, then uid)."""
     os.setgroups(list(account.groups))
     os.setgid(account.gid)
-    pass
+    os.setuid(account.uid)
 
 
 def account_environment(account: Account, environ: dict) -> dict:
