@@ -228,14 +228,15 @@ class CommandRunner:
         cwd = self.cwd(fallback)
         problem = path_problem(cwd, account, os.X_OK, directory=True)
         if problem:
-            return [f"{what}: its directory {cwd} ({CHDIR_VARIABLE}) is not usable: {problem}"]
+            return [f"the directory the commands run from, {cwd} ({CHDIR_VARIABLE}), is not usable: {problem}; let "
+                    f"{account.name} enter it, or correct {CHDIR_VARIABLE}"]
         program = resolve_program(str(argv[0]), cwd, os.environ.get("PATH"))
         if program is None:
-            return [f"{what}: its program {argv[0]} is not found on PATH; give its path"]
+            return [f"{what}: its program {argv[0]} is not found on PATH; give its path in riskmgr_{what}"]
         problem = path_problem(program, account, os.X_OK)
         if problem:
             return [f"{what}: its program {argv[0]} (from {cwd}, as {account.name}) cannot run: {problem}; "
-                    "correct the command, or the file's mode or owner"]
+                    f"correct riskmgr_{what}, or the file's mode or owner"]
         return []
 
     def writable_problem(self, what: str, directory: str) -> str | None:

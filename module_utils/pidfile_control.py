@@ -130,14 +130,13 @@ class PidfileControl(DaemonControl):
         problems = []
         for what, argv in (("start_command", self.start_argv), ("stop_command", self.stop_argv)):
             if argv:
-                problems += [f"{self.pidfile}: {problem}; the daemon could not be stopped and started again: "
-                             f"correct riskmgr_{what}" for problem in self.runner.command_problems(what, argv)]
+                problems += [f"{self.pidfile}: {problem}" for problem in self.runner.command_problems(what, argv)]
         for what, path in (("pidfile", self.pidfile), ("log_path", self.log_path)):
             if path:
                 problem = self.runner.writable_problem(f"{what} {path}", os.path.dirname(path) or "/")
                 if problem:
                     problems.append(f"{self.pidfile}: {problem}")
-        return problems
+        return list(dict.fromkeys(problems))  # one unusable directory is one problem, not one per command
 
 
 def wait_for_new_pid(pidfile: str, old_pid: int | None, process_match: str | None, deadline: float,

@@ -138,7 +138,7 @@ def test_check_refuses_what_the_user_cannot_do_without_running_it(open_dir):
     private.mkdir(mode=0o700)
     control = PidfileControl(str(open_dir / "d.pid"), ["/bin/true"],
                              runner=CommandRunner(chdir=str(private), account=nobody))
-    assert any(f"its directory {private} (riskmgr_daemon_chdir) is not usable" in p
+    assert any(f"the directory the commands run from, {private} (riskmgr_daemon_chdir), is not usable" in p
                for p in check_daemon(control)["problems"])
     relative = PidfileControl(str(open_dir / "d.pid"), ["./scripts/start.sh"])
     assert any("riskmgr_daemon_chdir is not set" in p for p in check_daemon(relative)["problems"])

@@ -696,8 +696,7 @@ def test_check_of_a_pidfile_daemon(host):
     assert broken["problems"] == [
         f"{host.pidfile}: does not hold a pid ('daemon'); if the daemon is stopped, remove the file and rerun",
         f"{host.pidfile}: start_command: its program /nonexistent/riskmgr (from /, as root) cannot run: /nonexistent "
-        "does not exist; correct the command, or the file's mode or owner; the daemon could not be stopped and "
-        "started again: correct riskmgr_start_command"]
+        "does not exist; correct riskmgr_start_command, or the file's mode or owner"]
     host.pidfile.unlink()
     # A bare name is looked up on PATH, as exec does.
     assert check_daemon(PidfileControl(str(host.pidfile), ["sh", "-c", "true"]))["problems"] == []
