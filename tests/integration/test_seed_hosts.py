@@ -272,3 +272,50 @@ def test_the_preflight_refuses_before_any_daemon_stops(quiet_seed, spoil):
     assert (quiet_seed.pid(host), len(quiet_seed.marks(host))) == (before["pid"], before["marks"])
     assert {suffix: hashlib.sha256(Path(f"{db}{suffix}").read_bytes()).hexdigest() for suffix in ("", "-wal")} == digests
     assert version(db) == 1
+
+
+# --- a stop script that fails: the run goes no further on that host, and says what the daemon is doing ---
+
+def failing_stop_script(host_dir: Path, body: str) -> None:
+    script = host_dir / "scripts" / "stop_daemon.sh"
+    script.rename(host_dir / "scripts" / "stop_daemon.sh.away")
+    script.write_text("#!/bin/sh\necho \"$(date -u +%Y-%m-%dT%H:%M:%SZ) stop_daemon.sh as $(id -un) from $(pwd -P)\" "
+                      f">> logs/stop_daemon.log\n{body}\n", encoding="utf-8")
+    script.chmod(0o755)
+
+
+def test_a_stop_script_that_fails_leaves_the_daemon_running_and_the_database_untouched(quiet_seed):
+    host = next(iter(quiet_seed.hosts))
+    host_dir, db = quiet_seed.dir(host), quiet_seed.db(host)
+    before = quiet_seed.snapshot(host)
+    digests = {suffix: hashlib.sha256(Path(f"{db}{suffix}").read_bytes()).hexdigest() for suffix in ("", "-wal")}
+    failing_stop_script(host_dir, "echo cannot deregister from the gateway >&2; exit 3")
+    try:
+        run = quiet_seed.playbook("migrate_v2.yml")
+    finally:
+        put_back(host_dir, quiet_seed.account)
+    assert run.returncode != 0, run.output[-4000:]
+    assert (f"stop_command `./scripts/stop_daemon.sh` (run from {host_dir} as riskmgr) exited with status 3 "
+            "(stderr: cannot deregister from the gateway)") in run.output, run.output[-4000:]
+    assert f"the daemon (pid {before['pid']}) is still running" in run.output
+    quiet_seed.assert_stopped_by_its_script(host, before)  # it ran, once; nothing else did
+    assert quiet_seed.pid(host) == before["pid"] and local_fleet.is_alive(before["pid"])
+    assert {suffix: hashlib.sha256(Path(f"{db}{suffix}").read_bytes()).hexdigest() for suffix in ("", "-wal")} == digests
+    assert not Path(f"{db}.riskmgr-pending").exists()
+
+
+def test_a_stop_script_that_fails_after_the_daemon_exited_gets_the_daemon_started_again(quiet_seed):
+    host = next(iter(quiet_seed.hosts))
+    host_dir, db = quiet_seed.dir(host), quiet_seed.db(host)
+    before = quiet_seed.snapshot(host)
+    failing_stop_script(host_dir, 'kill -TERM "$(cat run/riskmgr.pid)"; echo notify failed >&2; exit 4')
+    try:
+        run = quiet_seed.playbook("migrate_v2.yml")
+    finally:
+        put_back(host_dir, quiet_seed.account)
+    assert run.returncode != 0, run.output[-4000:]
+    assert f"the daemon (pid {before['pid']}) exited anyway and is down" in run.output, run.output[-4000:]
+    assert version(db) == 1 and ids_kept(db, before)
+    assert quiet_seed.pid(host) != before["pid"]
+    quiet_seed.assert_daemon_back_as_its_user(host)
+    quiet_seed.assert_files_owned_as_before(host)
