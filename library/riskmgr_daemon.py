@@ -143,9 +143,10 @@ options:
     type: list
     elements: str
     description:
-      - A smoke test, an argv list run (no shell) once a daemon this task started is healthy, from the
-        release link's directory when there is one. A non-zero exit fails the task (the daemon is left
-        running; the caller puts the host back).
+      - A smoke test, an argv list run (no shell) once a daemon this task started is healthy, from I(daemon_chdir),
+        else the release link's directory when there is one, as I(daemon_user). A non-zero exit fails the task (the
+        daemon is left running; the caller puts the host back).
+      - With I(state=checked), the problems also say why it could not run (its program, its directory, its user).
   smoke_timeout:
     type: int
     default: 120
@@ -347,7 +348,7 @@ log_line:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.daemon_watch import SmokeTest, run_smoke
+from ansible.module_utils.daemon_watch import SmokeTest, run_smoke, smoke_problems
 from ansible.module_utils.module_glue import DAEMON_SPEC, SMOKE_SPEC, run_module_guarded
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import (
@@ -373,8 +374,10 @@ def run(module: AnsibleModule) -> dict:
     params = module.params
     releases = Releases.from_params(params)
     if params["state"] == "checked":
-        return check_daemon(daemon_control(params, can_start=bool(params["start_command"])), params["process_match"],
-                            releases)
+        result = check_daemon(daemon_control(params, can_start=bool(params["start_command"])), params["process_match"],
+                              releases)
+        result["problems"] += smoke_problems(SmokeTest.from_params(params), releases.link if releases else None)
+        return result
     control = daemon_control(params, can_start=params["state"] != "stopped")
     if params["state"] == "stopped":
         return stop_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],

@@ -123,6 +123,12 @@ def run_smoke(smoke: SmokeTest, cwd: str | None) -> dict:
             "output": output_tail(out, err)}
 
 
+def smoke_problems(smoke: SmokeTest | None, cwd: str | None) -> list[str]:
+    """Why the smoke test could not run after the start (relative without a directory, a directory or program its
+    user cannot use), found without running it: the preflight refuses before any daemon stops."""
+    return smoke.runner.command_problems("smoke_command", list(smoke.argv), cwd) if smoke else []
+
+
 # --- the watch -------------------------------------------------------------------------------
 
 def watch_poll(control: DaemonControl, log_path: str | None, process_match: str | None, pid: int | None,

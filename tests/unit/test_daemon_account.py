@@ -20,7 +20,8 @@ from daemon_account import (
     switch_problem)
 from host_processes import pid_is_running, read_pid, run_checked
 from pidfile_control import PidfileControl
-from riskmgr_daemon import check_daemon, stop_daemon
+from daemon_watch import SmokeTest, smoke_problems
+from riskmgr_daemon import check_daemon, daemon_control, stop_daemon
 from sqlite_common import DaemonError
 
 USER = Account(name="riskmgr", uid=1500, gid=1500, groups=(1500, 20), home="/home/riskmgr")
@@ -199,3 +200,16 @@ def test_a_stop_command_that_fails_is_an_error_naming_the_daemon_state(tmp_path)
     pid = start_sleeper(tmp_path)
     with pytest.raises(DaemonError, match=rf"the daemon \(pid {pid}\) exited anyway and is down"):
         stop_daemon(down, 10)
+
+
+def test_a_stop_command_under_systemd_is_refused():
+    params = {"service_manager": "systemd", "service_name": "risk-manager", "stop_command": "./scripts/stop_daemon.sh"}
+    with pytest.raises(DaemonError, match="under systemd the unit's ExecStop= stops the daemon: unset it"):
+        daemon_control(params)
+
+
+def test_a_relative_smoke_test_without_a_directory_is_a_problem_before_the_stop(open_dir):
+    relative = SmokeTest(argv=("python3", "scripts/smoke_tests.py"), timeout=10)
+    assert "riskmgr_daemon_chdir is not set" in smoke_problems(relative, None)[0]
+    assert smoke_problems(relative, str(open_dir)) == []  # the release link's directory, when there is one
+    assert smoke_problems(None, None) == []

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 from ansible.module_utils.testing import patch_module_args
 from ansible_run import load_library_module, run_module
+from daemon_account import CommandRunner, lookup_account
 from fake_systemd import FakeSystemd
 from host_processes import pid_is_running, process_cmdline, process_state, read_pid, wait_for_exit
 from pidfile_control import PidfileControl, run_start_command, split_command
@@ -680,6 +681,17 @@ def test_check_reads_the_unit_and_changes_nothing(systemd):
         f"systemd unit {systemd.unit} is failed (Result exit-code) from before this run")
     missing = check_daemon(SystemdControl("nosuch.service"))
     assert missing["load_state"] == "not-found" and "is not found on this host" in missing["problems"][0]
+
+
+def test_check_of_a_unit_refuses_a_daemon_user_its_user_setting_does_not_name(systemd):
+    control = SystemdControl(systemd.unit, CommandRunner(account=lookup_account("nobody")))
+    assert check_daemon(control)["problems"] == [
+        f"systemd unit {systemd.unit} runs its daemon as root (User=), but riskmgr_daemon_user is nobody: under "
+        "systemd the unit's User= rules; make them agree, or unset riskmgr_daemon_user"]
+    systemd.settings["user"] = "nobody"
+    systemd.configure()
+    assert check_daemon(control)["problems"] == []
+    assert check_daemon(SystemdControl(systemd.unit))["problems"] == []  # no riskmgr_daemon_user: nothing to agree
 
 
 def test_check_of_a_pidfile_daemon(host):
