@@ -213,3 +213,17 @@ def test_a_relative_smoke_test_without_a_directory_is_a_problem_before_the_stop(
     assert "riskmgr_daemon_chdir is not set" in smoke_problems(relative, None)[0]
     assert smoke_problems(relative, str(open_dir)) == []  # the release link's directory, when there is one
     assert smoke_problems(None, None) == []
+
+
+@as_root
+def test_a_failed_start_names_the_command_directory_user_status_and_stderr(open_dir):
+    (open_dir / "scripts").mkdir()
+    start = open_dir / "scripts" / "start.sh"
+    start.write_text("#!/bin/sh\necho \"cannot open logs/daemon.log as $(id -un)\" >&2\nexit 1\n")
+    start.chmod(0o755)
+    control = PidfileControl(str(open_dir / "d.pid"), ["./scripts/start.sh", "--config", "etc/rm.yml"],
+                             runner=CommandRunner(chdir=str(open_dir), account=lookup_account("nobody")))
+    with pytest.raises(DaemonError) as failed:
+        control.launch(10)
+    assert str(failed.value) == (f"start_command `./scripts/start.sh --config etc/rm.yml` (run from {open_dir} as nobody) "
+                                 "exited with status 1 (stderr: cannot open logs/daemon.log as nobody)")
