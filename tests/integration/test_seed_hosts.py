@@ -319,3 +319,22 @@ def test_a_stop_script_that_fails_after_the_daemon_exited_gets_the_daemon_starte
     assert quiet_seed.pid(host) != before["pid"]
     quiet_seed.assert_daemon_back_as_its_user(host)
     quiet_seed.assert_files_owned_as_before(host)
+
+
+# --- the oldest managed node: Python 3.8 (no subprocess user=) with SQLite 3.31.1 ----------------
+
+def test_the_user_switch_and_the_stop_script_on_the_oldest_target():
+    from targets import checked_targets  # builds the target wrappers only when this test runs
+
+    fleet = SeedFleet("--python", checked_targets()["py3.8-sqlite3.31.1"]["interpreter"], hosts=1)
+    try:
+        host = next(iter(fleet.hosts))
+        before = fleet.snapshot(host)
+        assert_ran(fleet.playbook("migrate_v2.yml"), fleet.hosts)
+        assert_ran(fleet.playbook("rollback_v2.yml", "-e", "riskmgr_rollback_method=downgrade"), fleet.hosts)
+        assert version(fleet.db(host)) == 1 and ids_kept(fleet.db(host), before)
+        fleet.assert_stopped_by_its_script(host, before, times=2)
+        fleet.assert_daemon_back_as_its_user(host)
+        fleet.assert_files_owned_as_before(host)
+    finally:
+        fleet.destroy()
