@@ -168,8 +168,9 @@ def path_problem(path: str, account: Account, want: int, directory: bool = False
     if not directory and not stat.S_ISREG(info.st_mode):
         return f"{path} is not a regular file"
     if not may_access(info.st_mode, info.st_uid, info.st_gid, account, want):
-        needs = "".join(name for bit, name in ((os.R_OK, "read"), (os.W_OK, "write"), (os.X_OK, "enter" if directory
-                                                                                         else "execute")) if want & bit)
+        verbs = ((os.R_OK, "read"), (os.W_OK, "write in" if directory else "write"),
+                 (os.X_OK, "enter" if directory else "execute"))
+        needs = " and ".join(name for bit, name in verbs if want & bit)
         return (f"{account.name} may not {needs} {path} (mode {stat.S_IMODE(info.st_mode):04o}, "
                 f"owner {info.st_uid}:{info.st_gid})")
     return None
