@@ -54,4 +54,23 @@ options:
     description:
       - The release directory of each schema version, keyed by version (C(1) and C(2)), with I(release_link).
     type: dict
+  stop_command:
+    description:
+      - The daemon's own stop command (list, or string split like a shell would, run without one), with
+        I(service_manager=command); unset, SIGTERM. The daemon's pid must still exit within I(stop_timeout) of
+        the command's start (SIGKILL after it with I(stop_force)); a command that fails fails the task.
+    type: raw
+  daemon_chdir:
+    description:
+      - Absolute directory the start, stop and smoke commands run from; relative programs and paths in them
+        resolve from it. Unset, they run from C(/) (the smoke test from I(release_link)), and a relative one is refused.
+    type: path
+  daemon_user:
+    description:
+      - User the start, stop and smoke commands run as (the module drops privileges itself when run as root).
+        Under systemd the unit's C(User=) runs the daemon; a different one is a problem of I(state=checked).
+    type: str
+  daemon_group:
+    description: Group the commands run with, with I(daemon_user); unset, the user's primary group.
+    type: str
 """

@@ -143,13 +143,40 @@ options:
     type: list
     elements: str
     description:
-      - A smoke test, an argv list run (no shell) once a daemon this task started is healthy, from the
-        release link's directory when there is one. A non-zero exit fails the task (the daemon is left
-        running; the caller puts the host back).
+      - A smoke test, an argv list run (no shell) once a daemon this task started is healthy, from I(daemon_chdir),
+        else the release link's directory when there is one, as I(daemon_user). A non-zero exit fails the task (the
+        daemon is left running; the caller puts the host back).
+      - With I(state=checked), the problems also say why it could not run (its program, its directory, its user).
   smoke_timeout:
     type: int
     default: 120
     description: Seconds the smoke test may run.
+  stop_command:
+    type: raw
+    description:
+      - The daemon's own stop command (the seed's C(./scripts/stop_daemon.sh)), a list or a string split like a
+        shell would, never run by one, with I(service_manager=command); unset, the daemon is sent SIGTERM.
+      - The stop is judged by the pid, which must exit within I(stop_timeout) counted from the command's start; a
+        command that returns while the daemon still runs is followed by a wait for the rest of that time, then
+        SIGKILL with I(stop_force), else the task fails with the daemon left running. A command that exits non-zero
+        (or outlives I(stop_timeout)) fails the task, saying whether the daemon still runs.
+  daemon_chdir:
+    type: path
+    description:
+      - Absolute directory the start, stop and smoke commands run from; a relative program or path in them
+        resolves from it. Unset, they run from C(/) (the smoke test from I(release_link) when set), and a command
+        naming a relative path is refused (I(state=checked) lists it as a problem).
+  daemon_user:
+    type: str
+    description:
+      - User the start, stop and smoke commands run as, so the daemon too. Run as root, the module switches to it
+        itself in the child (groups, gid, uid), no sudo; as that user already, it runs them as they are.
+      - I(state=checked) then also checks, without running anything, that this user can enter I(daemon_chdir),
+        execute the programs, and write the directories of I(pidfile) and I(log_path).
+      - Under systemd the unit's C(User=) runs the daemon; a different C(User=) is a problem of I(state=checked).
+  daemon_group:
+    type: str
+    description: Group the commands run with (with I(daemon_user)); unset, the user's primary group.
 extends_documentation_fragment: [action_common_attributes]
 attributes:
   check_mode: {support: full}
@@ -321,7 +348,7 @@ log_line:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.daemon_watch import SmokeTest, run_smoke
+from ansible.module_utils.daemon_watch import SmokeTest, run_smoke, smoke_problems
 from ansible.module_utils.module_glue import DAEMON_SPEC, SMOKE_SPEC, run_module_guarded
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import (
@@ -347,8 +374,10 @@ def run(module: AnsibleModule) -> dict:
     params = module.params
     releases = Releases.from_params(params)
     if params["state"] == "checked":
-        return check_daemon(daemon_control(params, can_start=bool(params["start_command"])), params["process_match"],
-                            releases)
+        result = check_daemon(daemon_control(params, can_start=bool(params["start_command"])), params["process_match"],
+                              releases)
+        result["problems"] += smoke_problems(SmokeTest.from_params(params), releases.link if releases else None)
+        return result
     control = daemon_control(params, can_start=params["state"] != "stopped")
     if params["state"] == "stopped":
         return stop_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
@@ -388,6 +417,8 @@ def main() -> None:
             and not params["start_command"]:
         module.fail_json(msg=f"service_manager is command and state is {params['state']} but all of the "
                              "following are missing: start_command")
+    if params.get("daemon_group") and not params.get("daemon_user"):
+        module.fail_json(msg="missing parameter(s) required by 'daemon_group': daemon_user")
     if params["service_manager"] == "command" and params["expect_log_line"] and not params["log_path"]:
         module.fail_json(msg="missing parameter(s) required by 'expect_log_line': log_path "
                              "(with service_manager=command; under systemd the journal is read)")

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ansible.module_utils.daemon_account import CommandRunner
 from ansible.module_utils.host_files import create_temp, fsync_path, owner_for_root, remove_quietly
 from ansible.module_utils.host_processes import output_tail, pid_is_running, run_checked
 from ansible.module_utils.service_manager import DaemonControl
@@ -101,20 +101,32 @@ def clear_pending(db_path: str, check_mode: bool = False) -> bool:
 class SmokeTest:
     argv: tuple
     timeout: float
+    runner: CommandRunner = CommandRunner()
 
     @classmethod
     def from_params(cls, params: dict) -> SmokeTest | None:
         argv = params.get("smoke_command") or []
-        return cls(argv=tuple(str(arg) for arg in argv), timeout=float(params["smoke_timeout"])) if argv else None
+        return cls(argv=tuple(str(arg) for arg in argv), timeout=float(params["smoke_timeout"]),
+                   runner=CommandRunner.from_params(params)) if argv else None
 
 
 def run_smoke(smoke: SmokeTest, cwd: str | None) -> dict:
-    """Run the smoke test (from cwd: the release link, when there is one); DaemonError unless it exits 0."""
+    """Run the smoke test as riskmgr_daemon_user, from riskmgr_daemon_chdir or else cwd (the release link, when
+    there is one; else /); DaemonError unless it exits 0."""
     began = time.monotonic()
-    out, err = run_checked(list(smoke.argv), smoke.timeout, f"the smoke test `{shlex.join(smoke.argv)}`",
-                           cannot_run="; check riskmgr_smoke_command", cwd=cwd, kill_group=True)
+    argv = list(smoke.argv)
+    smoke.runner.refuse_relative("the smoke test", argv, cwd)
+    out, err = run_checked(argv, smoke.timeout, smoke.runner.describe("the smoke test", argv, cwd),
+                           cannot_run="; check riskmgr_smoke_command", cwd=smoke.runner.cwd(cwd), kill_group=True,
+                           **smoke.runner.launch_options())
     return {"argv": list(smoke.argv), "rc": 0, "seconds": round(time.monotonic() - began, 3),
             "output": output_tail(out, err)}
+
+
+def smoke_problems(smoke: SmokeTest | None, cwd: str | None) -> list[str]:
+    """Why the smoke test could not run after the start (relative without a directory, a directory or program its
+    user cannot use), found without running it: the preflight refuses before any daemon stops."""
+    return smoke.runner.command_problems("smoke_command", list(smoke.argv), cwd) if smoke else []
 
 
 # --- the watch -------------------------------------------------------------------------------

@@ -138,18 +138,24 @@ def default_signals() -> None:
 
 
 def run_quietly(argv: list[str], timeout: float, cwd: str | None = None,
-                kill_group: bool = False) -> tuple[int | None, str, str]:
+                kill_group: bool = False, preexec=None, env: dict | None = None) -> tuple[int | None, str, str]:
     """Run argv without a shell: (exit status, stdout, stderr); the status is None when it did
     not return within timeout and was killed (with kill_group, with every process it started that
     kept its process group). OSError when it cannot be run at all.
 
     Its output goes to temp files rather than pipes: a daemon that keeps an inherited stdout
-    open would otherwise make us wait for an EOF that never comes.
+    open would otherwise make us wait for an EOF that never comes. preexec runs in the child after the
+    signals are reset, before exec (daemon_account's privilege drop); env replaces the environment.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         # start_new_session: the daemon must not share the task's session or process group.
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
-                                   start_new_session=True, close_fds=True, preexec_fn=default_signals)
+        def in_child() -> None:
+            default_signals()
+            if preexec is not None:
+                preexec()
+
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
+                                   start_new_session=True, close_fds=True, preexec_fn=in_child)
         deadline = time.monotonic() + timeout
         while (status := process.poll()) is None and time.monotonic() < deadline:
             time.sleep(LAUNCH_POLL_S)
@@ -167,13 +173,15 @@ def run_quietly(argv: list[str], timeout: float, cwd: str | None = None,
 
 
 def run_checked(argv: list[str], timeout: float, what: str, *, cannot_run: str = "", too_slow: str = "",
-                failed: str = "", cwd: str | None = None, kill_group: bool = False) -> tuple[str, str]:
+                failed: str = "", cwd: str | None = None, kill_group: bool = False, preexec=None,
+                env: dict | None = None) -> tuple[str, str]:
     """run_quietly(), and its (stdout, stderr) when it exited 0 in time; otherwise DaemonError saying `what`
     could not be run, did not return, or exited non-zero (with its output), followed by the remedy given."""
     try:
-        status, out, err = run_quietly(argv, timeout, cwd=cwd, kill_group=kill_group)
-    except OSError as error:
-        raise DaemonError(f"{what} could not be run: {error.strerror}{cannot_run}") from error
+        status, out, err = run_quietly(argv, timeout, cwd=cwd, kill_group=kill_group, preexec=preexec, env=env)
+    except (OSError, subprocess.SubprocessError) as error:  # SubprocessError: the preexec (user switch) failed
+        reason = getattr(error, "strerror", None) or str(error)
+        raise DaemonError(f"{what} could not be run: {reason}{cannot_run}") from error
     if status is None:
         raise DaemonError(f"{what} did not return within {timeout:g}s and was killed ({output_tail(out, err)})"
                           f"{too_slow}")

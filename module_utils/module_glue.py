@@ -52,6 +52,10 @@ DAEMON_SPEC = {
     "process_match": {"type": "str"},
     "release_link": {"type": "path"},
     "release_paths": {"type": "dict"},
+    "stop_command": {"type": "raw"},
+    "daemon_chdir": {"type": "path"},
+    "daemon_user": {"type": "str"},
+    "daemon_group": {"type": "str"},
 }
 
 # The smoke test after a start on the new version (riskmgr_daemon, riskmgr_upgrade).

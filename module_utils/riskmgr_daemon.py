@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 
+from ansible.module_utils.daemon_account import CommandRunner
 from ansible.module_utils.host_processes import POLL_S, pid_is_running, process_cmdline, process_state, wait_for_exit
 from ansible.module_utils.pidfile_control import PidfileControl, split_command
 from ansible.module_utils.releases import Releases, ServiceIdentity, release_problems, switch_release
@@ -39,9 +40,15 @@ def schema_line(control: DaemonControl, log_path: str | None, version: int) -> s
 
 def daemon_control(params: dict, can_start: bool = True) -> DaemonControl:
     """The control for a module's DAEMON_SPEC parameters (module_glue); can_start: the start command is needed."""
+    runner = CommandRunner.from_params(params)
     if params["service_manager"] == "systemd":
-        return SystemdControl(params["service_name"])
-    return PidfileControl(params["pidfile"], split_command(params["start_command"]) if can_start else None)
+        if params.get("stop_command"):
+            raise DaemonError(f"systemd unit {params['service_name']}: stop_command (riskmgr_stop_command) is for "
+                              "service_manager=command; under systemd the unit's ExecStop= stops the daemon: unset it")
+        return SystemdControl(params["service_name"], runner)
+    stop_argv = split_command(params["stop_command"], "stop_command") if params.get("stop_command") else None
+    return PidfileControl(params["pidfile"], split_command(params["start_command"]) if can_start else None,
+                          stop_argv, runner, params.get("log_path"))
 
 
 def empty_result(pid: int | None = None, was_running: bool = False) -> dict:
@@ -85,8 +92,9 @@ def stop_daemon(control: DaemonControl, stop_timeout: float, stop_force: bool = 
     mark = log.mark()
     result["stop_requested_at"] = time.time()
     began = time.monotonic()
-    control.request_stop(pid)
-    if not wait_for_exit(pid, stop_timeout):
+    control.request_stop(pid, stop_timeout)
+    # stop_timeout counts from the request: a stop command's own run time is part of it.
+    if not wait_for_exit(pid, max(0.0, stop_timeout - (time.monotonic() - began))):
         if not stop_force:
             raise DaemonError(f"{control.label}: pid {pid} is still running {stop_timeout:g}s after "
                               f"{control.stop_how} and was left running ({log.tail_text(mark)}); "

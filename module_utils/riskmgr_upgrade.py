@@ -242,7 +242,8 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
         smoke_test(path, result, settings)
     except BaseException as err:
         result["failed_phase"] = phase
-        if phase == "stop":
+        # A stop command that failed after the daemon exited left it down: the recovery starts it again.
+        if phase == "stop" and not getattr(err, "daemon_down", False):
             not_stopped(path, before_version, result, err)
         result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, before_version, settings,
                                            served=phase == "smoke")
@@ -277,7 +278,7 @@ def finish_upgrade(path: str, backup_dir: Path, catalog: Catalog, control: Daemo
         smoke_test(path, result, settings)
     except BaseException as err:
         result["failed_phase"] = phase
-        if phase == "stop":
+        if phase == "stop" and not getattr(err, "daemon_down", False):
             not_stopped(path, result["from_version"], result, err)
         result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, back_to, settings,
                                            served=bool(pending) or phase == "smoke")

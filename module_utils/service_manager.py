@@ -139,8 +139,9 @@ class DaemonControl:
         """The pid the service manager names for the daemon now, or None (it may be dead or stale)."""
         raise NotImplementedError
 
-    def request_stop(self, pid: int | None) -> None:
-        """Ask the daemon to stop and return at once; the caller waits for pid to exit."""
+    def request_stop(self, pid: int | None, timeout: float | None = None) -> None:
+        """Ask the daemon to stop and return (at once, or once its stop command returned, within timeout);
+        the caller waits for pid to exit."""
         raise NotImplementedError
 
     def kill(self, pid: int) -> None:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import time
 
+from ansible.module_utils.daemon_account import CommandRunner
 from ansible.module_utils.host_processes import (
     POLL_S, pid_is_running, process_cmdline, run_checked, send_signal)
 from ansible.module_utils.service_manager import TAIL_LINES, DaemonControl, DaemonLog, FileLog
@@ -126,8 +127,9 @@ class SystemdControl(DaemonControl):
 
     pid_source = "from MainPID"
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self, unit: str, runner: CommandRunner | None = None) -> None:
         self.unit = unit
+        self.runner = runner or CommandRunner()  # the unit's User= runs the daemon; this, the smoke test
         self.label = f"systemd unit {unit}"
         # --no-block: systemd queues the stop job and we time the exit ourselves, as with SIGTERM.
         self.stop_how = f"`systemctl stop --no-block {unit}`"
@@ -167,7 +169,7 @@ class SystemdControl(DaemonControl):
                               "not a pid; check that service_name is a service unit")
         return int(text) or None  # 0: systemd knows no main process
 
-    def request_stop(self, pid: int | None) -> None:
+    def request_stop(self, pid: int | None, timeout: float | None = None) -> None:
         self.systemctl_output("stop", "--no-block", self.unit)
 
     def kill(self, pid: int) -> None:
@@ -235,10 +237,16 @@ class SystemdControl(DaemonControl):
         pid = self.parse_main_pid(status["MainPID"])
         running = pid_is_running(pid, process_match)
         cmdline = process_cmdline(pid) if pid and pid_is_running(pid) else ""
+        problems = unit_problems(self.unit, status, process_match, cmdline)
+        account = self.runner.account
+        if account is not None and status["LoadState"] == "loaded" and self.service_user() != account.name:
+            # The unit's User= runs the daemon; riskmgr_daemon_user only says who that is (and runs the smoke test).
+            problems.append(f"{self.label} runs its daemon as {self.service_user()} (User=), but riskmgr_daemon_user "
+                            f"is {account.name}: under systemd the unit's User= rules; make them agree, or unset "
+                            "riskmgr_daemon_user")
         return {"pid": pid, "running": running, "load_state": status["LoadState"] or None,
                 "active_state": status["ActiveState"] or None, "sub_state": status["SubState"] or None,
-                "unit_file_state": status["UnitFileState"] or None,
-                "problems": unit_problems(self.unit, status, process_match, cmdline)}
+                "unit_file_state": status["UnitFileState"] or None, "problems": problems}
 
     def wait_for_pid(self, old_pid: int | None, process_match: str | None, deadline: float,
                      log: DaemonLog, mark) -> int:

@@ -51,7 +51,7 @@ STATE = HERE / "state"
 STANDIN = {standin!r}
 RESTART_SEC = 0.2
 PROPERTIES = ("MainPID", "LoadState", "ActiveState", "SubState", "UnitFileState", "Result", "NRestarts",
-              "RefuseManualStart", "RefuseManualStop")
+              "RefuseManualStart", "RefuseManualStop", "User")
 
 
 def unit_config(unit):
@@ -104,7 +104,7 @@ def show(unit, config, props, value_only):
                   "ActiveState": active, "SubState": sub, "UnitFileState": "enabled",
                   "Result": "exit-code" if active == "failed" else "success",  # 252 keeps it after a start-limit hit
                   "NRestarts": restarts.read_text() if restarts.exists() else "0",
-                  "RefuseManualStart": "no", "RefuseManualStop": "no"}}
+                  "RefuseManualStart": "no", "RefuseManualStop": "no", "User": config.get("user", "")}}
     for prop in props:
         print(values[prop] if value_only else f"{{prop}}={{values[prop]}}")
     return 0

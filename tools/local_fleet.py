@@ -24,6 +24,7 @@ Commands:
                            [--refuse-version V --refuse-host NAME] [--track-pnl] [--interval-ms MS]
                            [--shape reference | random:SEED | mixed:SEED] [--python PATH]
                            [--no-releases | --release-fault HOST=FAULT ...]
+                           [--seed-layout [--user riskmgr] [--daemon-python /usr/bin/python3]]
     local_fleet.py start   --root DIR     start every daemon that is not running (same command as create)
     local_fleet.py stop    --root DIR     SIGTERM every daemon by its pidfile and wait (SIGKILL after 10 s)
     local_fleet.py destroy --root DIR     stop, then remove DIR (only a directory this tool created)
@@ -40,6 +41,10 @@ host's releases/2/FAULTS. --no-releases: the stand-in runs from tools/, no relea
 The group's vars set the watch window short (riskmgr_canary_watch_seconds 5, riskmgr_watch_seconds
 0): override them with -e.
 
+--seed-layout: hosts laid out as DB-SCHEMA-006 describes them (tools/fleet_seed.py): the risk manager
+in its own directory, ./scripts/start_daemon.sh and ./scripts/stop_daemon.sh run from it as --user
+(a non-root user that must exist), no releases; run as root, under a --root other users can reach.
+
 --shape is the v1 schema of the databases (tools/v1_shapes.py): `reference` (the default,
 000_baseline.sql), `random:SEED` (the same random shape on every host), or `mixed:SEED` (host 1
 the reference, host i `random:SEED+i`: a fleet whose hosts differ, as real ones do).
@@ -55,35 +60,31 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import sqlite3
-import subprocess
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import closing
 from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent
 STANDIN = TOOLS / "riskmgr_standin.py"
 SMOKE = TOOLS / "riskmgr_smoke.py"
 sys.path.insert(0, str(TOOLS))
-from make_state_db import build_v1_db  # noqa: E402  (sibling tools, found through sys.path)
-from riskmgr_standin import (FAULT_LINE, FAULTS_FILE, PROCESS_NAMES, RELEASE_FILE,  # noqa: E402
-                             StandinError, column_names, quote_identifier, schema_version, table_named)
+# The fleet's files, daemons and status live beside this file, one concern each; their names are
+# re-exported here, where the tests, the bench and Molecule have always found them.
+from fleet_daemons import is_alive, read_pid, start_daemon, stop_daemon, wait_for_exit  # noqa: E402,F401
+from fleet_files import FLEET_FILE, INVENTORY_FILE, FleetError, read_fleet, write_fleet  # noqa: E402,F401
+from fleet_seed import (DAEMON_PYTHON, SEED_USER, check_reachable, lay_out_seed_host, own_seed_files,  # noqa: E402
+                        seed_account, seed_host_vars)
+from fleet_status import status, status_lines  # noqa: E402,F401
+from make_state_db import build_v1_db  # noqa: E402
+from riskmgr_standin import FAULT_LINE, FAULTS_FILE, RELEASE_FILE  # noqa: E402
 from v1_shapes import shape_for  # noqa: E402
 
-FLEET_FILE = "fleet.json"
-INVENTORY_FILE = "inventory.yml"
 PROCESS_MATCH = "riskmgr_standin"  # the stand-in run from tools/ (--no-releases)
 RELEASES = ("1", "2")
 RELEASE_LINK = "current"
 RELEASE_DAEMON = Path("bin") / "riskmgr_daemon.py"  # inside a release directory
 RELEASE_SMOKE = Path("scripts") / "smoke_tests.py"
-RELEASE_LOG_LINE = re.compile(r"^\S+ INFO riskmgr release (\S+) starting from .*$", re.MULTILINE)
 SMOKE_TIMEOUT_S = 30
-STOP_TIMEOUT_S = 10.0
-POLL_S = 0.05
 INTERVALS_MS = (20, 30, 40, 50)  # the daemons write at different rates, like real ones
 # Values the playbooks need for a command-managed daemon on a local host.
 COMMON_VARS = {
@@ -99,10 +100,6 @@ GROUP_VARS = {
     "riskmgr_canary_watch_seconds": 5,
     "riskmgr_watch_seconds": 0,
 }
-
-
-class FleetError(Exception):
-    """An operator-ready message; main() prints it and exits 1."""
 
 
 # --- create -------------------------------------------------------------------------------------
@@ -236,8 +233,16 @@ def build_databases(paths: list[Path], rows: int, target_mb: float | None, shape
 def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: str, group: str,
            refuse_version: int | None, refuse_host: str | None, track_pnl: bool, interval_ms: int | None,
            shape: str = "reference", python: str = sys.executable, releases: bool = True,
-           release_faults: list[str] | None = None) -> dict:
+           release_faults: list[str] | None = None, seed_user: str | None = None,
+           daemon_python: str = DAEMON_PYTHON) -> dict:
+    """seed_user: hosts laid out as the seed describes, their daemon run by that user (fleet_seed.py)."""
     names = host_names(prefix, count)
+    if seed_user is not None:
+        seed_account(seed_user)
+        if refuse_version is not None or release_faults:
+            raise FleetError("--seed-layout has no releases and no refusing daemon: drop --refuse-version and "
+                             "--release-fault")
+        releases = False
     shapes = host_shapes(shape, names)
     if release_faults and not releases:
         raise FleetError("--release-fault needs the releases (drop --no-releases)")
@@ -254,19 +259,31 @@ def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: s
     if root.exists() and any(root.iterdir()):
         raise FleetError(f"{root}: exists and is not empty; run `local_fleet.py destroy --root {root}` first")
     root.mkdir(parents=True, exist_ok=True)
+    if seed_user is not None:
+        root.chmod(0o755)
+        check_reachable(root)
     # "hosts" holds exactly the inventory variables (Molecule compares them with its own).
     fleet = {"group": group, "group_vars": dict(GROUP_VARS), "hosts": {}, "shapes": shapes}
     for number, name in enumerate(names):
         host_dir = root / name
+        rate = interval_ms or INTERVALS_MS[number % len(INTERVALS_MS)]
+        if seed_user is not None:
+            lay_out_seed_host(host_dir, TOOLS, rate, daemon_python)
+            fleet["hosts"][name] = seed_host_vars(host_dir, python, seed_user, daemon_python,
+                                                  {**COMMON_VARS, **({"riskmgr_track_unrealized_pnl": True}
+                                                                     if track_pnl else {})})
+            continue
         for sub in ("data", "logs", "run"):
             (host_dir / sub).mkdir(parents=True, mode=0o755)
         if releases:
             lay_out_releases(host_dir, faults.get(name, []))
-        rate = interval_ms or INTERVALS_MS[number % len(INTERVALS_MS)]
         argv = standin_argv(host_dir, rate, refuse_version if name == refuse_host else None, python, releases)
         fleet["hosts"][name] = host_vars(host_dir, argv, track_pnl, python, releases)
     build_databases([root / name / "data" / "state.db" for name in names], rows, target_mb,
                     [shapes[name] for name in names])
+    if seed_user is not None:
+        for name in names:
+            own_seed_files(root / name, seed_user)
     # Written before the daemons start, so that a failed start can still be cleaned up by destroy.
     write_fleet(root, fleet)
     for name, variables in fleet["hosts"].items():
@@ -274,107 +291,7 @@ def create(root: Path, count: int, rows: int, target_mb: float | None, prefix: s
     return fleet
 
 
-def yaml_scalar(value) -> str:
-    """A YAML scalar: JSON's string, number and boolean forms are all valid YAML."""
-    return json.dumps(value)
-
-
-def yaml_key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name) else json.dumps(name)
-
-
-def inventory_text(fleet: dict, root: Path) -> str:
-    lines = [
-        "---",
-        f"# Written by tools/local_fleet.py create --root {root}; every host is a directory of this",
-        "# machine with its own state.db and stand-in daemon. Use: ansible-playbook -i <this file> ...",
-        "all:",
-        "  children:",
-        f"    {yaml_key(fleet['group'])}:",
-    ]
-    group_vars = fleet.get("group_vars", {})  # fleets written before group vars existed have none
-    if group_vars:
-        lines.append("      vars:")
-        lines += [f"        {key}: {yaml_scalar(value)}" for key, value in group_vars.items()]
-    lines.append("      hosts:")
-    for name, variables in fleet["hosts"].items():
-        lines.append(f"        {yaml_key(name)}:")
-        lines += [f"          {key}: {yaml_scalar(value)}" for key, value in variables.items()]
-    return "\n".join(lines) + "\n"
-
-
-def write_fleet(root: Path, fleet: dict) -> None:
-    for name, text in ((FLEET_FILE, json.dumps(fleet, indent=2) + "\n"), (INVENTORY_FILE, inventory_text(fleet, root))):
-        temp = root / f".{name}.tmp"
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, root / name)
-
-
-def read_fleet(root: Path) -> dict:
-    try:
-        return json.loads((root / FLEET_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FleetError(f"{root}: no {FLEET_FILE}; not a fleet made by `local_fleet.py create`") from None
-
-
 # --- daemons ------------------------------------------------------------------------------------
-
-def read_pid(pidfile: str) -> int | None:
-    try:
-        text = Path(pidfile).read_text(encoding="ascii", errors="replace").strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def is_alive(pid: int | None) -> bool:
-    """A live (not zombie) process whose command line names the stand-in: a pid can be reused."""
-    if pid is None:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X") and any(name.encode() in cmdline for name in PROCESS_NAMES)
-
-
-def start_daemon(name: str, variables: dict) -> int:
-    """Run the host's start command (it returns once the pidfile names the daemon); its pid."""
-    pid = read_pid(variables["riskmgr_pidfile"])
-    if is_alive(pid):
-        return pid
-    # Not a shell: the command is the same string riskmgr_daemon splits with shlex.
-    launched = subprocess.run(shlex.split(variables["riskmgr_start_command"]), stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=30, check=False)
-    pid = read_pid(variables["riskmgr_pidfile"])
-    if launched.returncode != 0 or not is_alive(pid):
-        raise FleetError(f"{name}: the stand-in daemon did not start (exit {launched.returncode}: "
-                         f"{launched.stderr.strip() or 'no output'}); see {variables['riskmgr_log_path']}")
-    return pid
-
-
-def stop_daemon(name: str, variables: dict, timeout: float = STOP_TIMEOUT_S) -> str:
-    """SIGTERM the daemon named by the pidfile and wait for it; SIGKILL one that ignores it."""
-    pid = read_pid(variables["riskmgr_pidfile"])
-    if not is_alive(pid):
-        return f"{name}: not running"
-    os.kill(pid, signal.SIGTERM)
-    if wait_for_exit(pid, timeout):
-        return f"{name}: stopped pid {pid}"
-    os.kill(pid, signal.SIGKILL)  # a fault-injection daemon (--ignore-sigterm) must not outlive the fleet
-    wait_for_exit(pid, timeout)
-    return f"{name}: pid {pid} ignored SIGTERM for {timeout:g}s and was killed"
-
-
-def wait_for_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while is_alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_S)
-    return True
-
 
 def stop(root: Path) -> list[str]:
     fleet = read_fleet(root)
@@ -395,99 +312,6 @@ def destroy(root: Path) -> list[str]:
     lines = stop(root)
     shutil.rmtree(root)
     return lines + [f"{root}: removed"]
-
-
-# --- status -------------------------------------------------------------------------------------
-
-def database_facts(path: str) -> dict:
-    """Schema version and row counts, read-only: what the daemon would see."""
-    if not Path(path).is_file():
-        return {"exists": False}
-    uri = Path(path).as_uri() + "?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
-        tables = [row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-        try:
-            version = schema_version(conn)  # the daemon's own reading, for a schema_version of any shape
-        except StandinError as err:
-            raise FleetError(f"{path}: {err}") from None
-        counts = {table: conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] for table in tables}
-        timed = timed_rows(conn)
-        indexes = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
-                               "AND name NOT LIKE 'sqlite_%'").fetchone()[0]
-    size = Path(path).stat().st_size + (Path(f"{path}-wal").stat().st_size if Path(f"{path}-wal").exists() else 0)
-    return {"exists": True, "version": version, "size": size, "indexes": indexes, "row_counts": counts,
-            "rows_with_execution_time": timed}
-
-
-def timed_rows(conn: sqlite3.Connection) -> int:
-    """enforcement_log rows whose execution_time_ms is set (> 0): what a release 2 daemon writes."""
-    table = table_named(conn, "enforcement_log")
-    column = column_names(conn, table).get("execution_time_ms") if table else None
-    if column is None:
-        return 0
-    return conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)} "
-                        f"WHERE {quote_identifier(column)} > 0").fetchone()[0]
-
-
-def link_facts(variables: dict) -> dict:
-    """The host's link, its target, and the release it names: "1", "2", or the target when it is neither."""
-    link = variables.get("riskmgr_release_link")
-    if link is None:
-        return {"link": None, "link_target": None, "release": None}
-    try:
-        target = os.readlink(link)
-    except OSError as err:
-        return {"link": link, "link_target": None, "release": f"({link}: {err.strerror})"}
-    releases = {variables["riskmgr_release_v1_path"]: "1", variables["riskmgr_release_v2_path"]: "2"}
-    named = releases.get(os.path.normpath(os.path.join(os.path.dirname(link), target)), target)
-    return {"link": link, "link_target": target, "release": named}
-
-
-def logged_release(log_path: str) -> tuple[str | None, str | None]:
-    """(N, the whole line) of the last "riskmgr release N starting" line of the daemon's log."""
-    try:
-        text = Path(log_path).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return None, None
-    found = list(RELEASE_LOG_LINE.finditer(text))
-    return (found[-1].group(1), found[-1].group(0)) if found else (None, None)
-
-
-def host_status(name: str, variables: dict, shape: str) -> dict:
-    pid = read_pid(variables["riskmgr_pidfile"])
-    logged, release_line = logged_release(variables["riskmgr_log_path"])
-    db = Path(variables["riskmgr_db_path"])
-    backup_dir = Path(variables["riskmgr_backup_dir"])
-    backups = sorted(p.name for p in backup_dir.glob("*.db")) if backup_dir.is_dir() else []
-    kept = sorted(p.name for p in db.parent.glob(f"{db.name}.*_*") if not re.search(r"-(wal|shm)$", p.name))
-    return {"host": name, "pid": pid, "alive": is_alive(pid), "db": str(db), "shape": shape, "backups": backups,
-            "kept": kept, **link_facts(variables), "logged_release": logged, "release_line": release_line,
-            **database_facts(str(db))}
-
-
-def status(root: Path) -> list[dict]:
-    fleet = read_fleet(root)
-    shapes = fleet.get("shapes", {})  # fleets created before shapes existed are all reference
-    return [host_status(name, variables, shapes.get(name, "reference")) for name, variables in fleet["hosts"].items()]
-
-
-def status_lines(report: list[dict]) -> list[str]:
-    lines = []
-    for host in report:
-        daemon = f"pid {host['pid']} alive" if host["alive"] else f"DOWN (pidfile: {host['pid'] or 'none'})"
-        if not host["exists"]:
-            lines.append(f"{host['host']}: daemon {daemon}; {host['db']} is missing")
-            continue
-        lines.append(f"{host['host']}: daemon {daemon}; schema v{host['version']}; shape {host['shape']}; "
-                     f"{host['size'] / 1048576:.1f} MB; "
-                     f"{host['indexes']} indexes; backups {len(host['backups'])}"
-                     + (f"; kept {', '.join(host['kept'])}" if host["kept"] else ""))
-        lines.append("    rows: " + ", ".join(f"{table} {count}" for table, count in host["row_counts"].items()))
-        if host["link"]:
-            lines.append(f"    release {host['release']}: {Path(host['link']).name} -> {host['link_target']}; "
-                         f"daemon log: {host['release_line'] or 'no release line yet'}")
-    return lines
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -520,6 +344,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                   "(default: the one running this tool)")
             sub.add_argument("--no-releases", dest="releases", action="store_false",
                              help="no releases/ and link: the daemon runs from tools/ (the layout before releases)")
+            sub.add_argument("--seed-layout", action="store_true",
+                             help="hosts laid out as DB-SCHEMA-006 describes: ./scripts/start_daemon.sh and "
+                                  "./scripts/stop_daemon.sh run from the host's directory as --user, no releases")
+            sub.add_argument("--user", default=SEED_USER, help=f"the daemon's user with --seed-layout (default {SEED_USER})")
+            sub.add_argument("--daemon-python", default=DAEMON_PYTHON,
+                             help=f"the daemon's interpreter with --seed-layout (default {DAEMON_PYTHON})")
             sub.add_argument("--release-fault", action="append", default=[], metavar="HOST=FAULT",
                              help="write FAULT into HOST's releases/2/FAULTS: refuse-start, smoke-fails, "
                                   "error-after=SECONDS or exit-after=SECONDS (repeatable)")
@@ -536,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "create":
             fleet = create(args.root, args.hosts, args.rows, args.target_mb, args.prefix, args.group,
                            args.refuse_version, args.refuse_host, args.track_pnl, args.interval_ms, args.shape,
-                           args.python, args.releases, args.release_fault)
+                           args.python, args.releases, args.release_fault,
+                           args.user if args.seed_layout else None, args.daemon_python)
             print(f"{args.root / INVENTORY_FILE}: {len(fleet['hosts'])} host(s) in group {fleet['group']}")
             print("\n".join(status_lines(status(args.root))))
         elif args.command == "status":

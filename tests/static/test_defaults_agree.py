@@ -50,6 +50,10 @@ MIRRORED = {
     "riskmgr_recovery_method": [("riskmgr_upgrade", "recovery_method"), ("riskmgr_recover", "method")],
     "riskmgr_smoke_timeout": [("riskmgr_upgrade", "smoke_timeout"), ("riskmgr_daemon", "smoke_timeout")],
     "riskmgr_watch_fail_regex": [("riskmgr_watch", "fail_regex")],
+    "riskmgr_stop_command": [(module, "stop_command") for module in DAEMON_MODULES],
+    "riskmgr_daemon_chdir": [(module, "daemon_chdir") for module in DAEMON_MODULES],
+    "riskmgr_daemon_user": [(module, "daemon_user") for module in DAEMON_MODULES],
+    "riskmgr_daemon_group": [(module, "daemon_group") for module in DAEMON_MODULES],
 }
 
 # riskmgr_X -> the options that name what a module acts on: no default, a module never picks a

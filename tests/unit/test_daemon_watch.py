@@ -47,7 +47,7 @@ def test_a_smoke_test_that_exits_0_passes_from_the_given_directory(tmp_path):
 
 def test_a_failing_smoke_test_names_its_command_status_and_output(tmp_path):
     smoke = SmokeTest(argv=(sys.executable, "-c", "import sys; sys.exit('no orders table')"), timeout=10)
-    with pytest.raises(DaemonError, match=r"^the smoke test `.*` exited with status 1 \(stderr: no orders table"):
+    with pytest.raises(DaemonError, match=r"^the smoke test `.*` \(run from / as root\) exited with status 1 \(stderr: no orders table"):
         run_smoke(smoke, None)
     with pytest.raises(DaemonError, match="could not be run"):
         run_smoke(SmokeTest(argv=(str(tmp_path / "missing"),), timeout=5), None)

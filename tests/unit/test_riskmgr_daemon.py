@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 from ansible.module_utils.testing import patch_module_args
 from ansible_run import load_library_module, run_module
+from daemon_account import CommandRunner, lookup_account
 from fake_systemd import FakeSystemd
 from host_processes import pid_is_running, process_cmdline, process_state, read_pid, wait_for_exit
 from pidfile_control import PidfileControl, run_start_command, split_command
@@ -268,7 +269,7 @@ def test_stale_pidfile_naming_another_process_is_neither_signalled_nor_trusted(h
 
 
 def test_start_command_that_fails_is_reported(host):
-    with pytest.raises(DaemonError, match=r"start_command `sh -c .*` exited with status 1 \(stderr: no config\)"):
+    with pytest.raises(DaemonError, match=r"start_command `sh -c .*` \(run from / as root\) exited with status 1 \(stderr: no config\)"):
         start_daemon(PidfileControl(str(host.pidfile), ["sh", "-c", "echo no config >&2; exit 1"]), **FAST)
 
 
@@ -682,6 +683,17 @@ def test_check_reads_the_unit_and_changes_nothing(systemd):
     assert missing["load_state"] == "not-found" and "is not found on this host" in missing["problems"][0]
 
 
+def test_check_of_a_unit_refuses_a_daemon_user_its_user_setting_does_not_name(systemd):
+    control = SystemdControl(systemd.unit, CommandRunner(account=lookup_account("nobody")))
+    assert check_daemon(control)["problems"] == [
+        f"systemd unit {systemd.unit} runs its daemon as root (User=), but riskmgr_daemon_user is nobody: under "
+        "systemd the unit's User= rules; make them agree, or unset riskmgr_daemon_user"]
+    systemd.settings["user"] = "nobody"
+    systemd.configure()
+    assert check_daemon(control)["problems"] == []
+    assert check_daemon(SystemdControl(systemd.unit))["problems"] == []  # no riskmgr_daemon_user: nothing to agree
+
+
 def test_check_of_a_pidfile_daemon(host):
     control = PidfileControl(str(host.pidfile), host.start_command())
     assert check_daemon(control, "riskmgr_standin") == {
@@ -695,12 +707,12 @@ def test_check_of_a_pidfile_daemon(host):
     broken = check_daemon(PidfileControl(str(host.pidfile), ["/nonexistent/riskmgr", "--daemon"]))
     assert broken["problems"] == [
         f"{host.pidfile}: does not hold a pid ('daemon'); if the daemon is stopped, remove the file and rerun",
-        f"{host.pidfile}: the start command's program /nonexistent/riskmgr is not an executable file on this host "
-        "(for this user); the daemon could not be started again after the migration: correct start_command"]
+        f"{host.pidfile}: start_command: its program /nonexistent/riskmgr (from /, as root) cannot run: /nonexistent "
+        "does not exist; correct riskmgr_start_command, or the file's mode or owner"]
     host.pidfile.unlink()
     # A bare name is looked up on PATH, as exec does.
     assert check_daemon(PidfileControl(str(host.pidfile), ["sh", "-c", "true"]))["problems"] == []
-    assert "program no-such-program-anywhere is not an executable file" in \
+    assert "program no-such-program-anywhere is not found on PATH" in \
         check_daemon(PidfileControl(str(host.pidfile), ["no-such-program-anywhere"]))["problems"][0]
 
 

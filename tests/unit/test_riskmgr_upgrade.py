@@ -258,7 +258,8 @@ def test_settings_take_each_option_of_the_module_into_its_own_field():
         "stop_force": True, "settle": 0.4, "start_timeout": 14, "log_path": "/var/log/rm.log",
         "process_match": "risk_manager", "busy_timeout_s": 15.0, "recovery_method": "restore",
         "releases": {"link": "/opt/rm/current", "paths": {1: "/opt/rm/r1", 2: "/opt/rm/r2"}},
-        "smoke": {"argv": ("python3", "scripts/smoke_tests.py"), "timeout": 16.0}}
+        "smoke": {"argv": ("python3", "scripts/smoke_tests.py"), "timeout": 16.0,
+                  "runner": {"chdir": None, "account": None}}}
 
 
 def test_hangup_interrupt_and_broken_pipe_are_ignored_while_shielded():
