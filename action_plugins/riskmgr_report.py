@@ -15,6 +15,9 @@ description:
   - Publishes the report as the run-wide stat C(riskmgr_reports) (host to report), which AWX / Automation
     Platform keep as the job's artifacts. With I(summary) it instead publishes C(riskmgr_summary), built
     from the reports of every host of the play so far (run it once per batch, after the reports).
+  - When this batch's failed hosts are more than I(max_fail_percentage) of it, the rollout stops (C(stops)):
+    the summary names the play's hosts the run never reached (C(untouched)), still on their version, their
+    daemon never stopped. The caller releases their run locks and ends the play.
   - A report is a record of the run, not managed state, so the task never reports a change (a rerun must
     report C(changed=0)). In check mode the report is built and shown, nothing is written.
 options:
@@ -47,6 +50,11 @@ options:
     description: Publish the summary of the play's hosts instead of one host's report.
     type: bool
     default: false
+  max_fail_percentage:
+    description: The play's max_fail_percentage (riskmgr_max_fail_percentage); with I(summary), tells whether
+      this batch's failures stop the play.
+    type: int
+    default: 0
 author: [Risk Platform team]
 """
 
@@ -65,7 +73,15 @@ EXAMPLES = r"""
 RETURN = r"""
 report: {description: The host's report (with I(summary), the summary)., type: dict, returned: always}
 path: {description: The report file written (null in check mode or with I(summary))., type: str, returned: always}
-
+stops:
+  description: With I(summary), whether this batch's failures end the rollout (the caller ends the play).
+  type: bool
+  returned: always
+untouched:
+  description: With I(summary), the play's hosts the run stops before (empty while the play goes on).
+  type: list
+  elements: str
+  returned: always
 """
 
 import json
@@ -100,20 +116,30 @@ class ActionModule(ActionBase):
             "results": {"type": "dict", "default": {}},
             "settings": {"type": "dict", "default": {}},
             "summary": {"type": "bool", "default": False},
+            "max_fail_percentage": {"type": "int", "default": 0},
         })
         host = task_vars["inventory_hostname"]
-        result.update(changed=False, path=None)
+        result.update(changed=False, path=None, stops=False, untouched=[])
         for what, name in (("run_id", args["run_id"]), ("inventory_hostname", host)):
             if not SAFE_NAME.match(name):
                 return dict(result, failed=True, msg=f"{host}: {what} {name!r} cannot be a file name; no report written")
         check_mode = bool(self._task.check_mode)
         if args["summary"]:
             hostvars = task_vars["hostvars"]
-            reports = [r for r in (hostvars[name].get("riskmgr_report")
-                                   for name in task_vars.get("ansible_play_hosts_all", []) if name in hostvars)
+            play_hosts = list(task_vars.get("ansible_play_hosts_all", []))
+            reports = [r for r in (hostvars[name].get("riskmgr_report") for name in play_hosts if name in hostvars)
                        if r and r.get("run_id") == args["run_id"]]
             summary = build_summary(reports, args["run_id"], args["action"], check_mode, args["dir"])
-            result.update(report=summary, ansible_stats={"data": {"riskmgr_summary": summary}, "per_host": False,
+            # This batch: the hosts reported since the last summary, which registered itself on the hosts of
+            # its batch (ansible_play_batch leaves out the hosts that failed).
+            batch = [r["host"] for r in reports
+                     if ((hostvars[r["host"]].get("__riskmgr_summary") or {}).get("report") or {}).get("run_id")
+                     != args["run_id"]]
+            stops = play_stops(reports, batch, args["max_fail_percentage"])
+            if stops:
+                summary["untouched"] = untouched_hosts(play_hosts, batch, reports, hostvars)
+            result.update(report=summary, stops=stops, untouched=[entry["host"] for entry in summary["untouched"]],
+                          ansible_stats={"data": {"riskmgr_summary": summary}, "per_host": False,
                                          "aggregate": False})
             display.display(summary_text(summary))
             return result
@@ -273,11 +299,37 @@ def build_summary(reports: list[dict], run_id: str, action: str, check_mode: boo
     return {"run_id": run_id, "mode": action, "check_mode": check_mode,
             "report_dir": None if check_mode else os.path.join(directory, run_id),
             "hosts": sorted(r["host"] for r in reports), "changed": hosts("changed"), "unchanged": hosts("unchanged"),
-            "failed": hosts("failed"), "longest_downtime_seconds": max(downtimes) if downtimes else None}
+            "failed": hosts("failed"), "longest_downtime_seconds": max(downtimes) if downtimes else None,
+            "untouched": []}
+
+
+def play_stops(reports: list[dict], batch: list[str], max_fail_percentage: int) -> bool:
+    """Whether the rollout stops after this batch: its failed hosts are more than max_fail_percentage of it
+    (every host of it, at 100). ansible-playbook alone stops only when the whole batch failed (a host
+    failed in a rescue counts only once its always section is done), so the caller ends the play."""
+    failed = [host for host in batch if any(r["host"] == host and r["outcome"] == "failed" for r in reports)]
+    if not batch or not failed:
+        return False
+    return len(failed) == len(batch) or len(failed) / len(batch) > max_fail_percentage / 100.0
+
+
+def untouched_hosts(play_hosts: list[str], batch: list[str], reports: list[dict], hostvars) -> list[dict]:
+    """The play's hosts after this batch that no batch reached: each with the version its preflight read
+    and whether this run holds its lock."""
+    reported = {r["host"] for r in reports}
+    left = []
+    for host in play_hosts:
+        if host in reported or host in batch:
+            continue
+        seen = hostvars[host] if host in hostvars else {}
+        plan = seen.get("__riskmgr_plan") or {}
+        left.append({"host": host, "version": plan.get("version"), "db": plan.get("db"),
+                     "lock": plan.get("lock") if seen.get("__riskmgr_lock") is not None else None})
+    return left
 
 
 def summary_text(summary: dict) -> str:
-    """Two lines at most."""
+    """Two lines at most, three when the run stops before some hosts (then the last lines of the run)."""
     counts = ", ".join(f"{outcome} {', '.join(summary[outcome])}" for outcome in ("changed", "unchanged", "failed")
                        if summary[outcome])
     head = (f"run {summary['run_id']} ({summary['mode']}{', check mode' if summary['check_mode'] else ''}), "
@@ -287,6 +339,10 @@ def summary_text(summary: dict) -> str:
     lines = [head]
     if summary["report_dir"]:
         lines.append(f"  reports: {summary['report_dir']}")
+    if summary["untouched"]:
+        versions = sorted({f"v{entry['version']}" for entry in summary["untouched"] if entry["version"] is not None})
+        lines.append(f"  untouched, the run stopped before them: {', '.join(e['host'] for e in summary['untouched'])}"
+                     f" - still on {' / '.join(versions) or 'their version'}, daemon never stopped, run lock released")
     return "\n".join(lines)
 
 

@@ -70,6 +70,7 @@ TASKS = [
     "Show the plan of every host and confirm it",
     "riskmgr : Show the plan of every host and ask for confirmation",
     "riskmgr : Stop here unless the plan was confirmed",
+    "End the rollout if an earlier batch stopped it",
     "Upgrade the host (offline or online), or put it back, then report it",
     "riskmgr : Validating arguments against arg spec 'upgrade' - Upgrade one host (offline as one host-side unit, or online), or put it back, then report it",
     "riskmgr : Upgrade the host, offline",
@@ -78,6 +79,7 @@ TASKS = [
     "riskmgr : Start the daemon if it is down on a database that needs no change",
     "riskmgr : Report this host",
     "riskmgr : Publish the summary of every host reported so far",
+    "riskmgr : Release the run lock of every host the run stops before",
     "riskmgr : Release the run lock of this host",
 ]
 LOCK_TASK = TASKS.index("riskmgr : Take the run lock for this host")

@@ -3,9 +3,12 @@
 Real ansible-playbook runs, at the default verbosity and the repository's ansible.cfg, against
 local fleets (tools/local_fleet.py, through test_playbooks.Fleet). Lines are counted as the
 operator's terminal shows them (stdout and stderr); the reports are read from riskmgr_report_dir.
+A canary that fails stops the run before the other hosts: they keep their database, their daemon
+and no run lock, and the run's last lines name them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -142,3 +145,59 @@ def test_a_refused_preflight_shows_its_reason_without_the_facts(tmp_path):
     finally:
         fleet.destroy()
 
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_failed_canary_leaves_the_hosts_it_never_reached_unlocked_and_named(tmp_path):
+    # Quiet daemons (one row at start): a database that changes was changed by the run.
+    fleet = Fleet(tmp_path / "canary fleet", "--interval-ms", "600000", "--release-fault", "local-1=smoke-fails",
+                  hosts=3)
+    try:
+        others = ["local-2", "local-3"]
+        before = {host: sha256(fleet.db(host)) for host in others}
+        pids = fleet.pids()
+        run = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true")
+        assert run.returncode != 0 and run.recap["local-1"]["failed"] == 1, run.output
+        for host in others:
+            assert run.recap[host]["changed"] == 0 and run.recap[host]["failed"] == 0, run.recap
+            assert sha256(fleet.db(host)) == before[host]
+            assert fleet.pids()[host] == pids[host] and fleet.alive(host)
+            assert fleet.logged_versions(host) == [1]
+            assert not Path(f"{fleet.db(host)}.migrate.lock").exists(), f"{host} keeps its run lock"
+        assert not list(fleet.root.rglob("*.migrate.lock"))
+        last = before_recap(run)[-1]
+        assert last == ("  untouched, the run stopped before them: local-2, local-3 - still on v1, daemon never "
+                        "stopped, run lock released"), "\n".join(before_recap(run)[-6:])
+        canary = json.loads(next(fleet.reports.iterdir()).joinpath("local-1.json").read_text())
+        assert canary["outcome"] == "failed" and canary["to_version"] == 1
+        # The next run finds no lock to break: no warning about one.
+        again = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true", "-l", "local-2", "--check")
+        assert_ran(again, ["local-2"])
+        assert "WARNING" not in again.output, again.output  # the lock it would break, and say so
+    finally:
+        fleet.destroy()
+
+
+def test_a_failed_host_in_a_later_batch_ends_the_rollout_there(tmp_path):
+    # A batch of two with one failure: ansible-playbook alone would go on to the next batch (a host
+    # failed in its rescue counts after its always section); max_fail_percentage 0 must end it.
+    fleet = Fleet(tmp_path / "batch fleet", "--release-fault", "local-2=smoke-fails", hosts=4)
+    try:
+        pids = fleet.pids()
+        run = fleet.playbook("migrate_v2.yml", "-e", json.dumps({"riskmgr_confirm": True,
+                                                                 "riskmgr_serial": [1, 2, 1]}))
+        assert run.returncode == 2, run.output[-3000:]
+        assert {h: (r["changed"] > 0, r["failed"]) for h, r in run.recap.items()} == {
+            "local-1": (True, 0), "local-2": (False, 1), "local-3": (True, 0), "local-4": (False, 0)}, run.recap
+        assert fleet.pids()["local-4"] == pids["local-4"] and fleet.logged_versions("local-4") == [1]
+        assert fleet.manifests("local-4") == []  # no backup: the run never began on it
+        assert not list(fleet.root.rglob("*.migrate.lock"))
+        # The last line but the banner of the batch that the playbook ends at once.
+        *_, named, banner = before_recap(run)
+        assert named == "  untouched, the run stopped before them: local-4 - still on v1, daemon never stopped, run lock " \
+                        "released", before_recap(run)[-6:]
+        assert banner.startswith("PLAY [Upgrade each host, canary first] *")
+    finally:
+        fleet.destroy()

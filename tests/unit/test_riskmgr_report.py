@@ -141,3 +141,25 @@ def test_times_are_iso_utc_and_a_skipped_result_is_no_recovery():
     text = json.dumps(report)
     assert not re.search(r"false_condition|skip_reason|invocation|1796676449", text), text
 
+
+def untouched_run(failed: list[str], batch: list[str], max_fail: int) -> tuple[bool, list[str]]:
+    hosts = ["a", "b", "c", "d"]
+    reports = [{"host": h, "outcome": "failed" if h in failed else "changed"} for h in batch]
+    hostvars = {h: {"__riskmgr_plan": {"version": 1, "db": f"/{h}/state.db", "lock": f"/{h}/state.db.migrate.lock"},
+                    "__riskmgr_lock": {}} for h in hosts}
+    stops = report_action.play_stops(reports, batch, max_fail)
+    return stops, [e["host"] for e in report_action.untouched_hosts(hosts, batch, reports, hostvars)]
+
+
+def test_the_hosts_a_stopped_play_never_reaches_are_named_only_when_it_stops():
+    assert untouched_run(["a"], ["a"], 0) == (True, ["b", "c", "d"])  # a failed canary
+    assert untouched_run([], ["a"], 0)[0] is False
+    assert untouched_run(["b"], ["b", "c"], 50)[0] is False  # 1 of 2 is not more than 50 %
+    assert untouched_run(["b", "c"], ["b", "c"], 100)[0] is True  # the whole batch failed
+    assert untouched_run(["b"], ["b", "c"], 0) == (True, ["a", "d"])
+    summary = report_action.build_summary([{"host": "a", "outcome": "failed", "downtime_seconds": 0.2}],
+                                          "run-1", "migrate", False, "/r")
+    summary["untouched"] = [{"host": "b", "version": 1, "db": "/b", "lock": "/b.lock"},
+                            {"host": "c", "version": 1, "db": "/c", "lock": None}]
+    assert report_action.summary_text(summary).splitlines()[-1] == (
+        "  untouched, the run stopped before them: b, c - still on v1, daemon never stopped, run lock released")
