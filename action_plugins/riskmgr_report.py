@@ -15,7 +15,7 @@ description:
   - Publishes the report as the run-wide stat C(riskmgr_reports) (host to report), which AWX / Automation
     Platform keep as the job's artifacts. With I(summary) it instead publishes C(riskmgr_summary), built
     from the reports of every host of the play so far (run it once per batch, after the reports).
-  - When this batch's failed hosts are more than I(max_fail_percentage) of it, the rollout stops (C(stops)):
+  - When this batch's failed hosts are more than I(max_fail_percentage) of it, the rollout stops (C(stops)) and
     the summary names the play's hosts the run never reached (C(untouched)), still on their version, their
     daemon never stopped. The caller releases their run locks and ends the play.
   - A report is a record of the run, not managed state, so the task never reports a change (a rerun must
