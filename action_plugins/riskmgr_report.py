@@ -260,17 +260,16 @@ def raw_report(host: str, run_id: str, action: str, check_mode: bool, settings: 
         "downtime_seconds": first(number(unit.get("downtime_seconds")), number(start.get("downtime_seconds")),
                                   round(serving - stop_requested, 3) if number(serving) and number(stop_requested)
                                   else None),
-        "daemon": daemon_report(facts, unit, start, recovery, raw["watch"]),
+        "daemon": daemon_report(facts, unit, start, recovery, raw["watch"], stop_requested is not None),
     }
 
 
-def daemon_report(facts: dict, unit: dict, start: dict, recovery: dict | None, watch: dict) -> dict:
+def daemon_report(facts: dict, unit: dict, start: dict, recovery: dict | None, watch: dict, stopped: bool) -> dict:
     """The daemon after the run: its pid and user (the user where the start read it), and whether the run
     stopped it."""
     started = (recovery or {}).get("start") or unit.get("start") or start or {}
     pid = first((recovery or {}).get("pid"), started.get("pid"), watch.get("pid"))
-    stopped = bool(first((unit.get("stop") or {}).get("stop_requested_at"), start.get("stop_requested_at"),
-                         (recovery or {}).get("pid")))
+    stopped = stopped or bool((recovery or {}).get("pid"))
     if pid is None and not stopped:
         pid = next((seen.get("pid") for seen in facts.get("open_by") or []), None)
     return {"pid": pid, "user": started.get("user") if started.get("pid") == pid else None, "stopped": stopped}

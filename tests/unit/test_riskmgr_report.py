@@ -163,3 +163,15 @@ def test_the_hosts_a_stopped_play_never_reaches_are_named_only_when_it_stops():
                             {"host": "c", "version": 1, "db": "/c", "lock": None}]
     assert report_action.summary_text(summary).splitlines()[-1] == (
         "  untouched, the run stopped before them: b, c - still on v1, daemon never stopped, run lock released")
+
+
+def test_a_rollback_by_the_step_roles_reports_the_daemon_it_stopped_and_started():
+    report = report_action.build_report(
+        "h1", "run-2", "rollback", False, SETTINGS,
+        {"facts": {"state": "v2", "version": 2}, "plan": {"change": True},
+         "stop": {"changed": True, "pid": 5, "stop_requested_at": 1796676449.5, "stop_seconds": 0.1},
+         "start": {"changed": True, "pid": 9, "user": "riskmgr", "serving_at": 1796676451.5},
+         "restore": {"changed": True, "schema_version": 1, "backup": "/b/state_v1.db", "kept": ["/k"]}})
+    assert report["daemon"] == {"pid": 9, "user": "riskmgr", "stopped": True}
+    assert report_action.result_line(report) == ("h1: v2 -> v1; downtime 2.0 s; daemon pid 9 (riskmgr); restored from "
+                                                 "/b/state_v1.db; kept /k")
