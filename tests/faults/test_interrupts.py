@@ -75,6 +75,7 @@ TASKS = [
     "riskmgr : Validating arguments against arg spec 'upgrade' - Upgrade one host (offline as one host-side unit, or online), or put it back, then report it",
     "riskmgr : Upgrade the host, offline",
     "riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process",
+    "riskmgr : Fail the host with what the unit says (it has put the host back)",
     "riskmgr : Watch the daemon on its new version, then accept the upgrade",
     "riskmgr : Start the daemon if it is down on a database that needs no change",
     "riskmgr : Report this host",

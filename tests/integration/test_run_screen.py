@@ -160,6 +160,9 @@ def test_a_failed_canary_leaves_the_hosts_it_never_reached_unlocked_and_named(tm
         pids = fleet.pids()
         run = fleet.playbook("migrate_v2.yml", "-e", "riskmgr_confirm=true")
         assert run.returncode != 0 and run.recap["local-1"]["failed"] == 1, run.output
+        # The canary's failure is its message, not the offline unit's whole result (every step and its SQL).
+        assert '"steps"' not in run.output and "CREATE TABLE" not in run.output, run.output
+        assert len(lines(run)) <= SCREEN_LINES, run.output
         for host in others:
             assert run.recap[host]["changed"] == 0 and run.recap[host]["failed"] == 0, run.recap
             assert sha256(fleet.db(host)) == before[host]
