@@ -132,7 +132,9 @@ class ActionModule(ActionBase):
         lines = plan_lines(args["plans"], args["action"], args["target_version"])
         result.update(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None,
                       plan=lines, refusal=None)
-        for line in lines:
+        # One short line per host on the screen; every step, path and command with -v or --diff.
+        full = display.verbosity > 0 or bool(self._task.diff)
+        for line in (lines if full else plan_lines(args["plans"], args["action"], args["target_version"], full=False)):
             display.display(line)
         if args["refused_hosts"]:
             return dict(result, refusal=f"not changed because {', '.join(args['refused_hosts'])} failed the preflight; "
@@ -186,8 +188,9 @@ def refusal(answer: dict, timeout: int) -> str:
             "riskmgr_require_confirmation=false.")
 
 
-def plan_lines(plans: list, action: str, target_version: int) -> list[str]:
-    """One line per host: what it is, and what the run will do to it (or that it will not touch it)."""
+def plan_lines(plans: list, action: str, target_version: int, full: bool = True) -> list[str]:
+    """One line per host: what it is, and what the run will do to it (or that it will not touch it);
+    not full: the steps counted by kind, the release, smoke test and watch named, not spelled out."""
     lines = []
     for plan in plans:
         head = f"{plan['host']}: {plan['db']} is {plan['state']}"
@@ -196,7 +199,8 @@ def plan_lines(plans: list, action: str, target_version: int) -> list[str]:
             if not plan.get("change"):
                 lines.append(f"{head} -> nothing to do, the daemon will not be touched")
                 continue
-            lines.append(f"{head} -> {migration_text(plan, target_version)}{after_start_text(plan, target_version)}")
+            lines.append(f"{head} -> {migration_text(plan, target_version, full)}"
+                         f"{after_start_text(plan, target_version, full)}")
         elif not plan.get("change"):
             lines.append(f"{head} -> already v1, nothing to do"
                          + ("; its daemon restarts on the v1 release" if release_switch(plan) else ""))
@@ -216,7 +220,19 @@ def release_switch(plan: dict) -> bool:
     return bool((plan.get("release") or {}).get("switch_needed"))
 
 
-def migration_text(plan: dict, target_version: int) -> str:
+def steps_text(steps: list, full: bool) -> str:
+    """Each step's object, or how many of each kind ("4 tables, 1 column, 4 indexes, 6 rows")."""
+    if full:
+        return f"[{', '.join(steps)}]"
+    kinds: dict = {}
+    for step in steps:
+        kind = str(step).split(" ", 1)[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    plural = {"index": "indexes"}
+    return "(" + ", ".join(f"{n} {kind if n == 1 else plural.get(kind, kind + 's')}" for kind, n in kinds.items()) + ")"
+
+
+def migration_text(plan: dict, target_version: int, full: bool = True) -> str:
     """What a migrate run does to the host's database (or why it touches a host whose database is done)."""
     steps = plan.get("steps") or []
     if plan.get("pending"):
@@ -229,18 +245,21 @@ def migration_text(plan: dict, target_version: int) -> str:
     downtime = (f"{measured} s of migration measured on a copy, plus daemon stop, backup, check and start"
                 if measured not in (None, "") else "not measured (add -e riskmgr_rehearse=true)")
     adopted = f"; adopts {', '.join(plan['adopted'])}" if plan.get("adopted") else ""
-    return f"v{target_version}: {len(steps)} steps [{', '.join(steps)}]{adopted}; expected downtime: {downtime}"
+    return f"v{target_version}: {len(steps)} steps {steps_text(steps, full)}{adopted}; expected downtime: {downtime}"
 
 
-def after_start_text(plan: dict, target_version: int) -> str:
+def after_start_text(plan: dict, target_version: int, full: bool = True) -> str:
     """The release switch, the smoke test and the watch that follow the start on the new version."""
     parts = []
     if release_switch(plan):
         release = plan["release"]
-        parts.append(f"{release['link']} switched from {release.get('linked')} to the v{target_version} release "
-                     f"{release['paths'].get(str(target_version))}")
+        if full:
+            parts.append(f"{release['link']} switched from {release.get('linked')} to the v{target_version} release "
+                         f"{release['paths'].get(str(target_version))}")
+        else:
+            parts.append(f"release link switched to v{target_version}'s")
     if plan.get("smoke"):
-        parts.append(f"smoke test `{plan['smoke']}`")
+        parts.append(f"smoke test `{plan['smoke']}`" if full else "smoke test")
     watch = plan.get("watch_seconds") or {}
     if watch:
         parts.append(f"watched {watch.get('canary')} s in the first batch, {watch.get('later')} s in later ones")

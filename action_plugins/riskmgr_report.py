@@ -6,12 +6,18 @@ module: riskmgr_report
 short_description: Build one host's run report from the run's raw results, show it, save it, publish it
 description:
   - Builds the report of one host from the raw results of the run (the preflight's facts and plan, the
-    offline unit, the step roles, the recovery), shows it, and writes it to C(<dir>/<run_id>/<host>.json)
-    on the controller through a temp file and a rename (directories 0755). It runs in the controller
-    process, so reporting costs no round trip to the host.
+    offline unit, the step roles, the recovery) and writes it to C(<dir>/<run_id>/<host>.json) on the
+    controller through a temp file and a rename (directories 0755). It runs in the controller process, so
+    reporting costs no round trip to the host.
+  - Shows one line per host (version, downtime, daemon pid and user, release, backup); with C(-v) the
+    whole report too. Times in the report are ISO 8601 UTC; skipped results and Ansible's own keys are
+    left out.
   - Publishes the report as the run-wide stat C(riskmgr_reports) (host to report), which AWX / Automation
     Platform keep as the job's artifacts. With I(summary) it instead publishes C(riskmgr_summary), built
     from the reports of every host of the play so far (run it once per batch, after the reports).
+  - When this batch's failed hosts are more than I(max_fail_percentage) of it, the rollout stops (C(stops)) and
+    the summary names the play's hosts the run never reached (C(untouched)), still on their version, their
+    daemon never stopped. The caller releases their run locks and ends the play.
   - A report is a record of the run, not managed state, so the task never reports a change (a rerun must
     report C(changed=0)). In check mode the report is built and shown, nothing is written.
 options:
@@ -44,6 +50,11 @@ options:
     description: Publish the summary of the play's hosts instead of one host's report.
     type: bool
     default: false
+  max_fail_percentage:
+    description: The play's max_fail_percentage (riskmgr_max_fail_percentage); with I(summary), tells whether
+      this batch's failures stop the play.
+    type: int
+    default: 0
 author: [Risk Platform team]
 """
 
@@ -62,12 +73,22 @@ EXAMPLES = r"""
 RETURN = r"""
 report: {description: The host's report (with I(summary), the summary)., type: dict, returned: always}
 path: {description: The report file written (null in check mode or with I(summary))., type: str, returned: always}
+stops:
+  description: With I(summary), whether this batch's failures end the rollout (the caller ends the play).
+  type: bool
+  returned: always
+untouched:
+  description: With I(summary), the play's hosts the run stops before (empty while the play goes on).
+  type: list
+  elements: str
+  returned: always
 """
 
 import json
 import os
 import re
 import tempfile
+from datetime import datetime, timezone
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
@@ -77,6 +98,9 @@ display = Display()
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 RESULT_NAMES = ("facts", "plan", "upgrade", "backup", "migrate", "verify", "stop", "start", "restore", "recover",
                 "watch", "failure")
+# What Ansible adds to a result (a skipped task's reason, a failed_when's verdict): not the run's record.
+ANSIBLE_KEYS = frozenset(("invocation", "false_condition", "skip_reason", "skipped", "failed_when_result",
+                          "changed_when_result", "ansible_facts", "warnings", "deprecations", "exception"))
 
 
 class ActionModule(ActionBase):
@@ -92,27 +116,39 @@ class ActionModule(ActionBase):
             "results": {"type": "dict", "default": {}},
             "settings": {"type": "dict", "default": {}},
             "summary": {"type": "bool", "default": False},
+            "max_fail_percentage": {"type": "int", "default": 0},
         })
         host = task_vars["inventory_hostname"]
-        result.update(changed=False, path=None)
+        result.update(changed=False, path=None, stops=False, untouched=[])
         for what, name in (("run_id", args["run_id"]), ("inventory_hostname", host)):
             if not SAFE_NAME.match(name):
                 return dict(result, failed=True, msg=f"{host}: {what} {name!r} cannot be a file name; no report written")
         check_mode = bool(self._task.check_mode)
         if args["summary"]:
-            reports = [hostvars.get("riskmgr_report") for name, hostvars in task_vars["hostvars"].items()
-                       if name in task_vars.get("ansible_play_hosts_all", [])]
-            summary = build_summary([r for r in reports if r], args["run_id"], args["action"], check_mode,
-                                    args["dir"])
-            result.update(report=summary, ansible_stats={"data": {"riskmgr_summary": summary}, "per_host": False,
-                                                         "aggregate": False})
+            hostvars = task_vars["hostvars"]
+            play_hosts = list(task_vars.get("ansible_play_hosts_all", []))
+            reports = [r for r in (hostvars[name].get("riskmgr_report") for name in play_hosts if name in hostvars)
+                       if r and r.get("run_id") == args["run_id"]]
+            summary = build_summary(reports, args["run_id"], args["action"], check_mode, args["dir"])
+            # This batch: the hosts reported since the last summary, which registered itself on the hosts of
+            # its batch (ansible_play_batch leaves out the hosts that failed).
+            batch = [r["host"] for r in reports
+                     if ((hostvars[r["host"]].get("__riskmgr_summary") or {}).get("report") or {}).get("run_id")
+                     != args["run_id"]]
+            stops = play_stops(reports, batch, args["max_fail_percentage"])
+            if stops:
+                summary["untouched"] = untouched_hosts(play_hosts, batch, reports, hostvars)
+            result.update(report=summary, stops=stops, untouched=[entry["host"] for entry in summary["untouched"]],
+                          ansible_stats={"data": {"riskmgr_summary": summary}, "per_host": False,
+                                         "aggregate": False})
             display.display(summary_text(summary))
             return result
         report = build_report(host, args["run_id"], args["action"], check_mode, args["settings"], args["results"])
         result.update(report=report, ansible_facts={"riskmgr_report": report},
                       ansible_stats={"data": {"riskmgr_reports": {host: report}}, "per_host": False,
                                      "aggregate": True})
-        display.display(f"{host}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
+        display.display(result_line(report))
+        display.v(f"{host}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
         if check_mode:
             return result
         try:
@@ -135,15 +171,44 @@ def number(value):
 
 
 def build_report(host: str, run_id: str, action: str, check_mode: bool, settings: dict, results: dict) -> dict:
+    """One host's report: plain JSON, times in ISO 8601 UTC, no Ansible internals."""
+    return record(raw_report(host, run_id, action, check_mode, settings, results))
+
+
+def plain_result(value) -> dict:
+    """A registered result as the report keeps it: a skipped task is no result; Ansible's keys go."""
+    if not isinstance(value, dict) or value.get("skipped"):
+        return {}
+    return {key: item for key, item in value.items() if key not in ANSIBLE_KEYS and not key.startswith("_ansible")}
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record(value, key: str = ""):
+    """The report as written: every epoch time (a key ending in _at) in ISO 8601 UTC, recursively, and
+    no Ansible internals at any depth."""
+    if isinstance(value, dict):
+        return {k: record(v, k) for k, v in value.items() if k not in ANSIBLE_KEYS and not k.startswith("_ansible")}
+    if isinstance(value, list):
+        return [record(item) for item in value]
+    if key.endswith("_at") and number(value) is not None and value > 0:
+        return iso_time(value)
+    return value
+
+
+def raw_report(host: str, run_id: str, action: str, check_mode: bool, settings: dict, results: dict) -> dict:
     """One host's report; each field says where it comes from, whichever path the run took."""
-    raw = {name: results.get(name) or {} for name in RESULT_NAMES}
+    raw = {name: plain_result(results.get(name)) for name in RESULT_NAMES if name != "failure"}
+    raw["failure"] = results.get("failure") or {}
     facts, plan, unit = raw["facts"], raw["plan"], raw["upgrade"]
     recover, failure = raw["recover"], raw["failure"] or None
     unit_backup, unit_stop, unit_start = unit.get("backup") or {}, unit.get("stop") or {}, unit.get("start") or {}
     unit_migration, unit_verify = unit.get("migration") or {}, unit.get("verification") or {}
     backup, migrate, restore = raw["backup"], raw["migrate"], raw["restore"]
     stop, start = raw["stop"], raw["start"]
-    recovery = unit.get("recovery") or (recover if recover else None)
+    recovery = plain_result(unit.get("recovery")) or recover or None
     if failure:
         outcome = "failed"
         to_version = first(recover.get("version"), (unit.get("recovery") or {}).get("version"), facts.get("version"))
@@ -189,14 +254,26 @@ def build_report(host: str, run_id: str, action: str, check_mode: bool, settings
             "start": first(unit_start.get("serve_seconds"), start.get("serve_seconds")),
         },
         "longest_migration_lock_seconds": migrate.get("longest_transaction_seconds"),
-        # The downtime's window (host epoch seconds) and length: from the stop request to the daemon
-        # serving again (its schema version line).
+        # The downtime's window (ISO 8601 UTC, from the host's clock) and length: from the stop request to
+        # the daemon serving again (its schema version line).
         "stop_requested_at": stop_requested,
         "serving_at": serving,
         "downtime_seconds": first(number(unit.get("downtime_seconds")), number(start.get("downtime_seconds")),
                                   round(serving - stop_requested, 3) if number(serving) and number(stop_requested)
                                   else None),
+        "daemon": daemon_report(facts, unit, start, recovery, raw["watch"], stop_requested is not None),
     }
+
+
+def daemon_report(facts: dict, unit: dict, start: dict, recovery: dict | None, watch: dict, stopped: bool) -> dict:
+    """The daemon after the run: its pid and user (the user where the start read it), and whether the run
+    stopped it."""
+    started = (recovery or {}).get("start") or unit.get("start") or start or {}
+    pid = first((recovery or {}).get("pid"), started.get("pid"), watch.get("pid"))
+    stopped = stopped or bool((recovery or {}).get("pid"))
+    if pid is None and not stopped:
+        pid = next((seen.get("pid") for seen in facts.get("open_by") or []), None)
+    return {"pid": pid, "user": started.get("user") if started.get("pid") == pid else None, "stopped": stopped}
 
 
 def release_report(facts: dict, unit_start: dict, start: dict, recovery: dict | None) -> dict | None:
@@ -222,20 +299,79 @@ def build_summary(reports: list[dict], run_id: str, action: str, check_mode: boo
     return {"run_id": run_id, "mode": action, "check_mode": check_mode,
             "report_dir": None if check_mode else os.path.join(directory, run_id),
             "hosts": sorted(r["host"] for r in reports), "changed": hosts("changed"), "unchanged": hosts("unchanged"),
-            "failed": hosts("failed"), "longest_downtime_seconds": max(downtimes) if downtimes else None}
+            "failed": hosts("failed"), "longest_downtime_seconds": max(downtimes) if downtimes else None,
+            "untouched": []}
+
+
+def play_stops(reports: list[dict], batch: list[str], max_fail_percentage: int) -> bool:
+    """Whether the rollout stops after this batch: its failed hosts are more than max_fail_percentage of it
+    (every host of it, at 100). ansible-playbook alone stops only when the whole batch failed (a host
+    failed in a rescue counts only once its always section is done), so the caller ends the play."""
+    failed = [host for host in batch if any(r["host"] == host and r["outcome"] == "failed" for r in reports)]
+    if not batch or not failed:
+        return False
+    return len(failed) == len(batch) or len(failed) / len(batch) > max_fail_percentage / 100.0
+
+
+def untouched_hosts(play_hosts: list[str], batch: list[str], reports: list[dict], hostvars) -> list[dict]:
+    """The play's hosts after this batch that no batch reached: each with the version its preflight read
+    and whether this run holds its lock."""
+    reported = {r["host"] for r in reports}
+    left = []
+    for host in play_hosts:
+        if host in reported or host in batch:
+            continue
+        seen = hostvars[host] if host in hostvars else {}
+        plan = seen.get("__riskmgr_plan") or {}
+        left.append({"host": host, "version": plan.get("version"), "db": plan.get("db"),
+                     "lock": plan.get("lock") if seen.get("__riskmgr_lock") is not None else None})
+    return left
 
 
 def summary_text(summary: dict) -> str:
-    lines = [f"run {summary['run_id']} ({summary['mode']}{', check mode' if summary['check_mode'] else ''}): "
-             f"{len(summary['hosts'])} host(s) reported so far"]
-    for outcome in ("changed", "unchanged", "failed"):
-        if summary[outcome]:
-            lines.append(f"  {outcome}: {', '.join(summary[outcome])}")
+    """Two lines at most, three when the run stops before some hosts (then the last lines of the run)."""
+    counts = ", ".join(f"{outcome} {', '.join(summary[outcome])}" for outcome in ("changed", "unchanged", "failed")
+                       if summary[outcome])
+    head = (f"run {summary['run_id']} ({summary['mode']}{', check mode' if summary['check_mode'] else ''}), "
+            f"{len(summary['hosts'])} host(s) so far: {counts or 'none'}")
     if summary["longest_downtime_seconds"] is not None:
-        lines.append(f"  longest downtime: {summary['longest_downtime_seconds']} s")
+        head += f"; longest downtime {summary['longest_downtime_seconds']} s"
+    lines = [head]
     if summary["report_dir"]:
         lines.append(f"  reports: {summary['report_dir']}")
+    if summary["untouched"]:
+        versions = sorted({f"v{entry['version']}" for entry in summary["untouched"] if entry["version"] is not None})
+        lines.append(f"  untouched, the run stopped before them: {', '.join(e['host'] for e in summary['untouched'])}"
+                     f" - still on {' / '.join(versions) or 'their version'}, daemon never stopped, run lock released")
     return "\n".join(lines)
+
+
+def result_line(report: dict) -> str:
+    """The host's run in one line: version (from -> to), downtime, daemon pid and user, release, backup."""
+    daemon, release = report.get("daemon") or {}, report.get("release") or {}
+    if report["outcome"] == "failed":
+        head = f"FAILED, now v{report['to_version']}"
+    elif report["outcome"] == "changed":
+        head = f"v{report['from_version']} -> v{report['to_version']}"
+    else:
+        head = f"v{report['to_version']}, nothing to do"
+    if report.get("check_mode"):
+        head += " (check mode: nothing was changed)"
+    parts = [head]
+    if report.get("downtime_seconds") is not None:
+        parts.append(f"downtime {report['downtime_seconds']} s")
+    if daemon.get("pid"):
+        who = f" ({daemon['user']})" if daemon.get("user") else ""
+        parts.append(f"daemon pid {daemon['pid']}{who}{'' if daemon.get('stopped') else ', not stopped'}")
+    if release.get("now"):
+        parts.append(f"release {release.get('version')} ({release['now']})")
+    if report.get("restored_from"):
+        parts.append(f"restored from {report['restored_from']}")
+    if report.get("backup") and not report.get("check_mode"):
+        parts.append(f"backup {report['backup']}")
+    if report.get("kept_files"):
+        parts.append(f"kept {', '.join(report['kept_files'])}")
+    return f"{report['host']}: " + "; ".join(parts)
 
 
 def write_report(directory: str, run_id: str, host: str, report: dict) -> str:

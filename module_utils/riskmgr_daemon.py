@@ -55,7 +55,7 @@ def empty_result(pid: int | None = None, was_running: bool = False) -> dict:
     return {"changed": False, "pid": pid, "was_running": was_running,
             "stop_requested_at": None, "stopped_at": None, "stop_seconds": None, "killed": False,
             "started_at": None, "serving_at": None, "healthy_at": None, "start_seconds": None, "serve_seconds": None,
-            "log_line": None, "log_mark": None, "release": None}
+            "log_line": None, "log_mark": None, "release": None, "user": None}
 
 
 def check_daemon(control: DaemonControl, process_match: str | None = None,
@@ -158,6 +158,8 @@ def start_daemon(control: DaemonControl, *, settle: float, start_timeout: float,
     result["log_line"], result["serving_at"] = wait_until_healthy(pid, control, process_match, began, settle,
                                                                   start_timeout, log, expect_log_line, mark)
     result["healthy_at"] = time.time()
+    identity = ServiceIdentity.of_process(pid)  # who it runs as, for the run's result line
+    result["user"] = identity.name if identity else None
     result["start_seconds"] = round(time.monotonic() - began, 3)
     result["serve_seconds"] = round(result["serving_at"] - result["started_at"], 3)
     return result

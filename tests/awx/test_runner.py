@@ -117,6 +117,14 @@ def test_a_confirmed_job_migrates_and_publishes_every_report_as_job_artifacts(fl
     for host, state in before.items():
         assert_end_state(fleet, state, job.run, db="v2", daemon="running")
 
+    # The job's output, as AWX shows it, reads in a screen as a terminal's does: ansible-runner's own
+    # stdout callback (awx_display) is the default one underneath, and it reads the project's ansible.cfg.
+    shown = job.run.output.splitlines()
+    assert len(shown) <= 80, job.run.output
+    for host in fleet.hosts:
+        assert sum(line.startswith(f"{host}: v1 -> v2; downtime ") for line in shown) == 1, job.run.output
+    assert '"outcome"' not in job.run.output and "ok: [" not in job.run.output
+
     # The JSON reports went to riskmgr_report_dir, an absolute path outside the project (which
     # AWX deletes after the job), and nothing was written into the project.
     run_dir, = fleet.reports.iterdir()

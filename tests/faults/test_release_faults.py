@@ -120,7 +120,9 @@ def test_a_controller_killed_during_the_canary_watch_leaves_release_2_on_v2_and_
         rerun = fleet.playbook("migrate_v2.yml", *CONFIRM, "-e", "riskmgr_canary_watch_seconds=4")
         assert_end_state(fleet, before, rerun, db="v2", daemon="running")
         assert "its upgrade was never accepted" in rerun.output and WATCHING.search(rerun.output)
-        assert re.search(r"ran 4 s \(canary watch\)", rerun.output)
+        # The watch's own account is in the run's report (the screen shows one result line per host).
+        report = json.loads((sorted(fleet.reports.iterdir())[-1] / f"{HOST}.json").read_text())
+        assert re.search(r"ran 4 s \(canary watch\)", report["watch"]["msg"]), report["watch"]
         assert fleet.pid(HOST) == watched and logged_releases(fleet, HOST) == [1, 2]
         assert not pending(before.db).exists()
         # Accepted: the next run changes nothing and leaves the daemon alone.

@@ -169,9 +169,13 @@ class FillAfterStop:
         assert self.filled_at is not None, "the filler never filled: the daemon was not stopped"
 
 
+UNIT_TASK = "TASK [riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process]"
+
+
 def preflight_only(run) -> None:
-    """The run ended in play 1: the offline unit (role upgrade) never ran, no daemon was stopped."""
-    assert "TASK [upgrade" not in run.stdout, run.stdout[-3000:]
+    """The run ended in play 1: the offline unit never ran (a task that ran shows: it changed or failed),
+    no daemon was stopped."""
+    assert UNIT_TASK not in run.stdout, run.stdout[-3000:]
 
 
 def backup_sha_of_live_file(db: Path) -> str:
@@ -407,7 +411,7 @@ def test_read_only_directory_is_refused_in_preflight(shared_fleet, become_user):
 
 def refused_by_the_unit(run) -> bool:
     """True when the refusal came from the offline unit in play 2 (the preflight let the host through)."""
-    return "TASK [upgrade" in run.stdout
+    return UNIT_TASK in run.stdout
 
 
 def test_database_of_another_user_is_refused_and_nothing_changes(shared_fleet, become_user):

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "action_plugins"))
-from riskmgr_confirm import why_no_one_can_answer  # noqa: E402  (an action plugin, found through sys.path)
+from riskmgr_confirm import plan_lines, why_no_one_can_answer  # noqa: E402  (an action plugin, through sys.path)
 
 
 @pytest.mark.parametrize("environ, task_vars, reason", [
@@ -32,3 +32,20 @@ def test_a_plain_run_may_ask_even_under_ansible_navigator_stdout_mode():
     # ansible-navigator --mode stdout passes the operator's terminal through, and sets only these.
     navigator = {"AWX_ISOLATED_DATA_DIR": "/tmp/ansible-navigator_x/artifacts/1", "ANSIBLE_STDOUT_CALLBACK": "awx_display"}
     assert why_no_one_can_answer(navigator, {"awx_job_id": "", "riskmgr_confirm": False}) is None
+
+
+PLAN = {"host": "h1", "db": "/srv/r/data/state.db", "state": "v1", "size_mb": 4.2, "journal_mode": "wal",
+        "change": True, "steps": ["table schema_version", "index idx_a", "index idx_b", "column t.c", "row v:1",
+                                  "row v:2"],
+        "release": {"switch_needed": True, "link": "/srv/r/current", "linked": "/srv/r/releases/1",
+                    "paths": {"1": "/srv/r/releases/1", "2": "/srv/r/releases/2"}},
+        "smoke": "bin/smoke --db data/state.db", "watch_seconds": {"canary": 600, "later": 60}}
+
+
+def test_the_plan_is_one_short_line_per_host_and_every_step_with_verbose_or_diff():
+    short, = plan_lines([PLAN], "migrate", 2, full=False)
+    assert short == ("h1: /srv/r/data/state.db is v1 (4.2 MB, wal) -> v2: 6 steps (1 table, 2 indexes, 1 column, "
+                     "2 rows); expected downtime: not measured (add -e riskmgr_rehearse=true); release link switched "
+                     "to v2's; smoke test; watched 600 s in the first batch, 60 s in later ones")
+    full, = plan_lines([PLAN], "migrate", 2)
+    assert all(step in full for step in PLAN["steps"]) and "/srv/r/releases/2" in full and PLAN["smoke"] in full

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import pwd
+import re
 from pathlib import Path
 
 import pytest
@@ -54,6 +57,11 @@ def test_an_offline_upgrade_reports_its_phases_and_the_downtime_window(host):
     assert all(isinstance(phases[name], float) for name in ("stop", "backup", "backup_check", "migrate", "verify",
                                                              "start", "preflight_integrity"))
     assert report["recovery"] is None and report["failure"] is None and report["migration_mode"] == "offline"
+    assert report["daemon"] == {"pid": unit["start"]["pid"], "user": pwd.getpwuid(os.getuid()).pw_name,
+                                "stopped": True}
+    assert report_action.result_line(report) == (
+        f"h1: v1 -> v2; downtime {unit['downtime_seconds']} s; daemon pid {unit['start']['pid']} "
+        f"({pwd.getpwuid(os.getuid()).pw_name}); backup {unit['backup']['backup']}")
     json.dumps(report)  # what is written and published is plain JSON
 
 
@@ -103,7 +111,9 @@ def test_a_failed_upgrade_put_back_reports_the_version_it_ended_on_and_the_recov
              "failure": {"phase": unit["failed_phase"], "msg": str(caught.value)}})
         assert report["outcome"] == "failed" and report["failure"]["phase"] == "start"
         assert report["to_version"] == 1  # put back: not the version it aimed at
-        assert report["recovery"] == unit["recovery"] and report["kept_files"] == unit["recovery"]["kept"]
+        assert report["recovery"] == report_action.record(unit["recovery"])  # its times in ISO 8601 UTC
+        assert report["kept_files"] == unit["recovery"]["kept"]
+        assert report_action.result_line(report).startswith("h1: FAILED, now v1; daemon pid ")
     finally:
         host.cleanup()
 
@@ -116,3 +126,54 @@ def test_the_summary_counts_the_fleet_so_far():
     assert (summary["changed"], summary["failed"], summary["unchanged"]) == (["a"], ["b"], ["c"])
     assert summary["longest_downtime_seconds"] == 1.5 and summary["report_dir"] == str(Path("/r") / "run-1")
     assert report_action.build_summary([], "r", "rollback", True, "/r")["report_dir"] is None
+
+
+def test_times_are_iso_utc_and_a_skipped_result_is_no_recovery():
+    skipped = {"changed": False, "skipped": True, "false_condition": "not (x | bool)",
+               "skip_reason": "Conditional result was False"}
+    report = report_action.build_report(
+        "h1", "run-1", "migrate", False, SETTINGS,
+        {"facts": {"state": "v2", "version": 2}, "plan": {"change": False}, "recover": skipped,
+         "start": {"stop_requested_at": 1796676449.6954556, "serving_at": 1796676449.806257, "pid": 7,
+                   "invocation": {"module_args": {}}}})
+    assert report["recovery"] is None
+    assert (report["stop_requested_at"], report["serving_at"]) == ("2026-12-07T20:47:29.695456Z",
+                                                                   "2026-12-07T20:47:29.806257Z")
+    assert report["downtime_seconds"] == 0.111
+    text = json.dumps(report)
+    assert not re.search(r"false_condition|skip_reason|invocation|1796676449", text), text
+
+
+def untouched_run(failed: list[str], batch: list[str], max_fail: int) -> tuple[bool, list[str]]:
+    hosts = ["a", "b", "c", "d"]
+    reports = [{"host": h, "outcome": "failed" if h in failed else "changed"} for h in batch]
+    hostvars = {h: {"__riskmgr_plan": {"version": 1, "db": f"/{h}/state.db", "lock": f"/{h}/state.db.migrate.lock"},
+                    "__riskmgr_lock": {}} for h in hosts}
+    stops = report_action.play_stops(reports, batch, max_fail)
+    return stops, [e["host"] for e in report_action.untouched_hosts(hosts, batch, reports, hostvars)]
+
+
+def test_the_hosts_a_stopped_play_never_reaches_are_named_only_when_it_stops():
+    assert untouched_run(["a"], ["a"], 0) == (True, ["b", "c", "d"])  # a failed canary
+    assert untouched_run([], ["a"], 0)[0] is False
+    assert untouched_run(["b"], ["b", "c"], 50)[0] is False  # 1 of 2 is not more than 50 %
+    assert untouched_run(["b", "c"], ["b", "c"], 100)[0] is True  # the whole batch failed
+    assert untouched_run(["b"], ["b", "c"], 0) == (True, ["a", "d"])
+    summary = report_action.build_summary([{"host": "a", "outcome": "failed", "downtime_seconds": 0.2}],
+                                          "run-1", "migrate", False, "/r")
+    summary["untouched"] = [{"host": "b", "version": 1, "db": "/b", "lock": "/b.lock"},
+                            {"host": "c", "version": 1, "db": "/c", "lock": None}]
+    assert report_action.summary_text(summary).splitlines()[-1] == (
+        "  untouched, the run stopped before them: b, c - still on v1, daemon never stopped, run lock released")
+
+
+def test_a_rollback_by_the_step_roles_reports_the_daemon_it_stopped_and_started():
+    report = report_action.build_report(
+        "h1", "run-2", "rollback", False, SETTINGS,
+        {"facts": {"state": "v2", "version": 2}, "plan": {"change": True},
+         "stop": {"changed": True, "pid": 5, "stop_requested_at": 1796676449.5, "stop_seconds": 0.1},
+         "start": {"changed": True, "pid": 9, "user": "riskmgr", "serving_at": 1796676451.5},
+         "restore": {"changed": True, "schema_version": 1, "backup": "/b/state_v1.db", "kept": ["/k"]}})
+    assert report["daemon"] == {"pid": 9, "user": "riskmgr", "stopped": True}
+    assert report_action.result_line(report) == ("h1: v2 -> v1; downtime 2.0 s; daemon pid 9 (riskmgr); restored from "
+                                                 "/b/state_v1.db; kept /k")

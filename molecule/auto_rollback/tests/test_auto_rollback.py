@@ -2,7 +2,8 @@
 
 local-1 must be back on its v1 backup with its daemon up and the migrated file kept as
 state.db.failed_v2_*; local-2 and local-3 must never have been stopped (max_fail_percentage 0
-ends the rollout after the canary's batch), so they are still v1 under their first daemon.
+ends the rollout after the canary's batch), so they are still v1 under their first daemon, and hold
+no run lock.
 """
 import posixpath
 
@@ -65,3 +66,5 @@ def test_other_hosts_were_never_stopped(host):
     assert failed_v2_files(host) == []
     backup_dir = host.ansible.get_variables()["riskmgr_backup_dir"]
     assert not host.file(backup_dir).exists  # no backup either: the host was never reached
+    # Nor is its run lock left (the canary's batch released it): the next run has none to break.
+    assert not host.file(host.ansible.get_variables()["riskmgr_db_path"] + ".migrate.lock").exists
