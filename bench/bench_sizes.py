@@ -131,13 +131,18 @@ def online_once(fleet: Fleet, work: Path, label: str) -> dict:
                          f"{json.dumps(report)[:400] if report else 'nothing'}")
     if not fleet.alive(name):
         raise BenchError(f"{label}: the daemon of {name} is not running after the online migration")
-    stop_at = float(report["stop_requested_at"])
+    stop_at = epoch_of(report["stop_requested_at"])
     gap, rows_written = longest_write_gap(db, began, stop_at)
     after = db_rows(db)
     lost = {t: before[t] - after.get(t, 0) for t in before if after.get(t, 0) < before[t]}
     return {"wall": done.wall, "cpu": done.cpu, "downtime": float(report["downtime_seconds"]), "longest_gap": gap,
             "rows_during_run": rows_written, "longest_lock": report.get("longest_migration_lock_seconds"),
             "trouble": writer_trouble(log_path, log_offset), "rows_lost": lost, "phases": report["phases_seconds"]}
+
+
+def epoch_of(report_time: str) -> float:
+    """A report's ISO 8601 UTC time ('2026-12-07T21:40:12.123456Z') as seconds since the epoch."""
+    return datetime.fromisoformat(report_time.replace("Z", "+00:00")).timestamp()
 
 
 def plain_restart_once(fleet: Fleet) -> float:

@@ -244,6 +244,11 @@ pid:
   returned: always
   description: Pid of the daemon - the running one, the one stopped, or the one started. null when none.
   sample: 48213
+user:
+  type: str
+  returned: when state is started or restarted
+  description: The user the started daemon runs as, read from its process; null when none was started.
+  sample: riskmgr
 running:
   type: bool
   returned: when state is checked
