@@ -55,6 +55,17 @@ options:
     description: I(backup_dir) must have this factor times the database and its C(-wal) free, or the host is refused.
     type: float
     default: 1.1
+  prove_writes:
+    description:
+      - With I(plan), when a change is planned, prove that the daemon's writes still work after it - before any
+        stop. Inside one C(BEGIN IMMEDIATE) transaction on the live file that is always rolled back (the file's bytes
+        never change; the write lock is held for milliseconds, reported in I(write_proof.lock_ms)), the change is
+        applied (an upgrade's non-unique indexes left out) and a row is inserted into each table it alters and each
+        table whose triggers name one, as the old code writes it and as the new code does; every view readable
+        before must still be readable. What the change breaks is a refusal naming the trigger, view or constraint,
+        SQLite's error and the fix. C(PRAGMA foreign_keys) is on for the proof when the database declares foreign keys.
+    type: bool
+    default: false
   require_wal:
     description: Refuse a database that is not in WAL mode when a change is planned (online mode).
     type: bool
@@ -170,6 +181,13 @@ plan:
       as M(sqlite_migrate) returns them, C(data_dropped) for a downgrade; null when the database cannot be migrated.
   type: dict
   returned: always
+write_proof:
+  description:
+    - With I(prove_writes) and a planned change, C(ok), C(failures) (the refusals it adds), C(notes) (tables whose
+      writes could not be proven and why), C(tables) and C(views) proven, C(lock_ms) the write lock was held,
+      C(foreign_keys) whether they were enforced; null otherwise.
+  type: dict
+  returned: always
 refusals:
   description:
     - Every reason the host cannot be changed, each naming the file and the remedy - the database's I(problems),
@@ -217,7 +235,7 @@ def run(module: AnsibleModule) -> dict:
         target_version=params["target_version"], integrity=params["integrity"], count_rows=params["count_rows"],
         busy_timeout_s=params["busy_timeout"], process_match=params["process_match"], plan=params["plan"],
         free_space_margin=params["free_space_margin"], require_wal=params["require_wal"],
-        releases=Releases.from_params(params))
+        releases=Releases.from_params(params), prove_writes=params["prove_writes"])
     facts = gather(params["path"], catalog_of_params(params), request)
     # Not "path": exit_json() overwrites state, mode and size of any result with a "path" key
     # with the stat of that file (state would always read "file").
@@ -243,6 +261,7 @@ def main() -> None:
             "plan": {"type": "bool", "default": False},
             "free_space_margin": {"type": "float", "default": 1.1},
             "require_wal": {"type": "bool", "default": False},
+            "prove_writes": {"type": "bool", "default": False},
             "fail_on_refusal": {"type": "bool", "default": False},
             "release_link": {"type": "path"},
             "release_paths": {"type": "dict"},

@@ -16,6 +16,7 @@ from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, INTEGRITY_PRAGMAS, MigrationError, RiskmgrError, connect_readonly, database_bytes, free_bytes,
     integrity_result, migration_write_problems, sqlite_error_text, table_row_counts)
+from ansible.module_utils.sqlite_migration import prove_change
 from ansible.module_utils.sqlite_plan import data_dropped, plan
 from ansible.module_utils.sqlite_schema import (
     INCOMPLETE, USABLE, index_names, inspect, read_versions, table_names)
@@ -66,6 +67,7 @@ class FactsRequest:
     free_space_margin: float = 1.1  # the backup needs the database and its -wal times this
     require_wal: bool = False  # online mode: backup and migration run while the daemon writes
     releases: Releases | None = None  # the release link: which release it names, and whether it must switch
+    prove_writes: bool = False  # with plan: the daemon's inserts tried on the changed schema, rolled back
 
 
 def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) -> dict:
@@ -100,6 +102,7 @@ def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) 
             conn.execute("COMMIT")
     except sqlite3.Error as err:
         raise RiskmgrError(sqlite_error_text(path, err, request.busy_timeout_s)) from err
+    facts["write_proof"] = write_proof(path, catalog, facts, request)
     facts["refusals"] = refusals(path, facts, request)
     # Beside the database, not in it: an upgrade started and never accepted, and the code that runs.
     facts["pending_upgrade"] = read_pending(path)
@@ -120,9 +123,26 @@ def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str)
             "data_dropped": data_dropped(conn, steps) if direction == "down" else {}}
 
 
+def write_proof(path: str, catalog, facts: dict, request: FactsRequest) -> dict | None:
+    """sqlite_migration.prove_change on the live file, when a change is planned and the file can take it."""
+    if not (request.prove_writes and catalog and facts.get("plan") and facts["plan"]["direction"] != "none"):
+        return None
+    if facts["write_problems"]:
+        return {"ok": False, "failures": [], "notes": ["not run: the file cannot be written (see write_problems)"]}
+    target = request.target_version or catalog.newest_version
+    try:
+        return prove_change(path, catalog, request.options, target, request.busy_timeout_s)
+    except MigrationError as err:
+        return {"ok": False, "failures": [f"{err}; the write proof could not run"], "notes": []}
+    except sqlite3.Error as err:
+        return {"ok": False, "failures": [f"{sqlite_error_text(path, err, request.busy_timeout_s)}; the proof of the "
+                                          "daemon's writes could not take the write lock or run"], "notes": []}
+
+
 def refusals(path: str, facts: dict, request: FactsRequest) -> list[str]:
     """Why the preflight stops this host before its daemon is stopped; empty when nothing does."""
     found = [f"{path} is in state {facts['state']}: {problem}" for problem in facts.get("problems") or []]
+    found += (facts.get("write_proof") or {}).get("failures", [])
     integrity = facts.get("integrity")
     if integrity and not integrity["ok"]:
         errors = " | ".join(" ".join(line.split()) for line in integrity["errors"][:5])

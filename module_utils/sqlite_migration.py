@@ -21,6 +21,7 @@ from ansible.module_utils.sqlite_common import (
 from ansible.module_utils.sqlite_history import (
     LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
 from ansible.module_utils.sqlite_plan import Step, data_dropped, plan
+from ansible.module_utils.sqlite_proof import after, altered_by, baseline, foreign_keys_declared
 from ansible.module_utils.sqlite_rebuild import (
     check_no_new_violations, foreign_key_violations, rebuild_table, rebuilt_as_recorded)
 from ansible.module_utils.sqlite_schema import Inspection
@@ -186,16 +187,20 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
     (sqlite_rebuild explains why); both are put back afterwards.
     """
     started = time.monotonic()
-    settings = rebuild_settings(conn) if target == catalog.baseline_version else {}
+    settings = rebuild_settings(conn) if target == catalog.baseline_version else proof_settings(conn)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
             inspection, steps, direction = plan(conn, catalog, options, target, path)
+            proof = baseline(conn, *altered_by(steps, direction))
             if direction == "down":
                 result["data_dropped"] = data_dropped(conn, steps)
                 apply_downgrade(conn, catalog, options, steps, path)
             else:
                 apply_steps(conn, catalog, options, steps)
+            refuse_broken_writes(after(conn, proof, direction, path), "the transaction was rolled back, "
+                                 "database left unchanged")
+            result["write_proof"] = proof.as_dict()
             if before_commit is not None:
                 before_commit()
             conn.execute("COMMIT")
@@ -219,6 +224,91 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
 REBUILD_PRAGMAS = {"foreign_keys": 0, "legacy_alter_table": 1}
 
 
+def proof_settings(conn: sqlite3.Connection) -> dict[str, int]:
+    """An upgrade runs with PRAGMA foreign_keys on when the application declares foreign keys, so the
+    write proof before its commit checks them as an enforcing daemon would (adding columns, tables and
+    indexes is not affected by it). Returns the value to put back."""
+    previous = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    if foreign_keys_declared(conn):
+        conn.execute("PRAGMA foreign_keys = 1")
+    return {"foreign_keys": previous}
+
+
+def refuse_broken_writes(failures: list[str], outcome: str) -> None:
+    """Roll the change back when the daemon's writes would fail on it (sqlite_proof)."""
+    if failures:
+        raise MigrationError(" | ".join(failures) + f"; {outcome}")
+
+
+# The preflight's proof of a downgrade rebuilds the tables it changes under the write lock; above this
+# many rows that would hold the running daemon's writes too long, and the proof runs when the real
+# downgrade does (before its commit) and in sqlite_verify, the dependents check having run before.
+PROOF_REBUILD_ROWS = 200_000
+
+
+def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: int,
+                 busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
+    """The write proof on the live file, before any stop: the change applied and the daemon's inserts
+    tried inside one BEGIN IMMEDIATE transaction that is always rolled back (nothing reaches the file).
+    An upgrade's indexes are left out unless UNIQUE: building one is the slow part, and a non-unique
+    index changes no insert. Returns {"ok", "failures", "notes", "tables", "views", "lock_ms", ...}."""
+    downgrade = target == catalog.baseline_version
+    with closing(connect_writable(path, busy_timeout_s)) as conn:
+        settings = rebuild_settings(conn) if downgrade else proof_settings(conn)
+        try:
+            enforced = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+            conn.execute("BEGIN IMMEDIATE")
+            locked = time.monotonic()
+            try:
+                result = proof_transaction(conn, catalog, options, target, path)
+            finally:
+                conn.execute("ROLLBACK")
+            result["lock_ms"] = round((time.monotonic() - locked) * 1000, 1)
+            result["foreign_keys"] = enforced
+            return result
+        finally:
+            for pragma, value in settings.items():
+                conn.execute(f"PRAGMA {pragma} = {int(value)}")
+
+
+def proof_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
+                      path: str) -> dict:
+    _inspection, steps, direction = plan(conn, catalog, options, target, path)
+    if not [s for s in steps if s.action != "skip"]:
+        return {"ok": True, "failures": [], "notes": ["no change planned"], "tables": [], "views": []}
+    added, removed = altered_by(steps, direction)
+    if direction == "down":
+        rows = sum(conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(t)}").fetchone()[0] for t in removed)
+        if rows > PROOF_REBUILD_ROWS:
+            return {"ok": True, "failures": [], "tables": [], "views": [], "notes": [
+                f"the tables the downgrade rebuilds hold {rows} rows (over {PROOF_REBUILD_ROWS}): their writes are "
+                "proven before the downgrade commits and by sqlite_verify, not under the running daemon's lock"]}
+    proof = baseline(conn, added, removed)
+    now = utc_now()
+    for step in steps:
+        if step.action == "skip" or (step.action == "create" and step.kind == "index"
+                                     and "UNIQUE" not in step.sql.upper().split("INDEX", 1)[0]):
+            continue
+        try:
+            apply_step(conn, step, now)
+        except sqlite3.Error as err:
+            proof.failures = [f"{path}: {step.file} fails at {step.object}: {err}; " + clash_fix(conn, step, str(err))]
+            break
+    else:
+        after(conn, proof, direction, path)
+    return dict(proof.as_dict(), ok=not proof.failures)
+
+
+def clash_fix(conn: sqlite3.Connection, step: Step, error: str) -> str:
+    """What to do when a step of the change fails in the proof (an object of another kind holds its name)."""
+    name = step.name.split(".", 1)[0]
+    row = conn.execute("SELECT type, name FROM sqlite_master WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
+    if "already" in error and row:
+        return (f"the database has a {row[0]} named {row[1]}, which the change needs for its {step.kind}: rename or "
+                "drop it after review, then rerun")
+    return "fix what the error names, then rerun"
+
+
 def rebuild_settings(conn: sqlite3.Connection) -> dict[str, int]:
     """Set what a table rebuild needs; return the values to put back."""
     previous = {pragma: conn.execute(f"PRAGMA {pragma}").fetchone()[0] for pragma in REBUILD_PRAGMAS}
@@ -240,7 +330,24 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
     """
     started = time.monotonic()
     applied: list[Step] = []
-    longest, transactions = 0.0, 0
+    settings = proof_settings(conn)
+    try:
+        write_steps(conn, catalog, options, target, path, busy_timeout_s, applied)
+    finally:
+        for pragma, value in settings.items():
+            conn.execute(f"PRAGMA {pragma} = {int(value)}")
+    result["steps"] = [s.as_dict() for s in applied]
+    result["changed"] = bool(applied)
+    result["to_version"] = target
+    result["seconds"] = round(time.monotonic() - started, 4)
+    result["longest_transaction_seconds"] = round(max((s.data.get("transaction_seconds", 0) for s in applied),
+                                                      default=0.0), 4)
+    result["transactions"] = len({s.data.get("transaction") for s in applied})
+
+
+def write_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int, path: str,
+                busy_timeout_s: float, applied: list[Step]) -> None:
+    transactions = 0
     while True:
         begun = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
@@ -248,7 +355,10 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
             _inspection, steps, _direction = plan(conn, catalog, options, target, path)
             creates = [s for s in steps if s.action == "create"]
             batch = creates[:1] or [s for s in steps if s.action in ("adopt", "record")]
+            # The v1 daemon writes on each committed step: a step that breaks its inserts never commits.
+            proof = baseline(conn, *altered_by(batch, "up"))
             apply_steps(conn, catalog, options, batch)
+            refuse_broken_writes(after(conn, proof, "up", path), "this step was rolled back")
             conn.execute("COMMIT")
         except BaseException as err:
             if conn.in_transaction:
@@ -260,8 +370,9 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
             if isinstance(err, sqlite3.Error):
                 raise MigrationError(f"{sqlite_error_text(path, err, busy_timeout_s)}{done}") from err
             raise
-        longest = max(longest, time.monotonic() - begun)
         transactions += 1
+        for step in batch:
+            step.data = dict(step.data, transaction=transactions, transaction_seconds=time.monotonic() - begun)
         applied.extend(batch)
         # An index build leaves its pages in the -wal; copied into the database here (PASSIVE: the
         # daemon's writes never wait for it), the daemon's own next commit does not have to, and
@@ -269,12 +380,6 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if not creates:
             break
-    result["steps"] = [s.as_dict() for s in applied]
-    result["changed"] = bool(applied)
-    result["to_version"] = target
-    result["seconds"] = round(time.monotonic() - started, 4)
-    result["longest_transaction_seconds"] = round(longest, 4)
-    result["transactions"] = transactions
 
 
 # --- showing what changes ------------------------------------------------------------------------------
