@@ -16,7 +16,9 @@ from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, INTEGRITY_PRAGMAS, MigrationError, RiskmgrError, connect_readonly, database_bytes, free_bytes,
     integrity_result, migration_write_problems, sqlite_error_text, table_row_counts)
+from ansible.module_utils.sqlite_dependents import dependents, downgrade_blockers
 from ansible.module_utils.sqlite_migration import prove_change
+from ansible.module_utils.sqlite_proof import altered_by
 from ansible.module_utils.sqlite_plan import data_dropped, plan
 from ansible.module_utils.sqlite_schema import (
     INCOMPLETE, USABLE, index_names, inspect, read_versions, table_names)
@@ -119,14 +121,20 @@ def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str)
     except MigrationError:
         return None  # a database that cannot be migrated: its problems are the refusal
     changing = [s for s in steps if s.action != "skip"]
+    added, removed = altered_by(steps, direction)
     return {"direction": direction if changing else "none", "steps": [s.as_dict() for s in changing],
-            "data_dropped": data_dropped(conn, steps) if direction == "down" else {}}
+            "data_dropped": data_dropped(conn, steps) if direction == "down" else {},
+            # The triggers, views and indexes on what the change touches; for a downgrade, those in its way.
+            "dependents": dependents(conn, {**added, **removed}),
+            "blockers": downgrade_blockers(conn, steps, path) if direction == "down" else []}
 
 
 def write_proof(path: str, catalog, facts: dict, request: FactsRequest) -> dict | None:
     """sqlite_migration.prove_change on the live file, when a change is planned and the file can take it."""
     if not (request.prove_writes and catalog and facts.get("plan") and facts["plan"]["direction"] != "none"):
         return None
+    if facts["plan"]["blockers"]:
+        return {"ok": False, "failures": [], "notes": ["not run: the objects in the downgrade's way come first"]}
     if facts["write_problems"]:
         return {"ok": False, "failures": [], "notes": ["not run: the file cannot be written (see write_problems)"]}
     target = request.target_version or catalog.newest_version
@@ -142,6 +150,7 @@ def write_proof(path: str, catalog, facts: dict, request: FactsRequest) -> dict 
 def refusals(path: str, facts: dict, request: FactsRequest) -> list[str]:
     """Why the preflight stops this host before its daemon is stopped; empty when nothing does."""
     found = [f"{path} is in state {facts['state']}: {problem}" for problem in facts.get("problems") or []]
+    found += (facts.get("plan") or {}).get("blockers", [])
     found += (facts.get("write_proof") or {}).get("failures", [])
     integrity = facts.get("integrity")
     if integrity and not integrity["ok"]:

@@ -20,6 +20,7 @@ from ansible.module_utils.sqlite_common import (
     placeholders, quote_identifier, set_autoincrement_sequence, sqlite_error_text)
 from ansible.module_utils.sqlite_history import (
     LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
+from ansible.module_utils.sqlite_dependents import downgrade_blockers
 from ansible.module_utils.sqlite_plan import Step, data_dropped, plan
 from ansible.module_utils.sqlite_proof import after, altered_by, baseline, foreign_keys_declared
 from ansible.module_utils.sqlite_rebuild import (
@@ -153,6 +154,7 @@ def migrate_database(path: str, migrations_dir: Catalog | str | Path, target_ver
             # A read transaction, so the plan sees one consistent state while the daemon writes.
             conn.execute("BEGIN")
             inspection, steps, direction = plan(conn, catalog, options, target, path)
+            refuse_blockers(conn, steps, direction, path)
             result = result_skeleton(inspection, steps, direction, target, catalog)
             if direction == "down":
                 result["data_dropped"] = data_dropped(conn, steps)
@@ -192,6 +194,7 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
         conn.execute("BEGIN IMMEDIATE")
         try:
             inspection, steps, direction = plan(conn, catalog, options, target, path)
+            refuse_blockers(conn, steps, direction, path)
             proof = baseline(conn, *altered_by(steps, direction))
             if direction == "down":
                 result["data_dropped"] = data_dropped(conn, steps)
@@ -232,6 +235,13 @@ def proof_settings(conn: sqlite3.Connection) -> dict[str, int]:
     if foreign_keys_declared(conn):
         conn.execute("PRAGMA foreign_keys = 1")
     return {"foreign_keys": previous}
+
+
+def refuse_blockers(conn: sqlite3.Connection, steps: list[Step], direction: str, path: str) -> None:
+    """A downgrade refuses, before writing, the objects made since the migration that use what it removes."""
+    blockers = downgrade_blockers(conn, steps, path) if direction == "down" else []
+    if blockers:
+        raise MigrationError(" | ".join(blockers) + "; nothing was changed")
 
 
 def refuse_broken_writes(failures: list[str], outcome: str) -> None:

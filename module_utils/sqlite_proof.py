@@ -329,3 +329,48 @@ def altered_by(steps, direction: str) -> tuple[dict, dict]:
         elif direction == "down" and step.action == "rebuild":
             removed[step.name] = list(step.data.get("columns_removed", []))
     return added, removed
+
+
+# --- after the change: verify -----------------------------------------------------------------------------
+
+SCHEMA_ERRORS = ("no such column", "values were supplied", "no such table", "has no column named", "no such function")
+
+
+def prove_current(conn: sqlite3.Connection, later_columns: dict) -> tuple[list[str], list[str], list[str]]:
+    """(failures, notes, tables proven) for the schema as it is now, inside the caller's savepoint-free
+    write transaction (every insert is undone): each table later versions add columns to, and each table
+    whose triggers name one, written as v1 code writes it and, when the column is there, as v2 code does.
+
+    With no state before to compare with, only what cannot be the row's fault fails: an error about the
+    schema itself (a trigger naming a column that is gone, a copy whose column count no longer matches).
+    A row refused for its values (a CHECK the proof's row does not meet) is a note."""
+    failures, notes, proven = [], [], []
+    tables = proof_tables(conn, {t: cols for t, cols in later_columns.items()
+                                 if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ? "
+                                                 "COLLATE NOCASE", (t,)).fetchone()})
+    for table, added in tables.items():
+        shape = table_shape(conn, table)
+        here = [c for c in added if fold(c) in shape]
+        refused = []
+        for values in candidate_rows(conn, table, {fold(c) for c in added}):
+            without = f" (without {', '.join(here)})" if here else ""
+            writers = [(f"as v1 code writes it{without}", values)]
+            if here:
+                writers.append((f"as v2 code writes it (with {', '.join(here)})",
+                                dict(values, **{shape[fold(c)].name: added_value(shape[fold(c)]) for c in here})))
+            errors = [(how, v, insert(conn, table, v)) for how, v in writers]
+            broken = [(how, v, e) for how, v, e in errors if e and any(s in e for s in SCHEMA_ERRORS)]
+            if broken:
+                for how, v, error in broken:
+                    culprit = blame(conn, table, v, error)
+                    failures.append(f"an insert into {table} {how} fails because of {culprit}: {error}; "
+                                    f"{fix_for(conn, culprit, added, error)}")
+                break
+            if not any(e for _how, _v, e in errors):
+                proven.append(table)
+                break
+            refused += [e for _how, _v, e in errors if e]
+        else:
+            notes.append(f"table {table} refused every row the proof could make ({'; '.join(dict.fromkeys(refused))})"
+                         "; its writes were not proven")
+    return failures, notes, proven

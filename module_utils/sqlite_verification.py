@@ -26,12 +26,13 @@ from pathlib import Path
 
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, integrity_result, quote_identifier,
+    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, connect_writable, integrity_result, quote_identifier,
     sqlite_error_text, table_row_counts)
 from ansible.module_utils.sqlite_history import HISTORY_TABLES, VersionInfo
 from ansible.module_utils.sqlite_schema import (
     DIFFERENT, INCOMPLETE, MISSING, VERSION_TABLE, Inspection, checksum_problems, current_version, inspect,
     read_versions)
+from ansible.module_utils.sqlite_proof import foreign_keys_declared, prove_current
 from ansible.module_utils.sqlite_shapes import Names, fold, index_shape
 
 SAMPLE_TABLES = ("enforcement_log", "positions", "orders")
@@ -40,7 +41,7 @@ ROW_COUNT_MODES = ("at_least", "equal")
 FOREIGN_KEY_ROWS = 20
 BASELINE_VERSION = 1  # files/migrations/v1: what rollback_v2.yml restores
 CHECK_NAMES = ("schema_version", "v1_tables", "schema_version_table", "optional_table", "indexes", "integrity",
-               "sample_queries", "definitions", "foreign_keys", "row_counts", "query_plans", "checksums")
+               "sample_queries", "definitions", "foreign_keys", "row_counts", "query_plans", "checksums", "writes")
 
 
 @dataclass
@@ -334,6 +335,47 @@ def check_checksums(versions: VersionInfo, problems: list[str]) -> Check:
     return Check("checksums", True, f"{len(versions.ledger)} recorded migration files match their sha256")
 
 
+def later_columns(catalog: Catalog) -> dict[str, list[str]]:
+    """{table: [column]} of every column a later version adds to a table."""
+    found: dict[str, list[str]] = {}
+    for migration in catalog.all_files():
+        for statement in migration.statements:
+            if migration.version > catalog.baseline_version and statement.obj.kind == "column":
+                table, column = statement.obj.name.split(".", 1)
+                found.setdefault(table, []).append(column)
+    return found
+
+
+def check_writes(path: str, catalog: Catalog, busy_timeout_s: float) -> Check:
+    """The daemon's inserts on the database as it is: into each table a later version adds a column to
+    (and each table whose triggers name one), as v1 code writes it and, where the column is there, as v2
+    code does; in a BEGIN IMMEDIATE transaction that is always rolled back (the file never changes).
+    After a downgrade this is what the v1 daemon about to start will do."""
+    if not (os.access(path, os.W_OK) and os.access(Path(path).parent, os.W_OK)):
+        return Check("writes", True, "not run: this user cannot write the file or its directory, so it cannot try "
+                                     "the daemon's inserts (run as the database owner to include them)")
+    try:
+        with closing(connect_writable(path, busy_timeout_s)) as conn:
+            if foreign_keys_declared(conn):
+                conn.execute("PRAGMA foreign_keys = 1")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                failures, notes, proven = prove_current(conn, later_columns(catalog))
+            finally:
+                conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            return Check("writes", True, f"not run: another writer held the write lock for {busy_timeout_s:g}s "
+                                         "(a running daemon is writing; its own inserts are the proof)")
+        return Check("writes", False, f"the inserts could not be tried: {sqlite_error_text(path, err, busy_timeout_s)}")
+    except sqlite3.Error as err:
+        return Check("writes", False, f"the inserts could not be tried: {sqlite_error_text(path, err, busy_timeout_s)}")
+    if failures:
+        return Check("writes", False, "; ".join(failures))
+    detail = f"inserts pass into {', '.join(proven) or 'no table'} (rolled back)"
+    return Check("writes", True, detail + (f"; {'; '.join(notes)}" if notes else ""))
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 def schema_checks(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool],
@@ -404,6 +446,7 @@ def verify_database(path: str, migrations_dir: Catalog | str | Path, target_vers
                 conn.execute("ROLLBACK")  # read-only: nothing to commit, just end the snapshot
     except sqlite3.Error as err:
         raise VerificationError(sqlite_error_text(path, err, busy_timeout_s)) from err
+    checks.append(check_writes(path, catalog, busy_timeout_s))
     failed = [check.failure() for check in checks if not check.ok]
     return {
         "changed": False,

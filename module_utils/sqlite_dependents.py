@@ -1,0 +1,66 @@
+"""The database's own objects that depend on what a change touches: listed in the preflight, and for a
+downgrade, refused before any stop when they use what the downgrade removes.
+
+A downgrade gives a table back its recorded v1 text and makes its indexes and triggers again from
+their own text, word for word: a trigger made on v2 that names NEW.execution_time_ms would be made
+again and fail every v1 insert (SQLite does not check a trigger's body when it is created), an
+index on the column cannot be made again at all, a view over it is left unreadable. Each is named
+here with its fix, before the daemon stops.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+from ansible.module_utils.sqlite_common import quote_identifier
+from ansible.module_utils.sqlite_proof import mentions
+from ansible.module_utils.sqlite_shapes import fold
+
+DROP = {"trigger": "DROP TRIGGER", "view": "DROP VIEW", "index": "DROP INDEX"}
+
+
+def index_columns(conn: sqlite3.Connection, index: str) -> set[str]:
+    return {fold(r[2]) for r in conn.execute(f"PRAGMA index_xinfo({quote_identifier(index)})") if r[2] and r[5]}
+
+
+def dependents(conn: sqlite3.Connection, touched: dict[str, list[str]]) -> list[dict]:
+    """Every trigger, view and index naming a table the change touches: {kind, name, table, uses}, uses
+    being the touched columns it names ("enforcement_log.execution_time_ms")."""
+    found = []
+    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('trigger', 'view', "
+                        "'index') AND sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY type, name").fetchall()
+    for kind, name, table, sql in rows:
+        named = [t for t in touched if fold(table) == fold(t) or (kind != "index" and mentions(sql, t))]
+        if not named:
+            continue
+        uses = []
+        for t in named:
+            for column in touched[t]:
+                on_it = fold(column) in index_columns(conn, name) or mentions(sql, column) if kind == "index" \
+                    else mentions(sql, column)
+                if on_it:
+                    uses.append(f"{t}.{column}")
+        found.append({"kind": kind, "name": name, "table": table, "uses": uses})
+    return found
+
+
+def downgrade_blockers(conn: sqlite3.Connection, steps, path: str) -> list[str]:
+    """The objects made after the migration that use a column the downgrade removes, each with its fix.
+    Objects that go with a table or index the downgrade drops are not in the way."""
+    removed = {s.name: list(s.data.get("columns_removed", [])) for s in steps if s.action == "rebuild"}
+    dropped = {fold(s.name) for s in steps if s.action == "drop"}
+    found = []
+    for entry in dependents(conn, {t: c for t, c in removed.items() if c}):
+        if not entry["uses"] or fold(entry["name"]) in dropped or fold(entry["table"]) in dropped:
+            continue
+        found.append(f"{path}: {entry['kind']} {entry['name']} uses {', '.join(entry['uses'])}, which the downgrade "
+                     f"removes ({why(entry['kind'])}); drop it first ({DROP[entry['kind']]} "
+                     f"{quote_identifier(entry['name'])}; keep its text from sqlite_master if it is needed again), or "
+                     "roll back with riskmgr_rollback_method=restore (the pre-migration backup: rows written since "
+                     "the migration are not in it)")
+    return found
+
+
+def why(kind: str) -> str:
+    return {"trigger": "the downgrade makes it again word for word and every v1 insert would then fail",
+            "index": "it cannot be made again on the v1 table",
+            "view": "it would be left unreadable"}[kind]
