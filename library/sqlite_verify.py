@@ -29,6 +29,12 @@ options:
       - A backup manifest (C(<backup>.manifest.json)); every table it lists is compared with its recorded row count.
       - Omit it to skip the row count comparison.
     type: path
+  baseline_from:
+    description:
+      - The database as it was before the change (a backup or copy of it). Rows without their parent and foreign
+        key mismatches it already had are reported, not failed; only what the change introduced fails C(foreign_keys).
+      - Defaults to the backup beside I(manifest). Without either, every violation fails.
+    type: path
   row_counts:
     description: C(at_least) (after a migration, the daemon may have added rows) or C(equal) (after a restore).
     type: str
@@ -106,7 +112,7 @@ def run(module: AnsibleModule) -> dict:
     return verify_database(params["path"], catalog_of_params(params), params["target_version"],
                            {"track_unrealized_pnl": params["track_unrealized_pnl"]}, manifest=params["manifest"],
                            integrity=params["integrity"], row_count_mode=params["row_counts"],
-                           busy_timeout_s=params["busy_timeout"])
+                           busy_timeout_s=params["busy_timeout"], baseline_from=params["baseline_from"])
 
 
 def main() -> None:
@@ -116,11 +122,14 @@ def main() -> None:
             **DATABASE_SPEC,
             "target_version": {"type": "int"},
             "manifest": {"type": "path"},
+            "baseline_from": {"type": "path"},
             "row_counts": {"type": "str", "choices": list(ROW_COUNT_MODES), "default": "at_least"},
             "integrity": {"type": "str", "choices": list(INTEGRITY_LEVELS), "default": "integrity"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
         },
         supports_check_mode=True,  # read-only: check mode runs the very same checks
+        required_one_of=[("migrations_dir", "migrations")],
+        mutually_exclusive=[("migrations_dir", "migrations")],
     )
     result = run_module_guarded(module, run, module.params["path"],
                                 "nothing was written, the verification did not finish")

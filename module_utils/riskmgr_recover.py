@@ -163,8 +163,11 @@ def put_database_back(settings: RecoverSettings, catalog: Catalog, state: dict, 
                                             busy_timeout_s=settings.busy_timeout_s)
                 report.update(method="restore", why=why, backup=restored["backup"], kept=restored["kept"],
                               database=f"restored from {restored['backup']} (v{settings.back_to})")
+            # Judged against the file as it was just before this put it back: what it had wrong already
+            # (orphans, a foreign key into a non-unique column) is not this recovery's doing.
+            before = kept["backup"] if attempt == "downgrade" else restored["backup"]
             checked = verify_database(settings.path, catalog, settings.back_to, settings.options, integrity="quick",
-                                      busy_timeout_s=settings.busy_timeout_s)
+                                      busy_timeout_s=settings.busy_timeout_s, baseline_from=before)
             if not checked["ok"]:
                 raise RiskmgrError(f"after the {attempt}: " + " | ".join(checked["failed_checks"]))
             report["changed"] = True

@@ -12,6 +12,7 @@ from pathlib import Path
 from ansible.module_utils.daemon_watch import read_pending
 from ansible.module_utils.host_processes import live_file_names, process_cmdline, processes_holding
 from ansible.module_utils.releases import Releases
+from ansible.module_utils.sqlite_baseline import foreign_key_state, preexisting_notes
 from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, INTEGRITY_PRAGMAS, MigrationError, RiskmgrError, connect_readonly, database_bytes, free_bytes,
@@ -100,6 +101,10 @@ def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) 
             facts["row_counts"] = table_row_counts(conn) if request.count_rows else None
             facts.update(schema_state(conn, catalog, request.options, request.target_version))
             facts["integrity"] = integrity_result(conn, request.integrity) if request.integrity != "none" else None
+            # Read with the integrity check (a scan as well): what the database has wrong before any change.
+            facts["baseline_problems"] = foreign_key_state(conn) if request.integrity != "none" else None
+            facts["baseline_notes"] = preexisting_notes(facts["baseline_problems"]) \
+                if facts["baseline_problems"] else []
             facts["plan"] = planned(conn, catalog, request, path) if request.plan and catalog else None
             conn.execute("COMMIT")
     except sqlite3.Error as err:

@@ -114,7 +114,7 @@ def apply_downgrade(conn: sqlite3.Connection, catalog: Catalog, options: dict[st
                     path: str) -> None:
     """The downgrade's steps, then the checks that it did what the provenance says and nothing else."""
     rebuilds = [s for s in steps if s.action == "rebuild"]
-    before = foreign_key_violations(conn) if rebuilds else set()
+    before = foreign_key_violations(conn) if rebuilds else {}
     apply_steps(conn, catalog, options, steps)
     if rebuilds:
         check_no_new_violations(conn, before, path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from ansible.module_utils.sqlite_baseline import describe, foreign_key_state, introduced, is_clean
 from ansible.module_utils.sqlite_common import (
     MigrationError, autoincrement_sequence, has_autoincrement, identifier_list, quote_identifier,
     set_autoincrement_sequence)
@@ -81,16 +82,17 @@ def rebuild_table(conn: sqlite3.Connection, table: str, original_sql: str) -> No
         set_autoincrement_sequence(conn, table, sequence)
 
 
-def foreign_key_violations(conn: sqlite3.Connection) -> set[tuple]:
-    return {tuple(row) for row in conn.execute("PRAGMA foreign_key_check")}
+def foreign_key_violations(conn: sqlite3.Connection) -> dict:
+    """The foreign key state (sqlite_baseline): counted table by table, a mismatch named, not raised."""
+    return foreign_key_state(conn)
 
 
-def check_no_new_violations(conn: sqlite3.Connection, before: set[tuple], path: str) -> None:
-    """The documented last step: the rebuild must not leave a row without its parent that had one."""
-    new = foreign_key_violations(conn) - before
-    if new:
-        shown = "; ".join(f"{t} rowid {r} -> {p}" for t, r, p, _fk in sorted(new, key=str)[:5])
-        raise MigrationError(f"{path}: the table rebuild would leave rows without their parent ({shown}); "
+def check_no_new_violations(conn: sqlite3.Connection, before: dict, path: str) -> None:
+    """The documented last step: the rebuild must not leave a row without its parent that had one. Problems
+    the database had before the downgrade (orphans, a foreign key into a non-unique column) stay as they were."""
+    new = introduced(before, foreign_key_state(conn))
+    if not is_clean(new):
+        raise MigrationError(f"{path}: the table rebuild would leave rows without their parent ({describe(new)}); "
                              "the transaction was rolled back, database left unchanged")
 
 

@@ -24,6 +24,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ansible.module_utils.sqlite_baseline import describe, foreign_key_state, introduced, is_clean, state_before
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, connect_writable, integrity_result, quote_identifier,
@@ -226,14 +227,22 @@ def check_definitions(inspection: Inspection, target: int, baseline: int, checks
                                       "form and recorded")
 
 
-def check_foreign_keys(conn: sqlite3.Connection) -> Check:
-    rows = conn.execute("PRAGMA foreign_key_check").fetchmany(FOREIGN_KEY_ROWS + 1)
-    if rows:
-        shown = [f"{table} rowid {rowid} -> {parent} (constraint {fkid})" for table, rowid, parent, fkid in
-                 rows[:FOREIGN_KEY_ROWS]]
-        more = " (first 20)" if len(rows) > FOREIGN_KEY_ROWS else ""
-        return Check("foreign_keys", False, f"rows without their parent{more}: {'; '.join(shown)}")
-    return Check("foreign_keys", True, "PRAGMA foreign_key_check returned no rows")
+def check_foreign_keys(conn: sqlite3.Connection, before: dict | None, source: str | None) -> Check:
+    """No row without its parent and no foreign key mismatch that the state before the change did not have
+    (sqlite_baseline); without a state before, every one counts."""
+    now = foreign_key_state(conn)
+    new = introduced(before, now)
+    if before is None:
+        if is_clean(now):
+            return Check("foreign_keys", True, "PRAGMA foreign_key_check returned no rows")
+        shown = f"; first rows: {'; '.join(now['examples'])}" if now["examples"] else ""
+        return Check("foreign_keys", False, f"{describe(now)}{shown} (no state before the change to compare with: "
+                                            "pass the manifest or baseline_from to judge only what the change "
+                                            "introduced)")
+    kept = "" if is_clean(now) else f"; there before the change, not judged: {describe(before)}"
+    if not is_clean(new):
+        return Check("foreign_keys", False, f"introduced by the change: {describe(new)} (compared with {source}){kept}")
+    return Check("foreign_keys", True, f"nothing the state before ({source}) did not have{kept}")
 
 
 def target_tables(catalog: Catalog, target: int) -> set[str]:
@@ -393,7 +402,8 @@ def schema_checks(conn: sqlite3.Connection, catalog: Catalog, options: dict[str,
 
 def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options: dict[str, bool],
                integrity: str, expected_counts: dict[str, int] | None, row_count_mode: str,
-               manifest: str | None) -> tuple[list[Check], Inspection | None, dict[str, int]]:
+               manifest: str | None, before: tuple[dict | None, str | None] = (None, None)
+               ) -> tuple[list[Check], Inspection | None, dict[str, int]]:
     baseline = catalog.baseline_version
     indexes = required_indexes(catalog, target, options)
     count_errors: dict[str, str] = {}
@@ -408,7 +418,7 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
         guarded("integrity", check_integrity, conn, integrity),
         guarded("sample_queries", check_sample_queries, conn),
         definitions,
-        guarded("foreign_keys", check_foreign_keys, conn),
+        guarded("foreign_keys", check_foreign_keys, conn, *before),
         check_row_counts(counts, count_errors, expected_counts, row_count_mode, manifest,
                          target_tables(catalog, target)),
         guarded("query_plans", check_query_plans, conn, indexes),
@@ -420,7 +430,7 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
 def verify_database(path: str, migrations_dir: Catalog | str | Path, target_version: int | None = None,
                     options: dict[str, bool] | None = None, manifest: str | None = None,
                     integrity: str = "integrity", row_count_mode: str = "at_least",
-                    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
+                    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, baseline_from: str | None = None) -> dict:
     """Run every check on one read snapshot and return the module result (never writes a byte).
 
     A failed check is a result (ok false, failed_checks); VerificationError / RiskmgrError means
@@ -431,6 +441,7 @@ def verify_database(path: str, migrations_dir: Catalog | str | Path, target_vers
     catalog = as_catalog(migrations_dir)
     target = resolve_target(catalog, target_version, path)
     expected = read_manifest_counts(manifest) if manifest else None
+    before = state_before(baseline_from, manifest, busy_timeout_s)
     try:
         with closing(connect_readonly(path, busy_timeout_s)) as conn:
             # One read transaction: counts, schema and plans all describe the same moment even
@@ -441,7 +452,7 @@ def verify_database(path: str, migrations_dir: Catalog | str | Path, target_vers
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 version = current_version(conn)
                 checks, inspection, counts = run_checks(conn, catalog, target, options, integrity, expected,
-                                                        row_count_mode, manifest)
+                                                        row_count_mode, manifest, before)
             finally:
                 conn.execute("ROLLBACK")  # read-only: nothing to commit, just end the snapshot
     except sqlite3.Error as err:
