@@ -145,8 +145,9 @@ def migrate_database(path: str, migrations_dir: Catalog | str | Path, target_ver
     if target not in catalog.files:
         raise MigrationError(f"{path}: target_version {target} is not one of the versions in {catalog.directory} "
                              f"({', '.join(str(v) for v in sorted(catalog.files))})")
-    if not check_mode and Path(path).parent.is_dir() and not os.access(Path(path).parent, os.W_OK):
-        raise MigrationError(f"{path}: directory {Path(path).parent} is not writable by this user; SQLite must "
+    directory = Path(os.path.realpath(path)).parent  # a link's target: where SQLite writes its journal
+    if not check_mode and directory.is_dir() and not os.access(directory, os.W_OK):
+        raise MigrationError(f"{path}: directory {directory} is not writable by this user; SQLite must "
                              "create its journal there: run as the database owner (become); nothing was changed")
     connect = connect_readonly if check_mode else connect_writable
     try:

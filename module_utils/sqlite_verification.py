@@ -360,7 +360,8 @@ def check_writes(path: str, catalog: Catalog, busy_timeout_s: float) -> Check:
     (and each table whose triggers name one), as v1 code writes it and, where the column is there, as v2
     code does; in a BEGIN IMMEDIATE transaction that is always rolled back (the file never changes).
     After a downgrade this is what the v1 daemon about to start will do."""
-    if not (os.access(path, os.W_OK) and os.access(Path(path).parent, os.W_OK)):
+    real = os.path.realpath(path)
+    if not (os.access(real, os.W_OK) and os.access(os.path.dirname(real), os.W_OK)):
         return Check("writes", True, "not run: this user cannot write the file or its directory, so it cannot try "
                                      "the daemon's inserts (run as the database owner to include them)")
     try:
