@@ -175,7 +175,19 @@ def put_database_back(settings: RecoverSettings, catalog: Catalog, state: dict, 
             return
         except BaseException as err:  # noqa: BLE001 - reported; the other method is tried, the daemon started
             report["errors"].append(f"{attempt}: {err}")
-    report["database"] = f"could not be put back to v{settings.back_to}; it is {state['state']} now"
+    # What the file is now, read from it, never inferred from which attempt failed: an attempt may
+    # have put it back and only its verification failed.
+    now = read_state(settings.path, catalog, settings.options, settings.busy_timeout_s)
+    report["state_now"] = now["state"]
+    if now["consistent"]:
+        report["version"] = now["version"]
+    if now["state"] == f"v{settings.back_to}":
+        report["database"] = (f"is v{settings.back_to} now (read from the file), but its verification after being "
+                              "put back failed (see errors): it is not proven sound")
+    else:
+        detail = f" ({now['detail']})" if now["detail"] else ""
+        report["database"] = f"could not be put back to v{settings.back_to}; read from the file now, it is " \
+                             f"{now['state']}{detail}"
 
 
 def recover_host(settings: RecoverSettings, catalog: Catalog, control: DaemonControl,
