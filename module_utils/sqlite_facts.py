@@ -83,6 +83,7 @@ def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) 
     """
     request = request or FactsRequest()
     catalog = as_catalog(migrations_dir) if migrations_dir else None
+    check_request(path, catalog, request)
     # The host's clock when the database was read: a later recovery takes the backups made since as this run's.
     facts = {"path": path, "exists": os.path.exists(path), "read_at": time.time()}
     if not facts["exists"]:
@@ -117,6 +118,18 @@ def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) 
     wanted = request.target_version or (catalog.newest_version if catalog else None)
     facts["release"] = request.releases.facts(wanted) if request.releases else None
     return facts
+
+
+def check_request(path: str, catalog, request: FactsRequest) -> None:
+    """Options that contradict each other or lack what they need: one line saying what to pass."""
+    if (request.plan or request.prove_writes) and catalog is None:
+        raise RiskmgrError(f"{path}: plan and prove_writes need the migrations: pass migrations_dir (or migrations); "
+                           "nothing was read")
+    if request.prove_writes and not request.plan:
+        raise RiskmgrError(f"{path}: prove_writes proves the planned change: pass plan: true with it; nothing was read")
+    if catalog is not None and request.target_version is not None and request.target_version not in catalog.files:
+        raise RiskmgrError(f"{path}: target_version {request.target_version} is not one of the versions in "
+                           f"{catalog.directory} ({', '.join(str(v) for v in sorted(catalog.files))}); fix target_version")
 
 
 def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str) -> dict | None:
