@@ -290,7 +290,7 @@ def after(conn: sqlite3.Connection, proof: Proof, direction: str, path: str) -> 
     failures = []
     for row in proof.rows:
         shape = table_shape(conn, row.table)
-        writers = [("as the code before the change writes it", dict(row.values))]
+        writers = [("as v1 and v2 code write it" if direction == "up" else "as the code writes it", dict(row.values))]
         added = [c for c in proof.targets.get(row.table, []) if fold(c) in shape]
         if direction == "up" and added:
             new = dict(row.values, **{shape[fold(c)].name: added_value(shape[fold(c)]) for c in added})
@@ -300,14 +300,16 @@ def after(conn: sqlite3.Connection, proof: Proof, direction: str, path: str) -> 
             gone = proof.removed.get(row.table, [])
             writers = [(f"as v1 code writes it (without {', '.join(gone)})" if gone else "as v1 code writes it",
                         dict(row.values))]
+        broken: dict = {}  # (culprit, error) -> the writers it breaks: one line each, not one per writer
         for how, values in writers:
             values = refreshed(conn, row.table, values)
             error = insert(conn, row.table, values)
-            if error is None:
-                continue
-            culprit = blame(conn, row.table, values, error)
-            failures.append(f"{path}: an insert into {row.table} {how} fails after the change, because of {culprit}: "
-                            f"{error}; {fix_for(conn, culprit, added or proof.removed.get(row.table, []), error)}")
+            if error is not None:
+                broken.setdefault((blame(conn, row.table, values, error), error), []).append(how)
+        for (culprit, error), hows in broken.items():
+            failures.append(f"{path}: an insert into {row.table} {' and '.join(hows)} fails after the change, because "
+                            f"of {culprit}: {error}; "
+                            f"{fix_for(conn, culprit, added or proof.removed.get(row.table, []), error)}")
     for view in proof.views:
         try:
             conn.execute(f"SELECT * FROM {quote_identifier(view)} LIMIT 0").fetchall()
