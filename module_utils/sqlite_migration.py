@@ -218,14 +218,19 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
                                      "the transaction was rolled back, database left unchanged") from err
             raise
     finally:
-        for pragma, value in settings.items():
-            conn.execute(f"PRAGMA {pragma} = {int(value)}")
+        put_back(conn, settings)
     result.update(result_skeleton(inspection, steps, direction, target, catalog))
     result["seconds"] = round(time.monotonic() - started, 4)
     result["to_version"] = target
 
 
 REBUILD_PRAGMAS = {"foreign_keys": 0, "legacy_alter_table": 1}
+
+
+def put_back(conn: sqlite3.Connection, settings: dict[str, int]) -> None:
+    """The PRAGMAs rebuild_settings or proof_settings changed, back to what they were."""
+    for pragma, value in settings.items():
+        conn.execute(f"PRAGMA {pragma} = {int(value)}")
 
 
 def proof_settings(conn: sqlite3.Connection) -> dict[str, int]:
@@ -254,7 +259,7 @@ def refuse_broken_writes(failures: list[str], outcome: str) -> None:
 # The preflight's proof of a downgrade rebuilds the tables it changes under the write lock; above this
 # many rows that would hold the running daemon's writes too long, and the proof runs when the real
 # downgrade does (before its commit) and in sqlite_verify, the dependents check having run before.
-PROOF_REBUILD_ROWS = 200_000
+PROOF_REBUILD_ROWS = 20_000
 
 
 def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: int,
@@ -278,8 +283,7 @@ def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: 
             result["foreign_keys"] = enforced
             return result
         finally:
-            for pragma, value in settings.items():
-                conn.execute(f"PRAGMA {pragma} = {int(value)}")
+            put_back(conn, settings)
 
 
 def proof_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
@@ -345,8 +349,7 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
     try:
         write_steps(conn, catalog, options, target, path, busy_timeout_s, applied)
     finally:
-        for pragma, value in settings.items():
-            conn.execute(f"PRAGMA {pragma} = {int(value)}")
+        put_back(conn, settings)
     result["steps"] = [s.as_dict() for s in applied]
     result["changed"] = bool(applied)
     result["to_version"] = target

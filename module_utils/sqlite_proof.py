@@ -104,9 +104,9 @@ def rowid_alias(columns: dict) -> str | None:
 
 def fresh_value(conn: sqlite3.Connection, table: str, column, value):
     """A value of the column's kind that no row of the table has."""
-    quoted, name = quote_identifier(table), quote_identifier(column.name)
     if isinstance(value, (int, float)) or (value is None and column.affinity in ("INTEGER", "REAL", "NUMERIC")):
-        top = conn.execute(f"SELECT MAX({name}) FROM {quoted} WHERE typeof({name}) IN ('integer', 'real')").fetchone()[0]
+        top = conn.execute(f"SELECT MAX({quote_identifier(column.name)}) FROM {quote_identifier(table)} "
+                           f"WHERE typeof({quote_identifier(column.name)}) IN ('integer', 'real')").fetchone()[0]
         return (top or 0) + 1
     if isinstance(value, bytes) or column.affinity == "BLOB":
         return (value or b"") + TEXT_MARK.encode() + str(time.time_ns()).encode()
@@ -122,10 +122,10 @@ def parent_values(conn: sqlite3.Connection, table: str) -> dict:
         if not parent_col:  # REFERENCES parent: its primary key
             keys = [r[1] for r in conn.execute(f"PRAGMA table_info({quote_identifier(parent)})") if r[5]]
             parent_col = keys[row[1]] if row[1] < len(keys) else None
-        column = quote_identifier(parent_col) if parent_col else "rowid"
+        parent_col = parent_col or "rowid"
         try:
-            found = conn.execute(f"SELECT {column} FROM {quote_identifier(parent)} WHERE {column} IS NOT NULL "
-                                 "LIMIT 1").fetchone()
+            found = conn.execute(f"SELECT {quote_identifier(parent_col)} FROM {quote_identifier(parent)} "
+                                 f"WHERE {quote_identifier(parent_col)} IS NOT NULL LIMIT 1").fetchone()
         except sqlite3.Error:
             continue
         values[fold(child)] = found[0] if found is not None else None
@@ -156,8 +156,10 @@ def candidate_rows(conn: sqlite3.Connection, table: str, skip: set[str]) -> list
     candidates = []
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
                        (table,)).fetchone()
-    order = "" if re.search(r"WITHOUT\s+ROWID", (sql or [""])[0] or "", re.I) else " ORDER BY rowid DESC"
-    cursor = conn.execute(f"SELECT * FROM {quote_identifier(table)}{order} LIMIT 1")
+    if re.search(r"WITHOUT\s+ROWID", (sql or [""])[0] or "", re.I):
+        cursor = conn.execute(f"SELECT * FROM {quote_identifier(table)} LIMIT 1")
+    else:
+        cursor = conn.execute(f"SELECT * FROM {quote_identifier(table)} ORDER BY rowid DESC LIMIT 1")
     newest = cursor.fetchone()
     if newest is not None:
         row = {fold(d[0]): v for d, v in zip(cursor.description, newest)}

@@ -267,8 +267,9 @@ ALLOWED_DYNAMIC_SQL = {
         "a statement of the migration files (read on the controller by the riskmgr_migrations lookup, split one "
         "object per statement and checksummed in the ledger), an ADD COLUMN made by sqlite_shapes.add_column_sql "
         "from those files' column definitions (quote_identifier), or a DROP built with quote_identifier",
-    ("sqlite_migration.py", "write_transaction", "f'PRAGMA {pragma} = {int(value)}'"):
-        "a pragma name from the constant REBUILD_PRAGMAS, its previous value read back as an int",
+    ("sqlite_migration.py", "put_back", "f'PRAGMA {pragma} = {int(value)}'"):
+        "a pragma name from the constant REBUILD_PRAGMAS (or foreign_keys, proof_settings), its previous value "
+        "read back as an int",
     ("sqlite_migration.py", "rebuild_settings", "f'PRAGMA {pragma}'"):
         "a pragma name from the constant REBUILD_PRAGMAS",
     ("sqlite_migration.py", "rebuild_settings", "f'PRAGMA {pragma} = {value}'"):
