@@ -10,7 +10,7 @@ import os
 import re
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -137,6 +137,18 @@ def connect_writable(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BU
     uri = Path(path).resolve().as_uri() + "?mode=rw"
     conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
     return conn
+
+
+@contextmanager
+def rolled_back_writer(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
+    """A writable connection for work the caller always rolls back (the write proof), opened and closed so
+    that the file keeps its bytes: a read-only connection stays open around it, so closing the writer is
+    never the last close of a WAL database (SQLite would then checkpoint the -wal into the file and
+    delete it, moving rows a killed daemon left only in the -wal)."""
+    with closing(connect_readonly(path, busy_timeout_s)) as guard:
+        guard.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        with closing(connect_writable(path, busy_timeout_s)) as conn:
+            yield conn
 
 
 def free_bytes(path: str | os.PathLike) -> int:

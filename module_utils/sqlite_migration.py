@@ -17,7 +17,7 @@ from typing import Callable
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, MigrationError, connect_readonly, connect_writable, equality_clause, identifier_list,
-    placeholders, quote_identifier, set_autoincrement_sequence, sqlite_error_text)
+    placeholders, quote_identifier, rolled_back_writer, set_autoincrement_sequence, sqlite_error_text)
 from ansible.module_utils.sqlite_history import (
     LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
 from ansible.module_utils.sqlite_dependents import downgrade_blockers
@@ -269,7 +269,7 @@ def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: 
     An upgrade's indexes are left out unless UNIQUE: building one is the slow part, and a non-unique
     index changes no insert. Returns {"ok", "failures", "notes", "tables", "views", "lock_ms", ...}."""
     downgrade = target == catalog.baseline_version
-    with closing(connect_writable(path, busy_timeout_s)) as conn:
+    with rolled_back_writer(path, busy_timeout_s) as conn:
         settings = rebuild_settings(conn) if downgrade else proof_settings(conn)
         try:
             enforced = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])

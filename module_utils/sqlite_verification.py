@@ -27,7 +27,7 @@ from pathlib import Path
 from ansible.module_utils.sqlite_baseline import describe, foreign_key_state, introduced, is_clean, state_before
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, connect_writable, integrity_result, quote_identifier,
+    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, integrity_result, quote_identifier, rolled_back_writer,
     sqlite_error_text, table_row_counts)
 from ansible.module_utils.sqlite_history import HISTORY_TABLES, VersionInfo
 from ansible.module_utils.sqlite_schema import (
@@ -365,7 +365,7 @@ def check_writes(path: str, catalog: Catalog, busy_timeout_s: float) -> Check:
         return Check("writes", True, "not run: this user cannot write the file or its directory, so it cannot try "
                                      "the daemon's inserts (run as the database owner to include them)")
     try:
-        with closing(connect_writable(path, busy_timeout_s)) as conn:
+        with rolled_back_writer(path, busy_timeout_s) as conn:
             if foreign_keys_declared(conn):
                 conn.execute("PRAGMA foreign_keys = 1")
             conn.execute("BEGIN IMMEDIATE")

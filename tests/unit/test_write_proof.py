@@ -172,3 +172,16 @@ def test_generated_shapes_with_empty_tables(seed, tmp_path):
 
 def fold_in(name, names):
     return name.lower() in {n.lower() for n in names}
+
+
+def test_the_proof_leaves_rows_only_in_the_wal_where_they_are(v1_wal_db):
+    """A killed daemon's rows only in the -wal: the proof's connection never checkpoints them into the file."""
+    from make_state_db import commit_rows_only_to_wal
+    commit_rows_only_to_wal(v1_wal_db, rows=25)
+    wal = v1_wal_db.with_name(v1_wal_db.name + "-wal")
+    before, wal_before = sha256(v1_wal_db), wal.read_bytes()
+    result = facts(v1_wal_db)
+    assert result["write_proof"]["ok"] and result["refusals"] == []
+    from sqlite_verification import verify_database
+    verify_database(str(v1_wal_db), MIGRATIONS, target_version=1)
+    assert sha256(v1_wal_db) == before and wal.read_bytes() == wal_before
