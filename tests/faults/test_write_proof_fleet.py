@@ -61,3 +61,22 @@ def test_a_select_star_archive_trigger_is_refused_before_the_stop_and_the_v1_dae
     assert fleet.alive(HOST) and fleet.logged_versions(HOST)[-1] == 2
     newest = fleet.wait_for_rows(HOST, query(db, "SELECT MAX(id) FROM enforcement_log")[0][0])
     assert query(db, "SELECT COUNT(*) FROM log_archive WHERE id = ?", newest) == [(1,)]
+
+
+def test_a_trigger_made_on_v2_over_the_new_column_refuses_the_downgrade_before_the_stop(make_fleet):
+    """Issue 16, case 5 through rollback_v2.yml: the in-place downgrade would make the trigger again word for
+    word and every v1 insert would fail; refused before the stop, naming it, DROP TRIGGER and the restore."""
+    from test_faults import v2_with_backups
+    fleet = make_fleet()
+    v2_with_backups(fleet, v1_backup=True, v2_backup=False)
+    db = fleet.db(HOST)
+    fleet.wait_for_rows(HOST, 0)
+    live_sql(db, """CREATE TABLE slow_actions (log_id INTEGER, ms INTEGER);
+CREATE TRIGGER slow_log AFTER INSERT ON enforcement_log WHEN NEW.execution_time_ms > 100
+BEGIN INSERT INTO slow_actions (log_id, ms) VALUES (NEW.id, NEW.execution_time_ms); END;
+""")
+    before = capture(fleet, HOST)
+    run = fleet.playbook("rollback_v2.yml", *CONFIRM, "-e", "riskmgr_rollback_method=downgrade")
+    assert_end_state(fleet, before, run, db="unchanged", daemon="untouched", says=[
+        r"trigger slow_log uses enforcement_log\.execution_time_ms, which the downgrade removes",
+        r'DROP TRIGGER "slow_log"', r"riskmgr_rollback_method=restore", UNTOUCHED])
