@@ -179,7 +179,26 @@ plan:
   description:
     - With I(plan), what a migration to I(target_version) would do now - C(direction) (up, down or none), C(steps)
       as M(sqlite_migrate) returns them, C(data_dropped) for a downgrade; null when the database cannot be migrated.
+    - C(dependents) lists every trigger, view and index on a table the change alters (C(kind), C(name), C(table),
+      C(uses) - the touched columns it names); C(blockers), for a downgrade, the objects made since the migration
+      that use a column it removes, each with its fix (they are refusals).
   type: dict
+  returned: always
+baseline_problems:
+  description:
+    - With I(integrity) other than C(none), what the database has wrong before any change - C(violations) (rows
+      without their parent, counted per child, parent and constraint), C(mismatches) (foreign keys into a column
+      that is not unique), C(examples). Never a refusal; M(sqlite_verify) fails only on what a change adds to it.
+  type: dict
+  returned: always
+baseline_notes:
+  description: I(baseline_problems) in words, for the report.
+  type: list
+  elements: str
+  returned: always
+real_path:
+  description: The file a link in I(path) names; the write and space checks are about its directory.
+  type: str
   returned: always
 write_proof:
   description:
@@ -241,6 +260,11 @@ def run(module: AnsibleModule) -> dict:
     # with the stat of that file (state would always read "file").
     facts["db_path"] = facts.pop("path")
     facts["lock_present"] = bool(params["lock_path"]) and os.path.lexists(params["lock_path"])
+    # Said on the screen, never a refusal: what the database had wrong before, what could not be proven.
+    for note in facts.get("baseline_notes") or []:
+        module.warn(f"{params['path']}: {note}")
+    for note in (facts.get("write_proof") or {}).get("notes", []):
+        module.warn(f"{params['path']}: write proof: {note}")
     if params["fail_on_refusal"] and facts["refusals"]:
         module.fail_json(msg=" | ".join(facts["refusals"]), changed=False, **facts)
     return dict(changed=False, **facts)
