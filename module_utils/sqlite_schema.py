@@ -176,7 +176,8 @@ def clash_problems(names: Names, objects: list[ObjectStatus]) -> list[str]:
         if o.status != MISSING or o.obj.kind not in ("table", "index") or not o.required:
             continue
         for kind, name, _table, _sql in names.entries:
-            if fold(name) == fold(o.obj.name) and kind != o.obj.kind:
+            # Triggers have names of their own: SQLite lets an index or a table share a trigger's name.
+            if fold(name) == fold(o.obj.name) and kind != o.obj.kind and kind != "trigger":
                 problems.append(f"{o.obj} of v{o.version} cannot be created: the database has a {kind} named {name}; "
                                 f"rename or drop that {kind} after review (DROP {kind.upper()} \"{name}\"), then rerun")
     return problems

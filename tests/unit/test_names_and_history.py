@@ -34,6 +34,14 @@ def test_a_name_held_by_another_kind_of_object_is_refused_in_the_plan(v1_db, sql
     assert sha256(v1_db) == before
 
 
+def test_a_trigger_may_share_a_v2_objects_name(v1_db):
+    run_sql(v1_db, "CREATE TRIGGER idx_orders_state_account AFTER INSERT ON orders BEGIN SELECT 1; END;")
+    facts = preflight(v1_db)
+    assert facts["refusals"] == [], facts["refusals"]
+    migrate_database(str(v1_db), MIGRATIONS)
+    assert verify_database(str(v1_db), MIGRATIONS)["ok"]
+
+
 APP_HISTORY = """
 CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, description TEXT);
 INSERT INTO schema_version VALUES (1, '2025-01-01 00:00:00', 'app: initial'), (2, '2025-03-01 00:00:00', 'app: fees');
