@@ -9,6 +9,7 @@ here with its fix, before the daemon stops.
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 
 from ansible.module_utils.sqlite_common import quote_identifier
@@ -64,3 +65,27 @@ def why(kind: str) -> str:
     return {"trigger": "the downgrade makes it again word for word and every v1 insert would then fail",
             "index": "it cannot be made again on the v1 table",
             "view": "it would be left unreadable"}[kind]
+
+
+def upgrade_breakers(conn: sqlite3.Connection, added: dict[str, list[str]]) -> list[dict]:
+    """Triggers whose text breaks once a column is added to a table: a positional insert into it
+    (INSERT INTO t VALUES / INSERT INTO t SELECT), or a copy of it with SELECT * into a table named without
+    its columns. Found by their text: the backstop for a table whose writes the proof could not try.
+    {trigger, table (the one whose writes fire it), text}."""
+    found = []
+    for name, table, sql in conn.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                         "AND sql IS NOT NULL ORDER BY name").fetchall():
+        for altered, columns in added.items():
+            quoted = rf"(?:main\.)?[\"`\[]?{re.escape(altered)}[\"`\]]?"
+            positional = re.search(rf"INSERT\s+(?:OR\s+\w+\s+)?INTO\s+{quoted}\s+(VALUES|SELECT)\b", sql, re.I)
+            star = re.search(rf"INSERT\s+(?:OR\s+\w+\s+)?INTO\s+\S+\s+SELECT\s+\*\s+FROM\s+{quoted}(?![\w$])", sql,
+                             re.I)
+            if not (positional or star):
+                continue
+            how = "inserts into it without naming its columns" if positional else \
+                "copies it with SELECT * into a table named without its columns"
+            found.append({"trigger": name, "table": table, "text": (
+                f"trigger {name} {how}, so its column count follows {altered}'s and the change adds "
+                f"{', '.join(columns)}: every insert into {table} would fail after it; rewrite the trigger to name "
+                f"its columns, or drop it (DROP TRIGGER {quote_identifier(name)}) and recreate it after the change")})
+    return found

@@ -17,7 +17,7 @@ from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, INTEGRITY_PRAGMAS, MigrationError, RiskmgrError, connect_readonly, database_bytes, free_bytes,
     integrity_result, migration_write_problems, sqlite_error_text, table_row_counts)
-from ansible.module_utils.sqlite_dependents import dependents, downgrade_blockers
+from ansible.module_utils.sqlite_dependents import dependents, downgrade_blockers, upgrade_breakers
 from ansible.module_utils.sqlite_migration import prove_change
 from ansible.module_utils.sqlite_proof import altered_by
 from ansible.module_utils.sqlite_plan import data_dropped, plan
@@ -145,7 +145,8 @@ def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str)
             "data_dropped": data_dropped(conn, steps) if direction == "down" else {},
             # The triggers, views and indexes on what the change touches; for a downgrade, those in its way.
             "dependents": dependents(conn, {**added, **removed}),
-            "blockers": downgrade_blockers(conn, steps, path) if direction == "down" else []}
+            "blockers": downgrade_blockers(conn, steps, path) if direction == "down" else [],
+            "breakers": upgrade_breakers(conn, added) if direction == "up" else []}
 
 
 def write_proof(path: str, catalog, facts: dict, request: FactsRequest) -> dict | None:
@@ -171,6 +172,12 @@ def refusals(path: str, facts: dict, request: FactsRequest) -> list[str]:
     found = [f"{path} is in state {facts['state']}: {problem}" for problem in facts.get("problems") or []]
     found += (facts.get("plan") or {}).get("blockers", [])
     found += (facts.get("write_proof") or {}).get("failures", [])
+    # A trigger that breaks by its text, on a table the proof did not try (it refused every row before the
+    # change, or the proof was not asked for): refused all the same.
+    proof = facts.get("write_proof") or {}
+    proven, named = {t.lower() for t in proof.get("tables", [])}, " ".join(proof.get("failures", []))
+    found += [f"{path}: {b['text']}" for b in (facts.get("plan") or {}).get("breakers", [])
+              if b["table"].lower() not in proven and f"trigger {b['trigger']}" not in named]
     integrity = facts.get("integrity")
     if integrity and not integrity["ok"]:
         errors = " | ".join(" ".join(line.split()) for line in integrity["errors"][:5])

@@ -185,3 +185,19 @@ def test_the_proof_leaves_rows_only_in_the_wal_where_they_are(v1_wal_db):
     from sqlite_verification import verify_database
     verify_database(str(v1_wal_db), MIGRATIONS, target_version=1)
     assert sha256(v1_wal_db) == before and wal.read_bytes() == wal_before
+
+
+def test_a_trigger_that_breaks_by_its_text_is_refused_where_the_proof_cannot_try_the_table(v1_db):
+    """The backstop: enforcement_log refuses every row the proof makes (a rule of the application), so the
+    SELECT * copy is found by its text."""
+    run_sql(v1_db, "CREATE TRIGGER approved_only BEFORE INSERT ON enforcement_log WHEN NEW.reason IS NOT 'approved' "
+                   "BEGIN SELECT RAISE(ABORT, 'only approved actions are logged'); END;" + ARCHIVE_SELECT_STAR)
+    before = sha256(v1_db)
+    result = facts(v1_db)
+    assert any("only approved" in note for note in result["write_proof"]["notes"])
+    text = " | ".join(result["refusals"])
+    assert "trigger archive_log copies it with SELECT *" in text and 'DROP TRIGGER "archive_log"' in text, text
+    assert sha256(v1_db) == before
+    # Without the proof (the preflight's first read), the text alone refuses it too.
+    plain = gather(str(v1_db), MIGRATIONS, FactsRequest(plan=True))
+    assert any("trigger archive_log" in r for r in plain["refusals"])
