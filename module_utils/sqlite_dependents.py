@@ -17,6 +17,7 @@ from ansible.module_utils.sqlite_proof import mentions
 from ansible.module_utils.sqlite_shapes import fold
 
 DROP = {"trigger": "DROP TRIGGER", "view": "DROP VIEW", "index": "DROP INDEX"}
+INSERT_INTO = r"INSERT\s+(?:OR\s+\w+\s+)?INTO\s+"
 
 
 def index_columns(conn: sqlite3.Connection, index: str) -> set[str]:
@@ -77,9 +78,9 @@ def upgrade_breakers(conn: sqlite3.Connection, added: dict[str, list[str]]) -> l
                                          "AND sql IS NOT NULL ORDER BY name").fetchall():
         for altered, columns in added.items():
             quoted = rf"(?:main\.)?[\"`\[]?{re.escape(altered)}[\"`\]]?"
-            positional = re.search(rf"INSERT\s+(?:OR\s+\w+\s+)?INTO\s+{quoted}\s+(VALUES|SELECT)\b", sql, re.I)
-            star = re.search(rf"INSERT\s+(?:OR\s+\w+\s+)?INTO\s+\S+\s+SELECT\s+\*\s+FROM\s+{quoted}(?![\w$])", sql,
-                             re.I)
+            # Patterns over the trigger's text, never run as SQL.
+            positional = re.search(INSERT_INTO + quoted + r"\s+(VALUES|SELECT)\b", sql, re.I)
+            star = re.search(INSERT_INTO + r"\S+\s+SELECT\s+\*\s+FROM\s+" + quoted + r"(?![\w$])", sql, re.I)
             if not (positional or star):
                 continue
             how = "inserts into it without naming its columns" if positional else \

@@ -24,7 +24,7 @@ from ansible.module_utils.sqlite_dependents import downgrade_blockers
 from ansible.module_utils.sqlite_plan import Step, data_dropped, plan
 from ansible.module_utils.sqlite_proof import after, altered_by, baseline, foreign_keys_declared
 from ansible.module_utils.sqlite_rebuild import (
-    check_no_new_violations, foreign_key_violations, rebuild_table, rebuilt_as_recorded)
+    check_no_new_violations, foreign_key_violations, rebuild_definition, rebuild_table, rebuilt_as_recorded)
 from ansible.module_utils.sqlite_schema import Inspection
 
 TRANSACTION_MODES = ("single", "per_step")
@@ -256,18 +256,13 @@ def refuse_broken_writes(failures: list[str], outcome: str) -> None:
         raise MigrationError(" | ".join(failures) + f"; {outcome}")
 
 
-# The preflight's proof of a downgrade rebuilds the tables it changes under the write lock; above this
-# many rows that would hold the running daemon's writes too long, and the proof runs when the real
-# downgrade does (before its commit) and in sqlite_verify, the dependents check having run before.
-PROOF_REBUILD_ROWS = 20_000
-
-
 def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: int,
                  busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
     """The write proof on the live file, before any stop: the change applied and the daemon's inserts
     tried inside one BEGIN IMMEDIATE transaction that is always rolled back (nothing reaches the file).
-    An upgrade's indexes are left out unless UNIQUE: building one is the slow part, and a non-unique
-    index changes no insert. Returns {"ok", "failures", "notes", "tables", "views", "lock_ms", ...}."""
+    Indexes the change makes or drops are left out unless UNIQUE (building one is the slow part, and a
+    non-unique index changes no insert), and a downgrade's table gets its v1 definition and triggers
+    without its rows (sqlite_rebuild.rebuild_definition), so the lock is held for milliseconds. Returns {"ok", "failures", "notes", "tables", "views", "lock_ms", ...}."""
     downgrade = target == catalog.baseline_version
     with rolled_back_writer(path, busy_timeout_s) as conn:
         settings = rebuild_settings(conn) if downgrade else proof_settings(conn)
@@ -292,20 +287,19 @@ def proof_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
     if not [s for s in steps if s.action != "skip"]:
         return {"ok": True, "failures": [], "notes": ["no change planned"], "tables": [], "views": []}
     added, removed = altered_by(steps, direction)
-    if direction == "down":
-        rows = sum(conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(t)}").fetchone()[0] for t in removed)
-        if rows > PROOF_REBUILD_ROWS:
-            return {"ok": True, "failures": [], "tables": [], "views": [], "notes": [
-                f"the tables the downgrade rebuilds hold {rows} rows (over {PROOF_REBUILD_ROWS}): their writes are "
-                "proven before the downgrade commits and by sqlite_verify, not under the running daemon's lock"]}
     proof = baseline(conn, added, removed)
     now = utc_now()
     for step in steps:
-        if step.action == "skip" or (step.action == "create" and step.kind == "index"
+        if step.action == "skip" or (step.kind == "index" and step.action in ("create", "drop")
                                      and "UNIQUE" not in step.sql.upper().split("INDEX", 1)[0]):
             continue
         try:
-            apply_step(conn, step, now)
+            if step.action == "rebuild":
+                # The table's v1 definition and its triggers, without copying its rows: milliseconds
+                # whatever its size, and what the daemon's inserts meet is the same.
+                rebuild_definition(conn, step.name, step.data["original_sql"])
+            else:
+                apply_step(conn, step, now)
         except sqlite3.Error as err:
             proof.failures = [f"{path}: {step.file} fails at {step.object}: {err}; " + clash_fix(conn, step, str(err))]
             break

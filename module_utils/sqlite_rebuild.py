@@ -82,6 +82,20 @@ def rebuild_table(conn: sqlite3.Connection, table: str, original_sql: str) -> No
         set_autoincrement_sequence(conn, table, sequence)
 
 
+def rebuild_definition(conn: sqlite3.Connection, table: str, original_sql: str) -> None:
+    """For the write proof only, in a transaction that is rolled back: `table` with its original definition and
+    its triggers, empty. The rows stay with the renamed table, so this costs the same for any size; indexes
+    are left out (the proof inserts one row: no index can refuse it, and an index on a removed column is the
+    dependents check's to refuse)."""
+    triggers = [(name, sql) for kind, name, sql in table_entries(conn, table) if kind == "trigger"]
+    conn.execute(f"ALTER TABLE {quote_identifier(table)} RENAME TO {quote_identifier(ASIDE_PREFIX + table)}")
+    for name, _sql in triggers:
+        conn.execute(f"DROP TRIGGER {quote_identifier(name)}")
+    conn.execute(original_sql)
+    for _name, sql in triggers:
+        conn.execute(sql)
+
+
 def foreign_key_violations(conn: sqlite3.Connection) -> dict:
     """The foreign key state (sqlite_baseline): counted table by table, a mismatch named, not raised."""
     return foreign_key_state(conn)

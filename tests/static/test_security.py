@@ -282,6 +282,10 @@ ALLOWED_DYNAMIC_SQL = {
         "in the migration's transaction): the table made again exactly as it was",
     ("sqlite_rebuild.py", "rebuild_table", "sql"):
         "the table's own indexes and triggers, their sqlite_master text read just before the rebuild",
+    ("sqlite_rebuild.py", "rebuild_definition", "original_sql"):
+        "as rebuild_table, for the write proof in a transaction that is always rolled back",
+    ("sqlite_rebuild.py", "rebuild_definition", "sql"):
+        "the table's own triggers, their sqlite_master text read just before, in the proof's rolled-back transaction",
     ("sqlite_catalog.py", "build_reference", "statement.sql"):
         "the migration files' statements, into an in-memory schema-only reference database",
     ("sqlite_history.py", "read_versions", "select"):

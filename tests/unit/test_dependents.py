@@ -75,3 +75,19 @@ def test_upgrade_lists_the_dependents_of_the_altered_table(v1_db):
     facts = gather(str(v1_db), MIGRATIONS, FactsRequest(plan=True))
     names = {(d["kind"], d["name"]) for d in facts["plan"]["dependents"]}
     assert ("view", "recent_log") in names and ("index", "idx_enforcement_rule") in names
+
+
+def test_a_v2_trigger_inserting_positionally_into_the_log_refuses_the_downgrade_by_the_proof(v1_db):
+    """Not found by name (it never names the column): the proof, on the v1 definition made without copying the
+    rows, finds that every insert into orders would fail."""
+    migrate_database(str(v1_db), MIGRATIONS)
+    run_sql(v1_db, """CREATE TRIGGER order_audit AFTER INSERT ON orders BEGIN
+        INSERT INTO enforcement_log VALUES (NULL, NEW.account_id, 'order', 'audit', NULL, 1, NEW.created_at, 0); END;""")
+    before = sha256(v1_db)
+    facts = downgrade_facts(v1_db)
+    text = " | ".join(facts["refusals"])
+    assert "insert into orders" in text and "trigger order_audit" in text and "7 columns but 8 values" in text, text
+    assert facts["write_proof"]["lock_ms"] < 1000
+    with pytest.raises(MigrationError, match="order_audit"):
+        migrate_database(str(v1_db), MIGRATIONS, target_version=1)
+    assert sha256(v1_db) == before
