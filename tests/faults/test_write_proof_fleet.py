@@ -80,3 +80,33 @@ BEGIN INSERT INTO slow_actions (log_id, ms) VALUES (NEW.id, NEW.execution_time_m
     assert_end_state(fleet, before, run, db="unchanged", daemon="untouched", says=[
         r"trigger slow_log uses enforcement_log\.execution_time_ms, which the downgrade removes",
         r'DROP TRIGGER "slow_log"', r"riskmgr_rollback_method=restore", UNTOUCHED])
+
+
+def schema_text(db) -> list:
+    return query(db, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")
+
+
+def test_orphans_and_a_foreign_key_mismatch_migrate_rerun_and_downgrade_to_the_exact_v1_text(make_fleet):
+    """Issue 16, cases 3 and 4 through the playbooks: problems the database had before never fail the change."""
+    fleet = make_fleet()
+    db = fleet.db(HOST)
+    live_sql(db, """CREATE TABLE log_notes (log_id INTEGER REFERENCES enforcement_log(id), note TEXT);
+INSERT INTO log_notes VALUES (999999, 'orphaned long ago');
+CREATE TABLE rule_notes (rule_id TEXT REFERENCES enforcement_log(rule_id), note TEXT);
+INSERT INTO rule_notes VALUES ('r1', 'into a column that is not unique');
+""")
+    v1_text = schema_text(db)
+    migrated = fleet.playbook("migrate_v2.yml", *CONFIRM)
+    assert migrated.returncode == 0 and migrated.recap[HOST]["failed"] == 0, migrated.output[-4000:]
+    assert "rows without their parent already" in migrated.output  # said, not refused
+    assert query(db, "SELECT MAX(version) FROM schema_version WHERE success = 1") == [(2,)]
+    rerun = fleet.playbook("migrate_v2.yml", *CONFIRM)
+    assert rerun.returncode == 0 and rerun.recap[HOST]["changed"] == 0, rerun.output[-4000:]
+    before = capture(fleet, HOST)
+    down = fleet.playbook("rollback_v2.yml", *CONFIRM, "-e", "riskmgr_rollback_method=downgrade")
+    assert down.returncode == 0 and down.recap[HOST]["failed"] == 0, down.output[-4000:]
+    assert schema_text(db) == v1_text
+    assert query(db, "SELECT COUNT(*) FROM log_notes") == [(1,)] and query(db, "SELECT COUNT(*) FROM rule_notes") == [(1,)]
+    assert query(db, "SELECT COUNT(*) FROM enforcement_log WHERE id <= ?", before.max_id) == \
+        [(before.counts["enforcement_log"],)]
+    assert fleet.alive(HOST) and fleet.logged_versions(HOST)[-1] == 1
