@@ -251,18 +251,29 @@ def baseline(conn: sqlite3.Connection, altered: dict, removed: dict | None = Non
     return proof
 
 
-def blame(conn: sqlite3.Connection, table: str, values: dict, error: str) -> str:
-    """The object that makes the insert fail: the trigger whose removal lets it pass, else the constraint."""
-    for name, _table, _sql in triggers(conn):
-        conn.execute("SAVEPOINT riskmgr_blame")
-        try:
+def passes_without(conn: sqlite3.Connection, table: str, values: dict, dropped: list[str]) -> bool:
+    """Whether the insert passes with these triggers dropped (in a nested savepoint, always undone)."""
+    conn.execute("SAVEPOINT riskmgr_blame")
+    try:
+        for name in dropped:
             conn.execute(f"DROP TRIGGER {quote_identifier(name)}")
-            passed = insert(conn, table, values) is None
-        finally:
-            conn.execute("ROLLBACK TO riskmgr_blame")
-            conn.execute("RELEASE riskmgr_blame")
-        if passed:
+        return insert(conn, table, values) is None
+    finally:
+        conn.execute("ROLLBACK TO riskmgr_blame")
+        conn.execute("RELEASE riskmgr_blame")
+
+
+def blame(conn: sqlite3.Connection, table: str, values: dict, error: str) -> str:
+    """The object that makes the insert fail: the trigger whose removal lets it pass; when it takes more than
+    one, each trigger that fails the insert on its own (every other one dropped); else the constraint."""
+    names = [name for name, _table, _sql in triggers(conn)]
+    for name in names:
+        if passes_without(conn, table, values, [name]):
             return f"trigger {name}"
+    if names and passes_without(conn, table, values, names):
+        alone = [name for name in names if not passes_without(conn, table, values, [n for n in names if n != name])]
+        if alone:
+            return f"trigger {alone[0]}" if len(alone) == 1 else f"triggers {', '.join(alone)}"
     match = re.search(r"(CHECK|NOT NULL|UNIQUE) constraint failed: (\S+)", error)
     if match:
         return f"{match.group(1)} constraint {match.group(2)}"
@@ -272,6 +283,8 @@ def blame(conn: sqlite3.Connection, table: str, values: dict, error: str) -> str
 
 
 def fix_for(conn: sqlite3.Connection, culprit: str, columns: list[str], error: str) -> str:
+    if culprit.startswith("triggers "):
+        return "rewrite each of them to name its columns, or drop them and recreate them after the change"
     if culprit.startswith("trigger "):
         name = culprit.split(" ", 1)[1]
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name,)).fetchone()

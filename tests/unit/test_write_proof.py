@@ -201,3 +201,13 @@ def test_a_trigger_that_breaks_by_its_text_is_refused_where_the_proof_cannot_try
     # Without the proof (the preflight's first read), the text alone refuses it too.
     plain = gather(str(v1_db), MIGRATIONS, FactsRequest(plan=True))
     assert any("trigger archive_log" in r for r in plain["refusals"])
+
+
+def test_two_triggers_that_each_break_the_insert_are_both_named(v1_db):
+    run_sql(v1_db, ARCHIVE_SELECT_STAR + """
+        CREATE TABLE log_mirror (id INTEGER, account_id INTEGER, rule_id TEXT, action TEXT, reason TEXT,
+                                 success BOOLEAN, timestamp TEXT);
+        CREATE TRIGGER mirror_log AFTER INSERT ON enforcement_log
+        BEGIN INSERT INTO log_mirror SELECT * FROM enforcement_log WHERE id = NEW.id; END;""")
+    text = " | ".join(facts(v1_db)["refusals"])
+    assert "triggers archive_log, mirror_log" in text, text
