@@ -55,6 +55,17 @@ options:
     description: I(backup_dir) must have this factor times the database and its C(-wal) free, or the host is refused.
     type: float
     default: 1.1
+  prove_writes:
+    description:
+      - With I(plan), when a change is planned, prove that the daemon's writes still work after it - before any
+        stop. Inside one C(BEGIN IMMEDIATE) transaction on the live file that is always rolled back (the file's bytes
+        never change; the write lock is held for milliseconds, reported in I(write_proof.lock_ms)), the change is
+        applied (an upgrade's non-unique indexes left out) and a row is inserted into each table it alters and each
+        table whose triggers name one, as the old code writes it and as the new code does; every view readable
+        before must still be readable. What the change breaks is a refusal naming the trigger, view or constraint,
+        SQLite's error and the fix. C(PRAGMA foreign_keys) is on for the proof when the database declares foreign keys.
+    type: bool
+    default: false
   require_wal:
     description: Refuse a database that is not in WAL mode when a change is planned (online mode).
     type: bool
@@ -168,6 +179,32 @@ plan:
   description:
     - With I(plan), what a migration to I(target_version) would do now - C(direction) (up, down or none), C(steps)
       as M(sqlite_migrate) returns them, C(data_dropped) for a downgrade; null when the database cannot be migrated.
+    - C(dependents) lists every trigger, view and index on a table the change alters (C(kind), C(name), C(table),
+      C(uses) - the touched columns it names); C(blockers), for a downgrade, the objects made since the migration
+      that use a column it removes, each with its fix (they are refusals).
+  type: dict
+  returned: always
+baseline_problems:
+  description:
+    - With I(integrity) other than C(none), what the database has wrong before any change - C(violations) (rows
+      without their parent, counted per child, parent and constraint), C(mismatches) (foreign keys into a column
+      that is not unique), C(examples). Never a refusal; M(sqlite_verify) fails only on what a change adds to it.
+  type: dict
+  returned: always
+baseline_notes:
+  description: I(baseline_problems) in words, for the report.
+  type: list
+  elements: str
+  returned: always
+real_path:
+  description: The file a link in I(path) names; the write and space checks are about its directory.
+  type: str
+  returned: always
+write_proof:
+  description:
+    - With I(prove_writes) and a planned change, C(ok), C(failures) (the refusals it adds), C(notes) (tables whose
+      writes could not be proven and why), C(tables) and C(views) proven, C(lock_ms) the write lock was held,
+      C(foreign_keys) whether they were enforced; null otherwise.
   type: dict
   returned: always
 refusals:
@@ -217,12 +254,17 @@ def run(module: AnsibleModule) -> dict:
         target_version=params["target_version"], integrity=params["integrity"], count_rows=params["count_rows"],
         busy_timeout_s=params["busy_timeout"], process_match=params["process_match"], plan=params["plan"],
         free_space_margin=params["free_space_margin"], require_wal=params["require_wal"],
-        releases=Releases.from_params(params))
+        releases=Releases.from_params(params), prove_writes=params["prove_writes"])
     facts = gather(params["path"], catalog_of_params(params), request)
     # Not "path": exit_json() overwrites state, mode and size of any result with a "path" key
     # with the stat of that file (state would always read "file").
     facts["db_path"] = facts.pop("path")
     facts["lock_present"] = bool(params["lock_path"]) and os.path.lexists(params["lock_path"])
+    # Said on the screen, never a refusal: what the database had wrong before, what could not be proven.
+    for note in facts.get("baseline_notes") or []:
+        module.warn(f"{params['path']}: {note}")
+    for note in (facts.get("write_proof") or {}).get("notes", []):
+        module.warn(f"{params['path']}: write proof: {note}")
     if params["fail_on_refusal"] and facts["refusals"]:
         module.fail_json(msg=" | ".join(facts["refusals"]), changed=False, **facts)
     return dict(changed=False, **facts)
@@ -243,6 +285,7 @@ def main() -> None:
             "plan": {"type": "bool", "default": False},
             "free_space_margin": {"type": "float", "default": 1.1},
             "require_wal": {"type": "bool", "default": False},
+            "prove_writes": {"type": "bool", "default": False},
             "fail_on_refusal": {"type": "bool", "default": False},
             "release_link": {"type": "path"},
             "release_paths": {"type": "dict"},

@@ -12,12 +12,20 @@ description:
     recorded in the provenance; for the baseline, no migration has left anything), C(foreign_keys),
     C(row_counts) (against a backup manifest), C(query_plans) (C(EXPLAIN QUERY PLAN) of each index's
     C(-- used-by:) query names that index, or, when the planner prefers an index the database already
-    had, the query forced with C(INDEXED BY) is served by it) and C(checksums) (applied migration files
-    recorded in the history still match the files).
+    had, the query forced with C(INDEXED BY) is served by it), C(checksums) (applied migration files
+    recorded in the history still match the files) and C(writes) (the daemon's inserts into each table a
+    later version adds a column to, and each table whose triggers name one, as v1 code writes them and, where
+    the column is there, as v2 code does; after a downgrade, the v1 daemon's).
+  - C(foreign_keys) judges against the database as it was before the change (I(baseline_from), or the backup
+    beside I(manifest)); rows without their parent and foreign key mismatches it already had are reported, only
+    new ones fail.
   - Every check runs and every failed one is reported; the task fails when any check fails, with one
     line naming the database, each failed check and the next step, and still returns I(checks).
   - Read-only; all checks read one snapshot in a single read transaction, so it is safe while the daemon
     runs. In rollback-journal mode the daemon's commits wait while it reads; in WAL mode they do not.
+    C(writes) takes the write lock for the few milliseconds of its inserts, in a transaction that is always
+    rolled back (the file keeps its bytes); while another writer holds the lock past I(busy_timeout), or when
+    this user cannot write the file, it is reported as not run.
 options:
   target_version:
     description:
@@ -28,6 +36,12 @@ options:
     description:
       - A backup manifest (C(<backup>.manifest.json)); every table it lists is compared with its recorded row count.
       - Omit it to skip the row count comparison.
+    type: path
+  baseline_from:
+    description:
+      - The database as it was before the change (a backup or copy of it). Rows without their parent and foreign
+        key mismatches it already had are reported, not failed; only what the change introduced fails C(foreign_keys).
+      - Defaults to the backup beside I(manifest). Without either, every violation fails.
     type: path
   row_counts:
     description: C(at_least) (after a migration, the daemon may have added rows) or C(equal) (after a restore).
@@ -106,7 +120,7 @@ def run(module: AnsibleModule) -> dict:
     return verify_database(params["path"], catalog_of_params(params), params["target_version"],
                            {"track_unrealized_pnl": params["track_unrealized_pnl"]}, manifest=params["manifest"],
                            integrity=params["integrity"], row_count_mode=params["row_counts"],
-                           busy_timeout_s=params["busy_timeout"])
+                           busy_timeout_s=params["busy_timeout"], baseline_from=params["baseline_from"])
 
 
 def main() -> None:
@@ -116,11 +130,14 @@ def main() -> None:
             **DATABASE_SPEC,
             "target_version": {"type": "int"},
             "manifest": {"type": "path"},
+            "baseline_from": {"type": "path"},
             "row_counts": {"type": "str", "choices": list(ROW_COUNT_MODES), "default": "at_least"},
             "integrity": {"type": "str", "choices": list(INTEGRITY_LEVELS), "default": "integrity"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
         },
         supports_check_mode=True,  # read-only: check mode runs the very same checks
+        required_one_of=[("migrations_dir", "migrations")],
+        mutually_exclusive=[("migrations_dir", "migrations")],
     )
     result = run_module_guarded(module, run, module.params["path"],
                                 "nothing was written, the verification did not finish")

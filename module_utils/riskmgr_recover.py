@@ -163,8 +163,11 @@ def put_database_back(settings: RecoverSettings, catalog: Catalog, state: dict, 
                                             busy_timeout_s=settings.busy_timeout_s)
                 report.update(method="restore", why=why, backup=restored["backup"], kept=restored["kept"],
                               database=f"restored from {restored['backup']} (v{settings.back_to})")
+            # Judged against the file as it was just before this put it back: what it had wrong already
+            # (orphans, a foreign key into a non-unique column) is not this recovery's doing.
+            before = kept["backup"] if attempt == "downgrade" else restored["backup"]
             checked = verify_database(settings.path, catalog, settings.back_to, settings.options, integrity="quick",
-                                      busy_timeout_s=settings.busy_timeout_s)
+                                      busy_timeout_s=settings.busy_timeout_s, baseline_from=before)
             if not checked["ok"]:
                 raise RiskmgrError(f"after the {attempt}: " + " | ".join(checked["failed_checks"]))
             report["changed"] = True
@@ -172,7 +175,19 @@ def put_database_back(settings: RecoverSettings, catalog: Catalog, state: dict, 
             return
         except BaseException as err:  # noqa: BLE001 - reported; the other method is tried, the daemon started
             report["errors"].append(f"{attempt}: {err}")
-    report["database"] = f"could not be put back to v{settings.back_to}; it is {state['state']} now"
+    # What the file is now, read from it, never inferred from which attempt failed: an attempt may
+    # have put it back and only its verification failed.
+    now = read_state(settings.path, catalog, settings.options, settings.busy_timeout_s)
+    report["state_now"] = now["state"]
+    if now["consistent"]:
+        report["version"] = now["version"]
+    if now["state"] == f"v{settings.back_to}":
+        report["database"] = (f"is v{settings.back_to} now (read from the file), but its verification after being "
+                              "put back failed (see errors): it is not proven sound")
+    else:
+        detail = f" ({now['detail']})" if now["detail"] else ""
+        report["database"] = f"could not be put back to v{settings.back_to}; read from the file now, it is " \
+                             f"{now['state']}{detail}"
 
 
 def recover_host(settings: RecoverSettings, catalog: Catalog, control: DaemonControl,

@@ -45,7 +45,7 @@ from ansible.module_utils.service_manager import DaemonControl
 from ansible.module_utils.sqlite_backups import backup_database, finish_backup
 from ansible.module_utils.sqlite_catalog import Catalog
 from ansible.module_utils.sqlite_common import RiskmgrError, migration_write_problems, sqlite_error_text
-from ansible.module_utils.sqlite_migration import migrate_database
+from ansible.module_utils.sqlite_migration import migrate_database, prove_change
 from ansible.module_utils.sqlite_verification import failure_message, verify_database
 
 # What a lost controller or connection sends: ssh's hangup, Ctrl-C passed on, a closed pipe, and
@@ -194,6 +194,11 @@ def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
     problems = migration_write_problems(path)
     if problems:
         raise RiskmgrError(f"{path}: cannot be migrated in place: {'; '.join(problems)}")
+    # The daemon's writes on the changed schema, once more before this stop: whatever changed since the
+    # preflight (a trigger made meanwhile) refuses here, with the daemon still running.
+    proof = prove_change(path, catalog, settings.options, plan["to_version"], settings.busy_timeout_s)
+    if proof["failures"]:
+        raise RiskmgrError(" | ".join(proof["failures"]))
     control.daemon_log(settings.log_path)  # a journal that cannot be read refuses here, not once the daemon is down
     if releases:
         releases.path_for(plan["to_version"])  # a release not named refuses here

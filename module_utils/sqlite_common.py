@@ -10,7 +10,7 @@ import os
 import re
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -117,8 +117,9 @@ def connect_readonly(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BU
     require_sqlite_file(path)
     path = Path(path)
     mode = "ro"
-    if (is_wal_database(path) and not Path(f"{path}-wal").exists()
-            and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+    real = Path(os.path.realpath(path))  # SQLite follows a link: its -wal and -shm are beside the real file
+    if (is_wal_database(path) and not Path(f"{real}-wal").exists()
+            and os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)):
         mode = "rw"
     conn = sqlite3.connect(path.resolve().as_uri() + f"?mode={mode}", uri=True, timeout=busy_timeout_s,
                            isolation_level=None)
@@ -136,6 +137,18 @@ def connect_writable(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BU
     uri = Path(path).resolve().as_uri() + "?mode=rw"
     conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
     return conn
+
+
+@contextmanager
+def rolled_back_writer(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
+    """A writable connection for work the caller always rolls back (the write proof), opened and closed so
+    that the file keeps its bytes: a read-only connection stays open around it, so closing the writer is
+    never the last close of a WAL database (SQLite would then checkpoint the -wal into the file and
+    delete it, moving rows a killed daemon left only in the -wal)."""
+    with closing(connect_readonly(path, busy_timeout_s)) as guard:
+        guard.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        with closing(connect_writable(path, busy_timeout_s)) as conn:
+            yield conn
 
 
 def free_bytes(path: str | os.PathLike) -> int:
@@ -252,7 +265,7 @@ def sqlite_temp_dir() -> str:
 
 def disk_full_text(path: str | os.PathLike, text: str) -> str:
     """SQLITE_FULL while writing the database: where space ran out, and how much a schema change needs."""
-    directory, temp = Path(path).parent, sqlite_temp_dir()
+    directory, temp = Path(os.path.realpath(path)).parent, sqlite_temp_dir()
     try:
         size = os.path.getsize(path)
     except OSError:
@@ -272,11 +285,17 @@ def migration_write_problems(path: str | os.PathLike) -> list[str]:
     The directory must be writable (SQLite creates its -wal/-journal there), the database and its
     sidecars too, and the database's filesystem and SQLite's temp dir need room for the new indexes.
     """
-    path = Path(path)
+    # SQLite resolves a symbolic link and writes its -wal/-journal beside the real file: check that place.
+    given, path = Path(path), Path(os.path.realpath(path))
     directory, problems = path.parent, []
+    if given != path:
+        problems_of_link = f" ({given} is a link to {path})"
+    else:
+        problems_of_link = ""
     if not os.access(directory, os.W_OK | os.X_OK):
-        problems.append(f"directory {directory} is not writable by this user (SQLite creates its -wal/-journal "
-                        "there): run as the database's owner (become)")
+        problems.append(f"directory {directory}{problems_of_link} is not writable by this user (SQLite creates its "
+                        "-wal/-journal there): run as the database's owner (become), or point riskmgr_db_path at a "
+                        "writable place")
     for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if name.exists() and not os.access(name, os.W_OK):
             problems.append(f"{name} is not writable by this user: run as the database's owner (become)")

@@ -12,10 +12,14 @@ from pathlib import Path
 from ansible.module_utils.daemon_watch import read_pending
 from ansible.module_utils.host_processes import live_file_names, process_cmdline, processes_holding
 from ansible.module_utils.releases import Releases
+from ansible.module_utils.sqlite_baseline import foreign_key_state, preexisting_notes
 from ansible.module_utils.sqlite_catalog import as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, INTEGRITY_PRAGMAS, MigrationError, RiskmgrError, connect_readonly, database_bytes, free_bytes,
     integrity_result, migration_write_problems, sqlite_error_text, table_row_counts)
+from ansible.module_utils.sqlite_dependents import dependents, downgrade_blockers, upgrade_breakers
+from ansible.module_utils.sqlite_migration import prove_change
+from ansible.module_utils.sqlite_proof import altered_by
 from ansible.module_utils.sqlite_plan import data_dropped, plan
 from ansible.module_utils.sqlite_schema import (
     INCOMPLETE, USABLE, index_names, inspect, read_versions, table_names)
@@ -27,7 +31,8 @@ def file_facts(path: str, backup_dir: str | None) -> dict:
         "size": db_size,
         "wal_size": os.path.getsize(wal) if os.path.exists(wal) else 0,
         "backup_bytes_needed": database_bytes(path),
-        "free_bytes_db_dir": free_bytes(Path(path).parent),
+        "free_bytes_db_dir": free_bytes(Path(os.path.realpath(path)).parent),
+        "real_path": os.path.realpath(path),
         "free_bytes_backup_dir": free_bytes(backup_dir) if backup_dir else None,
         "owner_uid": os.stat(path).st_uid,
         "owner_gid": os.stat(path).st_gid,
@@ -66,6 +71,7 @@ class FactsRequest:
     free_space_margin: float = 1.1  # the backup needs the database and its -wal times this
     require_wal: bool = False  # online mode: backup and migration run while the daemon writes
     releases: Releases | None = None  # the release link: which release it names, and whether it must switch
+    prove_writes: bool = False  # with plan: the daemon's inserts tried on the changed schema, rolled back
 
 
 def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) -> dict:
@@ -77,6 +83,7 @@ def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) 
     """
     request = request or FactsRequest()
     catalog = as_catalog(migrations_dir) if migrations_dir else None
+    check_request(path, catalog, request)
     # The host's clock when the database was read: a later recovery takes the backups made since as this run's.
     facts = {"path": path, "exists": os.path.exists(path), "read_at": time.time()}
     if not facts["exists"]:
@@ -96,16 +103,33 @@ def gather(path: str, migrations_dir=None, request: FactsRequest | None = None) 
             facts["row_counts"] = table_row_counts(conn) if request.count_rows else None
             facts.update(schema_state(conn, catalog, request.options, request.target_version))
             facts["integrity"] = integrity_result(conn, request.integrity) if request.integrity != "none" else None
+            # Read with the integrity check (a scan as well): what the database has wrong before any change.
+            facts["baseline_problems"] = foreign_key_state(conn) if request.integrity != "none" else None
+            facts["baseline_notes"] = preexisting_notes(facts["baseline_problems"]) \
+                if facts["baseline_problems"] else []
             facts["plan"] = planned(conn, catalog, request, path) if request.plan and catalog else None
             conn.execute("COMMIT")
     except sqlite3.Error as err:
         raise RiskmgrError(sqlite_error_text(path, err, request.busy_timeout_s)) from err
+    facts["write_proof"] = write_proof(path, catalog, facts, request)
     facts["refusals"] = refusals(path, facts, request)
     # Beside the database, not in it: an upgrade started and never accepted, and the code that runs.
     facts["pending_upgrade"] = read_pending(path)
     wanted = request.target_version or (catalog.newest_version if catalog else None)
     facts["release"] = request.releases.facts(wanted) if request.releases else None
     return facts
+
+
+def check_request(path: str, catalog, request: FactsRequest) -> None:
+    """Options that contradict each other or lack what they need: one line saying what to pass."""
+    if (request.plan or request.prove_writes) and catalog is None:
+        raise RiskmgrError(f"{path}: plan and prove_writes need the migrations: pass migrations_dir (or migrations); "
+                           "nothing was read")
+    if request.prove_writes and not request.plan:
+        raise RiskmgrError(f"{path}: prove_writes proves the planned change: pass plan: true with it; nothing was read")
+    if catalog is not None and request.target_version is not None and request.target_version not in catalog.files:
+        raise RiskmgrError(f"{path}: target_version {request.target_version} is not one of the versions in "
+                           f"{catalog.directory} ({', '.join(str(v) for v in sorted(catalog.files))}); fix target_version")
 
 
 def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str) -> dict | None:
@@ -116,13 +140,44 @@ def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str)
     except MigrationError:
         return None  # a database that cannot be migrated: its problems are the refusal
     changing = [s for s in steps if s.action != "skip"]
+    added, removed = altered_by(steps, direction)
     return {"direction": direction if changing else "none", "steps": [s.as_dict() for s in changing],
-            "data_dropped": data_dropped(conn, steps) if direction == "down" else {}}
+            "data_dropped": data_dropped(conn, steps) if direction == "down" else {},
+            # The triggers, views and indexes on what the change touches; for a downgrade, those in its way.
+            "dependents": dependents(conn, {**added, **removed}),
+            "blockers": downgrade_blockers(conn, steps, path) if direction == "down" else [],
+            "breakers": upgrade_breakers(conn, added) if direction == "up" else []}
+
+
+def write_proof(path: str, catalog, facts: dict, request: FactsRequest) -> dict | None:
+    """sqlite_migration.prove_change on the live file, when a change is planned and the file can take it."""
+    if not (request.prove_writes and catalog and facts.get("plan") and facts["plan"]["direction"] != "none"):
+        return None
+    if facts["plan"]["blockers"]:
+        return {"ok": False, "failures": [], "notes": ["not run: the objects in the downgrade's way come first"]}
+    if facts["write_problems"]:
+        return {"ok": False, "failures": [], "notes": ["not run: the file cannot be written (see write_problems)"]}
+    target = request.target_version or catalog.newest_version
+    try:
+        return prove_change(path, catalog, request.options, target, request.busy_timeout_s)
+    except MigrationError as err:
+        return {"ok": False, "failures": [f"{err}; the write proof could not run"], "notes": []}
+    except sqlite3.Error as err:
+        return {"ok": False, "failures": [f"{sqlite_error_text(path, err, request.busy_timeout_s)}; the proof of the "
+                                          "daemon's writes could not take the write lock or run"], "notes": []}
 
 
 def refusals(path: str, facts: dict, request: FactsRequest) -> list[str]:
     """Why the preflight stops this host before its daemon is stopped; empty when nothing does."""
     found = [f"{path} is in state {facts['state']}: {problem}" for problem in facts.get("problems") or []]
+    found += (facts.get("plan") or {}).get("blockers", [])
+    found += (facts.get("write_proof") or {}).get("failures", [])
+    # A trigger that breaks by its text, on a table the proof did not try (it refused every row before the
+    # change, or the proof was not asked for): refused all the same.
+    proof = facts.get("write_proof") or {}
+    proven, named = {t.lower() for t in proof.get("tables", [])}, " ".join(proof.get("failures", []))
+    found += [f"{path}: {b['text']}" for b in (facts.get("plan") or {}).get("breakers", [])
+              if b["table"].lower() not in proven and f"trigger {b['trigger']}" not in named]
     integrity = facts.get("integrity")
     if integrity and not integrity["ok"]:
         errors = " | ".join(" ".join(line.split()) for line in integrity["errors"][:5])

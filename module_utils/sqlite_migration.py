@@ -17,12 +17,14 @@ from typing import Callable
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, MigrationError, connect_readonly, connect_writable, equality_clause, identifier_list,
-    placeholders, quote_identifier, set_autoincrement_sequence, sqlite_error_text)
+    placeholders, quote_identifier, rolled_back_writer, set_autoincrement_sequence, sqlite_error_text)
 from ansible.module_utils.sqlite_history import (
     LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
+from ansible.module_utils.sqlite_dependents import downgrade_blockers
 from ansible.module_utils.sqlite_plan import Step, data_dropped, plan
+from ansible.module_utils.sqlite_proof import after, altered_by, baseline, foreign_keys_declared
 from ansible.module_utils.sqlite_rebuild import (
-    check_no_new_violations, foreign_key_violations, rebuild_table, rebuilt_as_recorded)
+    check_no_new_violations, foreign_key_violations, rebuild_definition, rebuild_table, rebuilt_as_recorded)
 from ansible.module_utils.sqlite_schema import Inspection
 
 TRANSACTION_MODES = ("single", "per_step")
@@ -112,7 +114,7 @@ def apply_downgrade(conn: sqlite3.Connection, catalog: Catalog, options: dict[st
                     path: str) -> None:
     """The downgrade's steps, then the checks that it did what the provenance says and nothing else."""
     rebuilds = [s for s in steps if s.action == "rebuild"]
-    before = foreign_key_violations(conn) if rebuilds else set()
+    before = foreign_key_violations(conn) if rebuilds else {}
     apply_steps(conn, catalog, options, steps)
     if rebuilds:
         check_no_new_violations(conn, before, path)
@@ -143,8 +145,9 @@ def migrate_database(path: str, migrations_dir: Catalog | str | Path, target_ver
     if target not in catalog.files:
         raise MigrationError(f"{path}: target_version {target} is not one of the versions in {catalog.directory} "
                              f"({', '.join(str(v) for v in sorted(catalog.files))})")
-    if not check_mode and Path(path).parent.is_dir() and not os.access(Path(path).parent, os.W_OK):
-        raise MigrationError(f"{path}: directory {Path(path).parent} is not writable by this user; SQLite must "
+    directory = Path(os.path.realpath(path)).parent  # a link's target: where SQLite writes its journal
+    if not check_mode and directory.is_dir() and not os.access(directory, os.W_OK):
+        raise MigrationError(f"{path}: directory {directory} is not writable by this user; SQLite must "
                              "create its journal there: run as the database owner (become); nothing was changed")
     connect = connect_readonly if check_mode else connect_writable
     try:
@@ -152,6 +155,7 @@ def migrate_database(path: str, migrations_dir: Catalog | str | Path, target_ver
             # A read transaction, so the plan sees one consistent state while the daemon writes.
             conn.execute("BEGIN")
             inspection, steps, direction = plan(conn, catalog, options, target, path)
+            refuse_blockers(conn, steps, direction, path)
             result = result_skeleton(inspection, steps, direction, target, catalog)
             if direction == "down":
                 result["data_dropped"] = data_dropped(conn, steps)
@@ -186,16 +190,21 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
     (sqlite_rebuild explains why); both are put back afterwards.
     """
     started = time.monotonic()
-    settings = rebuild_settings(conn) if target == catalog.baseline_version else {}
+    settings = rebuild_settings(conn) if target == catalog.baseline_version else proof_settings(conn)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
             inspection, steps, direction = plan(conn, catalog, options, target, path)
+            refuse_blockers(conn, steps, direction, path)
+            proof = baseline(conn, *altered_by(steps, direction))
             if direction == "down":
                 result["data_dropped"] = data_dropped(conn, steps)
                 apply_downgrade(conn, catalog, options, steps, path)
             else:
                 apply_steps(conn, catalog, options, steps)
+            refuse_broken_writes(after(conn, proof, direction, path), "the transaction was rolled back, "
+                                 "database left unchanged")
+            result["write_proof"] = proof.as_dict()
             if before_commit is not None:
                 before_commit()
             conn.execute("COMMIT")
@@ -209,14 +218,104 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
                                      "the transaction was rolled back, database left unchanged") from err
             raise
     finally:
-        for pragma, value in settings.items():
-            conn.execute(f"PRAGMA {pragma} = {int(value)}")
+        put_back(conn, settings)
     result.update(result_skeleton(inspection, steps, direction, target, catalog))
     result["seconds"] = round(time.monotonic() - started, 4)
     result["to_version"] = target
 
 
 REBUILD_PRAGMAS = {"foreign_keys": 0, "legacy_alter_table": 1}
+
+
+def put_back(conn: sqlite3.Connection, settings: dict[str, int]) -> None:
+    """The PRAGMAs rebuild_settings or proof_settings changed, back to what they were."""
+    for pragma, value in settings.items():
+        conn.execute(f"PRAGMA {pragma} = {int(value)}")
+
+
+def proof_settings(conn: sqlite3.Connection) -> dict[str, int]:
+    """An upgrade runs with PRAGMA foreign_keys on when the application declares foreign keys, so the
+    write proof before its commit checks them as an enforcing daemon would (adding columns, tables and
+    indexes is not affected by it). Returns the value to put back."""
+    previous = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    if foreign_keys_declared(conn):
+        conn.execute("PRAGMA foreign_keys = 1")
+    return {"foreign_keys": previous}
+
+
+def refuse_blockers(conn: sqlite3.Connection, steps: list[Step], direction: str, path: str) -> None:
+    """A downgrade refuses, before writing, the objects made since the migration that use what it removes."""
+    blockers = downgrade_blockers(conn, steps, path) if direction == "down" else []
+    if blockers:
+        raise MigrationError(" | ".join(blockers) + "; nothing was changed")
+
+
+def refuse_broken_writes(failures: list[str], outcome: str) -> None:
+    """Roll the change back when the daemon's writes would fail on it (sqlite_proof)."""
+    if failures:
+        raise MigrationError(" | ".join(failures) + f"; {outcome}")
+
+
+def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: int,
+                 busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
+    """The write proof on the live file, before any stop: the change applied and the daemon's inserts
+    tried inside one BEGIN IMMEDIATE transaction that is always rolled back (nothing reaches the file).
+    Indexes the change makes or drops are left out unless UNIQUE (building one is the slow part, and a
+    non-unique index changes no insert), and a downgrade's table gets its v1 definition and triggers
+    without its rows (sqlite_rebuild.rebuild_definition), so the lock is held for milliseconds. Returns {"ok", "failures", "notes", "tables", "views", "lock_ms", ...}."""
+    downgrade = target == catalog.baseline_version
+    with rolled_back_writer(path, busy_timeout_s) as conn:
+        settings = rebuild_settings(conn) if downgrade else proof_settings(conn)
+        try:
+            enforced = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+            conn.execute("BEGIN IMMEDIATE")
+            locked = time.monotonic()
+            try:
+                result = proof_transaction(conn, catalog, options, target, path)
+            finally:
+                conn.execute("ROLLBACK")
+            result["lock_ms"] = round((time.monotonic() - locked) * 1000, 1)
+            result["foreign_keys"] = enforced
+            return result
+        finally:
+            put_back(conn, settings)
+
+
+def proof_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
+                      path: str) -> dict:
+    _inspection, steps, direction = plan(conn, catalog, options, target, path)
+    if not [s for s in steps if s.action != "skip"]:
+        return {"ok": True, "failures": [], "notes": ["no change planned"], "tables": [], "views": []}
+    added, removed = altered_by(steps, direction)
+    proof = baseline(conn, added, removed)
+    now = utc_now()
+    for step in steps:
+        if step.action == "skip" or (step.kind == "index" and step.action in ("create", "drop")
+                                     and "UNIQUE" not in step.sql.upper().split("INDEX", 1)[0]):
+            continue
+        try:
+            if step.action == "rebuild":
+                # The table's v1 definition and its triggers, without copying its rows: milliseconds
+                # whatever its size, and what the daemon's inserts meet is the same.
+                rebuild_definition(conn, step.name, step.data["original_sql"])
+            else:
+                apply_step(conn, step, now)
+        except sqlite3.Error as err:
+            proof.failures = [f"{path}: {step.file} fails at {step.object}: {err}; " + clash_fix(conn, step, str(err))]
+            break
+    else:
+        after(conn, proof, direction, path)
+    return dict(proof.as_dict(), ok=not proof.failures)
+
+
+def clash_fix(conn: sqlite3.Connection, step: Step, error: str) -> str:
+    """What to do when a step of the change fails in the proof (an object of another kind holds its name)."""
+    name = step.name.split(".", 1)[0]
+    row = conn.execute("SELECT type, name FROM sqlite_master WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
+    if "already" in error and row:
+        return (f"the database has a {row[0]} named {row[1]}, which the change needs for its {step.kind}: rename or "
+                "drop it after review, then rerun")
+    return "fix what the error names, then rerun"
 
 
 def rebuild_settings(conn: sqlite3.Connection) -> dict[str, int]:
@@ -240,7 +339,23 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
     """
     started = time.monotonic()
     applied: list[Step] = []
-    longest, transactions = 0.0, 0
+    settings = proof_settings(conn)
+    try:
+        write_steps(conn, catalog, options, target, path, busy_timeout_s, applied)
+    finally:
+        put_back(conn, settings)
+    result["steps"] = [s.as_dict() for s in applied]
+    result["changed"] = bool(applied)
+    result["to_version"] = target
+    result["seconds"] = round(time.monotonic() - started, 4)
+    result["longest_transaction_seconds"] = round(max((s.data.get("transaction_seconds", 0) for s in applied),
+                                                      default=0.0), 4)
+    result["transactions"] = len({s.data.get("transaction") for s in applied})
+
+
+def write_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int, path: str,
+                busy_timeout_s: float, applied: list[Step]) -> None:
+    transactions = 0
     while True:
         begun = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
@@ -248,7 +363,10 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
             _inspection, steps, _direction = plan(conn, catalog, options, target, path)
             creates = [s for s in steps if s.action == "create"]
             batch = creates[:1] or [s for s in steps if s.action in ("adopt", "record")]
+            # The v1 daemon writes on each committed step: a step that breaks its inserts never commits.
+            proof = baseline(conn, *altered_by(batch, "up"))
             apply_steps(conn, catalog, options, batch)
+            refuse_broken_writes(after(conn, proof, "up", path), "this step was rolled back")
             conn.execute("COMMIT")
         except BaseException as err:
             if conn.in_transaction:
@@ -260,8 +378,9 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
             if isinstance(err, sqlite3.Error):
                 raise MigrationError(f"{sqlite_error_text(path, err, busy_timeout_s)}{done}") from err
             raise
-        longest = max(longest, time.monotonic() - begun)
         transactions += 1
+        for step in batch:
+            step.data = dict(step.data, transaction=transactions, transaction_seconds=time.monotonic() - begun)
         applied.extend(batch)
         # An index build leaves its pages in the -wal; copied into the database here (PASSIVE: the
         # daemon's writes never wait for it), the daemon's own next commit does not have to, and
@@ -269,12 +388,6 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if not creates:
             break
-    result["steps"] = [s.as_dict() for s in applied]
-    result["changed"] = bool(applied)
-    result["to_version"] = target
-    result["seconds"] = round(time.monotonic() - started, 4)
-    result["longest_transaction_seconds"] = round(longest, 4)
-    result["transactions"] = transactions
 
 
 # --- showing what changes ------------------------------------------------------------------------------

@@ -94,7 +94,9 @@ def adopted_tables(inspection: Inspection, steps: list[Step]) -> set[str]:
 def history_steps(inspection: Inspection, catalog: Catalog, options: dict[str, bool],
                   adopted: set[str] = frozenset()) -> list[Step]:
     """The version rows and file checksums the history still lacks."""
-    recorded = {row["version"] for row in inspection.versions.rows if row["success"]}
+    # Rows of another numbering are not this tool's record: its own rows replace them (kept in the provenance).
+    recorded = set() if inspection.foreign_history else \
+        {row["version"] for row in inspection.versions.rows if row["success"]}
     steps = []
     for version in range(catalog.baseline_version, inspection.target_version + 1):
         if version not in recorded:

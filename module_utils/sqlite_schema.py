@@ -64,6 +64,7 @@ class Inspection:
     problems: list[str]
     warnings: list[str]
     baseline: dict
+    foreign_history: bool = False  # schema_version rows of another numbering (foreign_history())
 
     @property
     def migration_needed(self) -> bool:
@@ -159,11 +160,37 @@ def inspect(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool]
                 made = versions.made_by(migration.version, statement.obj.kind, statement.obj.name)
                 objects.append(ObjectStatus(statement.obj, migration.version, status, required, detail,
                                             made.action if made else None, to_add))
-        problems = baseline_problems(conn, names, catalog, reference) + history_table_problems(conn, names, reference)
+        problems = (baseline_problems(conn, names, catalog, reference) + history_table_problems(conn, names, reference)
+                    + clash_problems(names, objects))
         baseline = describe_baseline(conn, names, catalog, reference)
     finally:
         reference.close()
     return judge(objects, versions, catalog, target, options, problems, baseline)
+
+
+def clash_problems(names: Names, objects: list[ObjectStatus]) -> list[str]:
+    """A table or index a later version would create whose name another kind of object holds (a view named
+    idx_orders_state_account, a view schema_version): SQLite would refuse the CREATE with the daemon down."""
+    problems = []
+    for o in objects:
+        if o.status != MISSING or o.obj.kind not in ("table", "index") or not o.required:
+            continue
+        for kind, name, _table, _sql in names.entries:
+            # Triggers have names of their own: SQLite lets an index or a table share a trigger's name.
+            if fold(name) == fold(o.obj.name) and kind != o.obj.kind and kind != "trigger":
+                problems.append(f"{o.obj} of v{o.version} cannot be created: the database has a {kind} named {name}; "
+                                f"rename or drop that {kind} after review (DROP {kind.upper()} \"{name}\"), then rerun")
+    return problems
+
+
+def foreign_history(objects: list[ObjectStatus], versions: VersionInfo, baseline: int) -> bool:
+    """A schema_version whose rows this tool did not write: versions above the baseline recorded, no ledger
+    and no provenance of this tool, and no table or index of a later version but that table itself. Its
+    numbers are another numbering; the state is judged by the objects."""
+    if versions.traces or versions.version is None or versions.version <= baseline:
+        return False
+    return not any(o.status != MISSING and o.obj.kind in ("table", "index") and fold(o.obj.name) != VERSION_TABLE
+                   for o in objects)
 
 
 def baseline_problems(conn: sqlite3.Connection, names: Names, catalog: Catalog,
@@ -233,12 +260,29 @@ def judge(objects: list[ObjectStatus], versions: VersionInfo, catalog: Catalog, 
                             "part of this target and is left alone")
     problems.extend(checksum_problems(catalog, versions))
     recorded = versions.version
-    if recorded is not None and recorded > catalog.newest_version:
+    foreign = foreign_history(objects, versions, catalog.baseline_version)
+    if foreign:
+        found = ", ".join(str(row["version"]) for row in versions.rows)
+        if recorded > catalog.newest_version:
+            problems.append(f"{VERSION_TABLE} holds rows this tool did not write (versions {found}; no migration "
+                            f"ledger, no object of v{catalog.baseline_version + 1}): by its objects this is a "
+                            f"v{catalog.baseline_version} database with another application's numbering. The daemon "
+                            f"reads MAX(version) there, so its version {recorded} would hide v{target}: rename that "
+                            f"table after review (ALTER TABLE {VERSION_TABLE} RENAME TO app_{VERSION_TABLE}), then rerun")
+        else:
+            warnings.append(f"{VERSION_TABLE} holds rows this tool did not write (versions {found}; no migration "
+                            f"ledger, no object of v{catalog.baseline_version + 1}): judged by its objects this is "
+                            f"v{catalog.baseline_version}; the rows are kept, a version row the migration writes over "
+                            "one of them is kept in its provenance and put back by a downgrade")
+    if recorded is not None and recorded > catalog.newest_version and not foreign:
         return Inspection("newer", recorded, target, objects, versions, [
             f"database is at schema v{recorded}, newer than the newest migration (v{catalog.newest_version}); "
             "use the matching release of this tool"], warnings, baseline)
     if problems:
         return Inspection("unknown", recorded, target, objects, versions, problems, warnings, baseline)
+    if foreign:
+        return Inspection("unknown" if problems else f"v{catalog.baseline_version}", catalog.baseline_version, target,
+                          objects, versions, problems, warnings, baseline, foreign_history=True)
     state, version = schema_state(objects, versions, catalog, options)
     return Inspection(state, version, target, objects, versions, problems, warnings, baseline)
 

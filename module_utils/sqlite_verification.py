@@ -24,14 +24,16 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ansible.module_utils.sqlite_baseline import describe, foreign_key_state, introduced, is_clean, state_before
 from ansible.module_utils.sqlite_catalog import Catalog, as_catalog
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, integrity_result, quote_identifier,
+    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, integrity_result, quote_identifier, rolled_back_writer,
     sqlite_error_text, table_row_counts)
 from ansible.module_utils.sqlite_history import HISTORY_TABLES, VersionInfo
 from ansible.module_utils.sqlite_schema import (
     DIFFERENT, INCOMPLETE, MISSING, VERSION_TABLE, Inspection, checksum_problems, current_version, inspect,
     read_versions)
+from ansible.module_utils.sqlite_proof import foreign_keys_declared, prove_current
 from ansible.module_utils.sqlite_shapes import Names, fold, index_shape
 
 SAMPLE_TABLES = ("enforcement_log", "positions", "orders")
@@ -40,7 +42,7 @@ ROW_COUNT_MODES = ("at_least", "equal")
 FOREIGN_KEY_ROWS = 20
 BASELINE_VERSION = 1  # files/migrations/v1: what rollback_v2.yml restores
 CHECK_NAMES = ("schema_version", "v1_tables", "schema_version_table", "optional_table", "indexes", "integrity",
-               "sample_queries", "definitions", "foreign_keys", "row_counts", "query_plans", "checksums")
+               "sample_queries", "definitions", "foreign_keys", "row_counts", "query_plans", "checksums", "writes")
 
 
 @dataclass
@@ -225,14 +227,22 @@ def check_definitions(inspection: Inspection, target: int, baseline: int, checks
                                       "form and recorded")
 
 
-def check_foreign_keys(conn: sqlite3.Connection) -> Check:
-    rows = conn.execute("PRAGMA foreign_key_check").fetchmany(FOREIGN_KEY_ROWS + 1)
-    if rows:
-        shown = [f"{table} rowid {rowid} -> {parent} (constraint {fkid})" for table, rowid, parent, fkid in
-                 rows[:FOREIGN_KEY_ROWS]]
-        more = " (first 20)" if len(rows) > FOREIGN_KEY_ROWS else ""
-        return Check("foreign_keys", False, f"rows without their parent{more}: {'; '.join(shown)}")
-    return Check("foreign_keys", True, "PRAGMA foreign_key_check returned no rows")
+def check_foreign_keys(conn: sqlite3.Connection, before: dict | None, source: str | None) -> Check:
+    """No row without its parent and no foreign key mismatch that the state before the change did not have
+    (sqlite_baseline); without a state before, every one counts."""
+    now = foreign_key_state(conn)
+    new = introduced(before, now)
+    if before is None:
+        if is_clean(now):
+            return Check("foreign_keys", True, "PRAGMA foreign_key_check returned no rows")
+        shown = f"; first rows: {'; '.join(now['examples'])}" if now["examples"] else ""
+        return Check("foreign_keys", False, f"{describe(now)}{shown} (no state before the change to compare with: "
+                                            "pass the manifest or baseline_from to judge only what the change "
+                                            "introduced)")
+    kept = "" if is_clean(now) else f"; there before the change, not judged: {describe(before)}"
+    if not is_clean(new):
+        return Check("foreign_keys", False, f"introduced by the change: {describe(new)} (compared with {source}){kept}")
+    return Check("foreign_keys", True, f"nothing the state before ({source}) did not have{kept}")
 
 
 def target_tables(catalog: Catalog, target: int) -> set[str]:
@@ -334,6 +344,48 @@ def check_checksums(versions: VersionInfo, problems: list[str]) -> Check:
     return Check("checksums", True, f"{len(versions.ledger)} recorded migration files match their sha256")
 
 
+def later_columns(catalog: Catalog) -> dict[str, list[str]]:
+    """{table: [column]} of every column a later version adds to a table."""
+    found: dict[str, list[str]] = {}
+    for migration in catalog.all_files():
+        for statement in migration.statements:
+            if migration.version > catalog.baseline_version and statement.obj.kind == "column":
+                table, column = statement.obj.name.split(".", 1)
+                found.setdefault(table, []).append(column)
+    return found
+
+
+def check_writes(path: str, catalog: Catalog, busy_timeout_s: float) -> Check:
+    """The daemon's inserts on the database as it is: into each table a later version adds a column to
+    (and each table whose triggers name one), as v1 code writes it and, where the column is there, as v2
+    code does; in a BEGIN IMMEDIATE transaction that is always rolled back (the file never changes).
+    After a downgrade this is what the v1 daemon about to start will do."""
+    real = os.path.realpath(path)
+    if not (os.access(real, os.W_OK) and os.access(os.path.dirname(real), os.W_OK)):
+        return Check("writes", True, "not run: this user cannot write the file or its directory, so it cannot try "
+                                     "the daemon's inserts (run as the database owner to include them)")
+    try:
+        with rolled_back_writer(path, busy_timeout_s) as conn:
+            if foreign_keys_declared(conn):
+                conn.execute("PRAGMA foreign_keys = 1")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                failures, notes, proven = prove_current(conn, later_columns(catalog))
+            finally:
+                conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            return Check("writes", True, f"not run: another writer held the write lock for {busy_timeout_s:g}s "
+                                         "(a running daemon is writing; its own inserts are the proof)")
+        return Check("writes", False, f"the inserts could not be tried: {sqlite_error_text(path, err, busy_timeout_s)}")
+    except sqlite3.Error as err:
+        return Check("writes", False, f"the inserts could not be tried: {sqlite_error_text(path, err, busy_timeout_s)}")
+    if failures:
+        return Check("writes", False, "; ".join(failures))
+    detail = f"inserts pass into {', '.join(proven) or 'no table'} (rolled back)"
+    return Check("writes", True, detail + (f"; {'; '.join(notes)}" if notes else ""))
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 def schema_checks(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool],
@@ -351,7 +403,8 @@ def schema_checks(conn: sqlite3.Connection, catalog: Catalog, options: dict[str,
 
 def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options: dict[str, bool],
                integrity: str, expected_counts: dict[str, int] | None, row_count_mode: str,
-               manifest: str | None) -> tuple[list[Check], Inspection | None, dict[str, int]]:
+               manifest: str | None, before: tuple[dict | None, str | None] = (None, None)
+               ) -> tuple[list[Check], Inspection | None, dict[str, int]]:
     baseline = catalog.baseline_version
     indexes = required_indexes(catalog, target, options)
     count_errors: dict[str, str] = {}
@@ -366,7 +419,7 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
         guarded("integrity", check_integrity, conn, integrity),
         guarded("sample_queries", check_sample_queries, conn),
         definitions,
-        guarded("foreign_keys", check_foreign_keys, conn),
+        guarded("foreign_keys", check_foreign_keys, conn, *before),
         check_row_counts(counts, count_errors, expected_counts, row_count_mode, manifest,
                          target_tables(catalog, target)),
         guarded("query_plans", check_query_plans, conn, indexes),
@@ -378,7 +431,7 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
 def verify_database(path: str, migrations_dir: Catalog | str | Path, target_version: int | None = None,
                     options: dict[str, bool] | None = None, manifest: str | None = None,
                     integrity: str = "integrity", row_count_mode: str = "at_least",
-                    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
+                    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, baseline_from: str | None = None) -> dict:
     """Run every check on one read snapshot and return the module result (never writes a byte).
 
     A failed check is a result (ok false, failed_checks); VerificationError / RiskmgrError means
@@ -389,6 +442,7 @@ def verify_database(path: str, migrations_dir: Catalog | str | Path, target_vers
     catalog = as_catalog(migrations_dir)
     target = resolve_target(catalog, target_version, path)
     expected = read_manifest_counts(manifest) if manifest else None
+    before = state_before(baseline_from, manifest, busy_timeout_s)
     try:
         with closing(connect_readonly(path, busy_timeout_s)) as conn:
             # One read transaction: counts, schema and plans all describe the same moment even
@@ -399,11 +453,12 @@ def verify_database(path: str, migrations_dir: Catalog | str | Path, target_vers
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 version = current_version(conn)
                 checks, inspection, counts = run_checks(conn, catalog, target, options, integrity, expected,
-                                                        row_count_mode, manifest)
+                                                        row_count_mode, manifest, before)
             finally:
                 conn.execute("ROLLBACK")  # read-only: nothing to commit, just end the snapshot
     except sqlite3.Error as err:
         raise VerificationError(sqlite_error_text(path, err, busy_timeout_s)) from err
+    checks.append(check_writes(path, catalog, busy_timeout_s))
     failed = [check.failure() for check in checks if not check.ok]
     return {
         "changed": False,

@@ -267,8 +267,9 @@ ALLOWED_DYNAMIC_SQL = {
         "a statement of the migration files (read on the controller by the riskmgr_migrations lookup, split one "
         "object per statement and checksummed in the ledger), an ADD COLUMN made by sqlite_shapes.add_column_sql "
         "from those files' column definitions (quote_identifier), or a DROP built with quote_identifier",
-    ("sqlite_migration.py", "write_transaction", "f'PRAGMA {pragma} = {int(value)}'"):
-        "a pragma name from the constant REBUILD_PRAGMAS, its previous value read back as an int",
+    ("sqlite_migration.py", "put_back", "f'PRAGMA {pragma} = {int(value)}'"):
+        "a pragma name from the constant REBUILD_PRAGMAS (or foreign_keys, proof_settings), its previous value "
+        "read back as an int",
     ("sqlite_migration.py", "rebuild_settings", "f'PRAGMA {pragma}'"):
         "a pragma name from the constant REBUILD_PRAGMAS",
     ("sqlite_migration.py", "rebuild_settings", "f'PRAGMA {pragma} = {value}'"):
@@ -281,6 +282,10 @@ ALLOWED_DYNAMIC_SQL = {
         "in the migration's transaction): the table made again exactly as it was",
     ("sqlite_rebuild.py", "rebuild_table", "sql"):
         "the table's own indexes and triggers, their sqlite_master text read just before the rebuild",
+    ("sqlite_rebuild.py", "rebuild_definition", "original_sql"):
+        "as rebuild_table, for the write proof in a transaction that is always rolled back",
+    ("sqlite_rebuild.py", "rebuild_definition", "sql"):
+        "the table's own triggers, their sqlite_master text read just before, in the proof's rolled-back transaction",
     ("sqlite_catalog.py", "build_reference", "statement.sql"):
         "the migration files' statements, into an in-memory schema-only reference database",
     ("sqlite_history.py", "read_versions", "select"):

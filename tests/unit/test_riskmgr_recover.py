@@ -189,3 +189,22 @@ def test_a_daemon_that_will_not_start_is_reported_not_hidden(make_host):
     assert report["errors"] and report["errors"][0].startswith("starting the daemon: ")
     assert "Check the host now" in recovery_text(str(host.db), report)
     assert read_pid(str(host.pidfile)) is None
+
+
+def test_the_report_reads_the_files_state_when_only_the_verification_after_the_restore_failed(make_host):
+    """Issue 16, case 8: the message says what the file is at that moment, never what the failed step implies."""
+    host = make_host()
+    host.start()
+    host.control().request_stop(host.pid())
+    wait_for(lambda: host.pid() is None)
+    # A trigger no v1 insert passes (it names a column v1 lacks): the restored v1 fails verification.
+    with closing(sqlite3.connect(host.db)) as conn:
+        conn.execute("CREATE TRIGGER stale AFTER INSERT ON enforcement_log BEGIN SELECT NEW.execution_time_ms; END")
+        conn.commit()
+    taken = backup_database(str(host.db), str(host.backups), daemon_stopped=True)
+    migrate_database(str(host.db), MIGRATIONS)
+    report = recover(host, backup=taken["backup"], method="restore", back_to=1)
+    assert report["state_now"] == "v1" and report["version"] == 1, report
+    assert report["database"].startswith("is v1 now (read from the file), but its verification"), report
+    assert any("trigger stale" in error for error in report["errors"]), report["errors"]
+    assert "it is v2 now" not in recovery_text(str(host.db), report)

@@ -387,3 +387,45 @@ def test_restart_stops_and_starts_in_one_call_and_times_the_gap(make_host):
                             expect_log_line="Database schema version: 1", process_match="riskmgr_standin")
     assert result["was_running"] and result["pid"] != old and host.pid() == result["pid"]
     assert 0 < result["downtime_seconds"] < result["healthy_at"] - result["stop_requested_at"]
+
+
+def test_a_trigger_made_after_the_preflight_is_refused_by_the_unit_before_its_stop(make_host):
+    """Issue 16: what changed since the preflight (a SELECT * archive trigger made meanwhile) refuses the unit
+    while the daemon still runs; the v1 daemon keeps its pid and its writes, nothing is backed up."""
+    host = make_host()
+    pid = host.start()
+    with closing(sqlite3.connect(host.db, timeout=30)) as conn:
+        conn.executescript("CREATE TABLE log_archive AS SELECT * FROM enforcement_log WHERE 0;"
+                           "CREATE TRIGGER archive_log AFTER INSERT ON enforcement_log BEGIN "
+                           "INSERT INTO log_archive SELECT * FROM enforcement_log WHERE id = NEW.id; END;")
+    with pytest.raises(UpgradeError) as refused:
+        host.upgrade()
+    message = str(refused.value)
+    assert "trigger archive_log" in message and "The daemon was not stopped and nothing was changed" in message
+    assert refused.value.fail_result["failed_phase"] == "plan"
+    assert host.pid() == pid and version_of(host.db) == 1 and not host.backups.exists()
+    assert host.logged_versions() == [1]
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE log_notes (log_id INTEGER REFERENCES enforcement_log(id), note TEXT);"
+    "INSERT INTO log_notes VALUES (999999, 'orphaned long ago');",
+    "CREATE TABLE rule_notes (rule_id TEXT REFERENCES enforcement_log(rule_id), note TEXT);"
+    "INSERT INTO rule_notes VALUES ('r1', 'into a column that is not unique');",
+], ids=["orphans", "foreign_key_mismatch"])
+def test_problems_the_database_had_before_do_not_fail_the_unit(make_host, sql):
+    """Issue 16, cases 3 and 4: judged against its own backup, the unit's verification passes; no pending
+    record is left, and a rerun changes nothing."""
+    from daemon_watch import read_pending
+    host = make_host()
+    host.start()
+    with closing(sqlite3.connect(host.db, timeout=30)) as conn:
+        conn.executescript(sql)
+    result = host.upgrade()
+    assert result["failed_phase"] is None and result["verification"]["ok"], result["verification"]["failed_checks"]
+    fk = [c for c in result["verification"]["checks"] if c["name"] == "foreign_keys"][0]
+    assert "there before the change, not judged" in fk["detail"]
+    assert version_of(host.db) == 2 and host.logged_versions()[-1] == 2
+    assert read_pending(str(host.db)) is None or read_pending(str(host.db))["to_version"] == 2
+    again = host.upgrade()
+    assert not again["changed"] or again["finish"]
