@@ -71,7 +71,8 @@ def test_release_2_refusing_to_start_gets_release_1_back_on_v1_with_every_row(tm
 
 @pytest.mark.parametrize("fault, failure", [
     ("smoke-fails", r"the upgrade failed while smoke-testing the daemon on the new version: the smoke test `.*"
-                    r"smoke_tests\.py.*` exited with status 1 \(stderr: smoke test failed: injected fault"),
+                    r"smoke_tests\.py.*` \(run from .* as root\) exited with status 1 \(stderr: smoke test failed: "
+                    r"injected fault"),
     ("error-after=2", rf"the upgrade failed at '?{WATCH_TASK}'?: the daemon logged 1 line matching "
                       r"ERROR\|CRITICAL\|Traceback \d+ s into its canary watch: .*ERROR injected fault"),
 ], ids=["smoke_test_fails", "error_logged_during_the_canary_watch"])
