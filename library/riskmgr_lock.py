@@ -107,7 +107,7 @@ broke:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_lock import acquire, describe_holder, release
+from ansible.module_utils.run_lock import acquire, describe_holder, release
 from ansible.module_utils.module_glue import run_module_guarded
 
 ARGUMENT_SPEC = {

@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: riskmgr_recover
 short_description: Put a host back after a failed migrate or rollback run, from its real state
 description:
-  - The one recovery of the project; the offline unit (M(riskmgr_upgrade)) runs the same code on its
+  - The one recovery of the project; the offline unit (M(riskmgr_migrate)) runs the same code on its
     own failure path. Nothing is taken from which task failed - the database, the backups and the
     daemon are read as they are now.
   - A database consistent at a version in I(accept) (default, I(back_to) alone) is left as it is. Any
@@ -59,7 +59,7 @@ options:
     choices: [auto, downgrade, restore]
     default: auto
   keep_suffix:
-    description: Suffix of the file a restore replaces, kept as C(<db>.<keep_suffix>_<time>).
+    description: Suffix of the file a restore replaces, kept as C(<db>.kept-<keep_suffix>-v<N>-<UTC ts>).
     type: str
     default: failed
   track_unrealized_pnl:
@@ -110,24 +110,14 @@ msg: {description: All of it in one line., type: str, returned: always}
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import (
     DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded)
-from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import daemon_control
-from ansible.module_utils.riskmgr_recover import (
-    METHODS, DaemonSettings, RecoverSettings, recover_host, recovery_text)
+from ansible.module_utils.riskmgr_recover import METHODS, recover_host, recovery_text, settings_of_params
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    settings = RecoverSettings(
-        path=params["path"], backup_dir=params["backup_dir"], back_to=params["back_to"],
-        accept=tuple(params["accept"] or ()), since=params["since"], method=params["method"],
-        keep_suffix=params["keep_suffix"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
-        busy_timeout_s=params["busy_timeout"], releases=Releases.from_params(params), served=params["served"],
-        release_before=params["release_before"],
-        daemon=DaemonSettings(stop_timeout=params["stop_timeout"], settle=params["settle"],
-                              start_timeout=params["start_timeout"], log_path=params["log_path"],
-                              process_match=params["process_match"]))
+    settings = settings_of_params(params, params["back_to"], tuple(params["accept"] or ()))
     report = recover_host(settings, catalog_of_params(params), daemon_control(params), params["backup"])
     report["msg"] = recovery_text(params["path"], report)
     report["changed"] = report["changed"] or bool(report.get("start"))

@@ -15,8 +15,8 @@ description:
     upgrade wrote beside the database before its stop (C(<db>.riskmgr-pending)) is removed. Until then a
     later run treats the host's upgrade as not finished (it smoke-tests and watches it again, and a failure
     puts the host back to the version the upgrade started from).
-  - I(state=pending) writes that record instead (the online upgrade does, before its backup; the offline
-    unit M(riskmgr_upgrade) writes it itself).
+  - I(state=pending) writes that record instead; kept for playbooks that use it, M(riskmgr_pending) is the
+    module that does.
   - Changes nothing but the record; read-only in check mode.
 options:
   path:

@@ -25,7 +25,7 @@ DATABASE_SPEC = {
     "busy_timeout": {"type": "float", "default": 10.0},
 }
 
-# The argument_spec entries of the modules that write a backup (sqlite_backup, riskmgr_upgrade;
+# The argument_spec entries of the modules that write a backup (sqlite_backup, riskmgr_migrate;
 # doc fragment riskmgr_database.backups).
 BACKUP_SPEC = {
     "backup_dir": {"type": "path", "required": True},
@@ -35,7 +35,7 @@ BACKUP_SPEC = {
 }
 
 
-# The argument_spec entries of the modules that stop or start the daemon (riskmgr_daemon, riskmgr_upgrade).
+# The argument_spec entries of the modules that stop or start the daemon (riskmgr_daemon, riskmgr_migrate).
 # Their defaults are the operator's: those of the riskmgr_* variables in roles/riskmgr/defaults/main.yml
 # (tests/static/test_defaults_agree.py holds them to it).
 DAEMON_SPEC = {
@@ -58,7 +58,7 @@ DAEMON_SPEC = {
     "daemon_group": {"type": "str"},
 }
 
-# The smoke test after a start on the new version (riskmgr_daemon, riskmgr_upgrade).
+# The smoke test after a start on the new version (riskmgr_daemon, riskmgr_migrate).
 SMOKE_SPEC = {
     "smoke_command": {"type": "list", "elements": "str"},
     "smoke_timeout": {"type": "int", "default": 120},

@@ -21,19 +21,19 @@ from sqlite_catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE_DEFAULTS = ROOT / "roles" / "riskmgr" / "defaults" / "main.yml"
-MODULES = sorted(path.stem for path in (ROOT / "library").glob("*.py"))
+MODULES = sorted(path.stem for path in (ROOT / "library").glob("*.py") if not path.is_symlink())  # not the aliases
 
-DAEMON_MODULES = ("riskmgr_daemon", "riskmgr_upgrade", "riskmgr_recover", "riskmgr_watch")
+DAEMON_MODULES = ("riskmgr_daemon", "riskmgr_migrate", "riskmgr_recover", "riskmgr_start_if_down", "riskmgr_watch")
 DATABASE_MODULES = ("sqlite_schema_facts", "sqlite_backup", "sqlite_migrate", "sqlite_verify", "sqlite_restore",
-                    "riskmgr_upgrade", "riskmgr_recover")
-MIGRATING_MODULES = ("sqlite_schema_facts", "sqlite_migrate", "sqlite_verify", "riskmgr_upgrade")
+                    "riskmgr_migrate", "riskmgr_recover", "riskmgr_start_if_down")
+MIGRATING_MODULES = ("sqlite_schema_facts", "sqlite_migrate", "sqlite_verify", "riskmgr_migrate")
 
 # riskmgr_X -> every (module, option) whose default must be the variable's value.
 MIRRORED = {
-    "riskmgr_backup_retention_days": [("sqlite_backup", "retention_days"), ("riskmgr_upgrade", "retention_days")],
-    "riskmgr_backup_max": [("sqlite_backup", "max_backups"), ("riskmgr_upgrade", "max_backups")],
+    "riskmgr_backup_retention_days": [("sqlite_backup", "retention_days"), ("riskmgr_migrate", "retention_days")],
+    "riskmgr_backup_max": [("sqlite_backup", "max_backups"), ("riskmgr_migrate", "max_backups")],
     "riskmgr_track_unrealized_pnl": [(module, "track_unrealized_pnl") for module in
-                                     (*MIGRATING_MODULES, "riskmgr_recover")],
+                                     (*MIGRATING_MODULES, "riskmgr_recover", "riskmgr_start_if_down")],
     "riskmgr_target_version": [(module, "target_version") for module in MIGRATING_MODULES],
     "riskmgr_service_manager": [(module, "service_manager") for module in DAEMON_MODULES],
     "riskmgr_start_command": [(module, "start_command") for module in DAEMON_MODULES],
@@ -46,9 +46,9 @@ MIRRORED = {
     "riskmgr_log_path": [(module, "log_path") for module in DAEMON_MODULES],
     "riskmgr_busy_timeout": [(module, "busy_timeout") for module in DATABASE_MODULES],
     "riskmgr_break_lock": [("riskmgr_lock", "break_stale")],
-    "riskmgr_integrity_downtime": [("riskmgr_upgrade", "integrity")],
-    "riskmgr_recovery_method": [("riskmgr_upgrade", "recovery_method"), ("riskmgr_recover", "method")],
-    "riskmgr_smoke_timeout": [("riskmgr_upgrade", "smoke_timeout"), ("riskmgr_daemon", "smoke_timeout")],
+    "riskmgr_integrity_downtime": [("riskmgr_migrate", "integrity")],
+    "riskmgr_recovery_method": [("riskmgr_migrate", "recovery_method"), ("riskmgr_recover", "method")],
+    "riskmgr_smoke_timeout": [("riskmgr_migrate", "smoke_timeout"), ("riskmgr_daemon", "smoke_timeout")],
     "riskmgr_watch_fail_regex": [("riskmgr_watch", "fail_regex")],
     "riskmgr_stop_command": [(module, "stop_command") for module in DAEMON_MODULES],
     "riskmgr_daemon_chdir": [(module, "daemon_chdir") for module in DAEMON_MODULES],
@@ -59,14 +59,15 @@ MIRRORED = {
 # riskmgr_X -> the options that name what a module acts on: no default, a module never picks a
 # database, a backup directory, a lock or a unit by itself (the playbooks always pass the variable).
 NAMED_BY_THE_CALLER = {
-    "riskmgr_db_path": [(module, "path") for module in (*DATABASE_MODULES, "riskmgr_watch")],
+    "riskmgr_db_path": [(module, "path") for module in (*DATABASE_MODULES, "riskmgr_watch", "riskmgr_pending")],
     "riskmgr_backup_dir": [(module, "backup_dir") for module in
-                           ("sqlite_schema_facts", "sqlite_backup", "sqlite_restore", "riskmgr_upgrade",
-                            "riskmgr_recover")],
+                           ("sqlite_schema_facts", "sqlite_backup", "sqlite_restore", "riskmgr_migrate",
+                            "riskmgr_recover", "riskmgr_start_if_down")],
     "riskmgr_lock_path": [("riskmgr_lock", "path"), ("sqlite_schema_facts", "lock_path")],
     "riskmgr_service_name": [(module, "service_name") for module in DAEMON_MODULES],
-    "riskmgr_release_link": [(module, "release_link") for module in (*DAEMON_MODULES, "sqlite_schema_facts")],
-    "riskmgr_smoke_command": [("riskmgr_upgrade", "smoke_command"), ("riskmgr_daemon", "smoke_command")],
+    "riskmgr_release_link": [(module, "release_link") for module in
+                             (*DAEMON_MODULES, "sqlite_schema_facts", "riskmgr_pending")],
+    "riskmgr_smoke_command": [("riskmgr_migrate", "smoke_command"), ("riskmgr_daemon", "smoke_command")],
 }
 
 # riskmgr_X that no module option mirrors, and why.
