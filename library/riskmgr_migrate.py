@@ -129,7 +129,7 @@ recovery:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import (
-    BACKUP_SPEC, DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, SMOKE_SPEC, run_module_guarded)
+    BACKUP_SPEC, DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, SMOKE_SPEC, role_default, run_module_guarded)
 from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.riskmgr_migrate import UpgradeSettings, upgrade_host
 from ansible.module_utils.sqlite_catalog import catalog_of_params
@@ -148,10 +148,10 @@ def main() -> None:
             **BACKUP_SPEC,
             **MIGRATION_SOURCE_SPEC,
             "target_version": {"type": "int"},
-            "track_unrealized_pnl": {"type": "bool", "default": False},
-            "integrity": {"type": "str", "choices": ["quick", "integrity"], "default": "quick"},
+            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
+            "integrity": role_default("riskmgr_integrity_downtime", type="str", choices=["quick", "integrity"]),
             "keep_suffix": {"type": "str"},
-            "recovery_method": {"type": "str", "choices": ["auto", "downgrade", "restore"], "default": "auto"},
+            "recovery_method": role_default("riskmgr_recovery_method", type="str", choices=["auto", "downgrade", "restore"]),
             **SMOKE_SPEC,
             # The expected log line is not an option: it is the version being started.
             **{name: spec for name, spec in DAEMON_SPEC.items() if name != "expect_log_line"},

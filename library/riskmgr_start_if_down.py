@@ -62,7 +62,8 @@ msg: {description: All of it in one line., type: str, returned: always}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import (
+    DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, role_default, run_module_guarded)
 from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.riskmgr_recover import recover_host, recovery_text, settings_of_params
 from ansible.module_utils.sqlite_catalog import catalog_of_params
@@ -87,7 +88,7 @@ def main() -> None:
             **DATABASE_SPEC,
             "backup_dir": {"type": "path", "required": True},
             "version": {"type": "int", "required": True},
-            "track_unrealized_pnl": {"type": "bool", "default": False},
+            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
         },
         mutually_exclusive=[("migrations_dir", "migrations")],
         required_one_of=[("migrations_dir", "migrations")],

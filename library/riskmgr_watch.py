@@ -91,7 +91,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.daemon_watch import clear_pending, watch_poll, write_pending
-from ansible.module_utils.module_glue import DAEMON_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import DAEMON_SPEC, role_default, run_module_guarded
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import daemon_control
 
@@ -120,7 +120,7 @@ def main() -> None:
             "seconds": {"type": "int", "default": 0},
             "pid": {"type": "int"},
             "mark": {"type": "raw"},
-            "fail_regex": {"type": "str", "default": "ERROR|CRITICAL|Traceback"},
+            "fail_regex": role_default("riskmgr_watch_fail_regex", type="str"),
             "accept": {"type": "bool", "default": False},
             "canary": {"type": "bool", "default": False},
             "from_version": {"type": "int"},
