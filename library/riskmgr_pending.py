@@ -66,17 +66,13 @@ def run(module: AnsibleModule) -> dict:
     return {"changed": written}
 
 
+OPTIONS = {"path": {"type": "path", "required": True},
+           "from_version": {"type": "int", "required": True}, "to_version": {"type": "int", "required": True},
+           "release_link": {"type": "path"}, "release_paths": {"type": "dict"}}
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "from_version": {"type": "int", "required": True},
-            "to_version": {"type": "int", "required": True},
-            "release_link": {"type": "path"},
-            "release_paths": {"type": "dict"},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=OPTIONS, supports_check_mode=True)
     module.exit_json(**run_module_guarded(module, run, module.params["path"], "no pending record was written"))
 
 

@@ -108,49 +108,30 @@ msg: {description: All of it in one line., type: str, returned: always}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import (
-    DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, role_default, run_module_guarded)
+from ansible.module_utils.module_glue import host_recovery_module, role_default, run_module_guarded
 from ansible.module_utils.riskmgr_daemon import daemon_control
-from ansible.module_utils.riskmgr_recover import METHODS, recover_host, recovery_text, settings_of_params
+from ansible.module_utils.riskmgr_recover import METHODS, recover_from_params
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    settings = settings_of_params(params, params["back_to"], tuple(params["accept"] or ()))
-    report = recover_host(settings, catalog_of_params(params), daemon_control(params), params["backup"])
-    report["msg"] = recovery_text(params["path"], report)
-    report["changed"] = report["changed"] or bool(report.get("start"))
-    if report["errors"]:
-        module.fail_json(**report)
-    return report
+    return recover_from_params(params, catalog_of_params(params), daemon_control(params), params["back_to"],
+                               tuple(params["accept"] or ()), params["backup"])
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **MIGRATION_SOURCE_SPEC,
-            **{name: spec for name, spec in DAEMON_SPEC.items() if name != "expect_log_line"},
-            **DATABASE_SPEC,
-            "backup_dir": {"type": "path", "required": True},
-            "back_to": {"type": "int", "required": True},
-            "accept": {"type": "list", "elements": "int"},
-            "since": {"type": "float"},
-            "backup": {"type": "path"},
-            "served": {"type": "bool", "default": False},
-            "release_before": {"type": "path"},
-            "method": role_default("riskmgr_recovery_method", type="str", choices=list(METHODS)),
-            "keep_suffix": {"type": "str", "default": "failed"},
-            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
-        },
-        mutually_exclusive=[("migrations_dir", "migrations")],
-        required_one_of=[("migrations_dir", "migrations")],
-        required_if=[("service_manager", "command", ["pidfile", "start_command"]),
-                     ("service_manager", "systemd", ["service_name"])],
-        supports_check_mode=False,
-    )
-    result = run_module_guarded(module, run, module.params["path"], "see the host's state")
-    module.exit_json(**result)
+    module = AnsibleModule(**host_recovery_module({
+        "back_to": {"type": "int", "required": True},
+        "accept": {"type": "list", "elements": "int"},
+        "since": {"type": "float"},
+        "backup": {"type": "path"},
+        "served": {"type": "bool", "default": False},
+        "release_before": {"type": "path"},
+        "method": role_default("riskmgr_recovery_method", type="str", choices=list(METHODS)),
+        "keep_suffix": {"type": "str", "default": "failed"},
+    }))
+    module.exit_json(**run_module_guarded(module, run, module.params["path"], "see the host's state"))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,14 @@ options:
     type: int
     required: true
   track_unrealized_pnl:
-    description: Whether the optional daily_unrealized_pnl table is part of the schema.
-    type: bool
+    description: The schema has the optional daily_unrealized_pnl table (riskmgr_track_unrealized_pnl).
     default: false
-extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations, riskmgr_daemon]
+    type: bool
+extends_documentation_fragment:
+  - action_common_attributes
+  - riskmgr_database
+  - riskmgr_migrations
+  - riskmgr_daemon
 attributes:
   check_mode: {support: none, details: It starts a daemon.}
   diff_mode: {support: none}
@@ -47,55 +51,36 @@ EXAMPLES = r"""
 
 RETURN = r"""
 state_found: {description: The database's state when read., type: str, returned: always, sample: v2}
-database: {description: What the database is now., type: str, returned: always}
-method: {description: C(restore) or C(downgrade) when the database had to be put back; null otherwise., type: str, returned: always}
-version: {description: The schema version the database is at now., type: int, returned: always}
-daemon: {description: Whether the daemon runs, and on what., type: str, returned: always,
-         sample: "runs again on v2 with release v2 (/opt/risk_manager/releases/2) (pid 4242)"}
-release:
-  description: With I(release_link), what it names now - C(link), C(linked), C(version), C(paths); null without.
-  type: dict
+daemon:
+  description: Whether the daemon runs, and on what (the other keys are those of M(riskmgr_recover)).
+  type: str
   returned: always
-pid: {description: The daemon's pid., type: int, returned: always}
-errors: {description: What could not be done., type: list, elements: str, returned: always}
-msg: {description: All of it in one line., type: str, returned: always}
+  sample: "runs again on v2 with release v2 (/opt/risk_manager/releases/2) (pid 4242)"
+method:
+  description: C(restore) or C(downgrade) when the database had to be put back; null when it was left as it is.
+  type: str
+  returned: always
+msg:
+  description: All of it in one line.
+  type: str
+  returned: always
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import (
-    DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, role_default, run_module_guarded)
+from ansible.module_utils.module_glue import host_recovery_module, run_module_guarded
 from ansible.module_utils.riskmgr_daemon import daemon_control
-from ansible.module_utils.riskmgr_recover import recover_host, recovery_text, settings_of_params
+from ansible.module_utils.riskmgr_recover import recover_from_params
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 
 def run(module: AnsibleModule) -> dict:
-    params = module.params
-    settings = settings_of_params(params, params["version"], (params["version"],))
-    report = recover_host(settings, catalog_of_params(params), daemon_control(params), None)
-    report["msg"] = recovery_text(params["path"], report)
-    report["changed"] = report["changed"] or bool(report.get("start"))
-    if report["errors"]:
-        module.fail_json(**report)
-    return report
+    version = module.params["version"]  # the database stays there: back_to and the one version accepted
+    return recover_from_params(module.params, catalog_of_params(module.params), daemon_control(module.params),
+                               version, (version,))
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **MIGRATION_SOURCE_SPEC,
-            **{name: spec for name, spec in DAEMON_SPEC.items() if name != "expect_log_line"},
-            **DATABASE_SPEC,
-            "backup_dir": {"type": "path", "required": True},
-            "version": {"type": "int", "required": True},
-            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
-        },
-        mutually_exclusive=[("migrations_dir", "migrations")],
-        required_one_of=[("migrations_dir", "migrations")],
-        required_if=[("service_manager", "command", ["pidfile", "start_command"]),
-                     ("service_manager", "systemd", ["service_name"])],
-        supports_check_mode=False,
-    )
+    module = AnsibleModule(**host_recovery_module({"version": {"type": "int", "required": True}}))
     module.exit_json(**run_module_guarded(module, run, module.params["path"], "see the host's state"))
 
 

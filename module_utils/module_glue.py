@@ -71,6 +71,26 @@ SMOKE_SPEC = {
 }
 
 
+def host_recovery_module(options: dict) -> dict:
+    """AnsibleModule's arguments for a module that runs the recovery (riskmgr_recover, riskmgr_start_if_down):
+    the migrations, the daemon, the database and the backups, plus its own options."""
+    return {
+        "argument_spec": {
+            **MIGRATION_SOURCE_SPEC,
+            **{name: spec for name, spec in DAEMON_SPEC.items() if name != "expect_log_line"},
+            **DATABASE_SPEC,
+            "backup_dir": {"type": "path", "required": True},
+            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
+            **options,
+        },
+        "mutually_exclusive": [("migrations_dir", "migrations")],
+        "required_one_of": [("migrations_dir", "migrations")],
+        "required_if": [("service_manager", "command", ["pidfile", "start_command"]),
+                        ("service_manager", "systemd", ["service_name"])],
+        "supports_check_mode": False,
+    }
+
+
 def run_module_guarded(module, work, subject: str, after_failure: str) -> dict:
     """Run a module's work; every failure ends as one fail_json line naming subject, never a traceback.
 

@@ -94,6 +94,26 @@ def settings_of_params(params: dict, back_to: int, accept: tuple = ()) -> Recove
                               process_match=params["process_match"]))
 
 
+def recover_from_params(params: dict, catalog: Catalog, control: DaemonControl, back_to: int, accept: tuple = (),
+                        backup: str | None = None) -> dict:
+    """recover_host for a module (riskmgr_recover, riskmgr_start_if_down): its report, with msg and changed;
+    RecoveryFailed, carrying the whole report, when the host could not be put back."""
+    report = recover_host(settings_of_params(params, back_to, accept), catalog, control, backup)
+    report["msg"] = recovery_text(params["path"], report)
+    report["changed"] = report["changed"] or bool(report.get("start"))
+    if report["errors"]:
+        raise RecoveryFailed(report)
+    return report
+
+
+class RecoveryFailed(RiskmgrError):
+    """The host could not be put back: the message says what is left, the task result keeps the report."""
+
+    def __init__(self, report: dict):
+        super().__init__(report["msg"])
+        self.fail_result = {key: value for key, value in report.items() if key != "msg"}
+
+
 def read_state(path: str, catalog: Catalog, options: dict, busy_timeout_s: float) -> dict:
     """{"state", "version", "consistent", "detail"} of the database now; never raises."""
     try:
