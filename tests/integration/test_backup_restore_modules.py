@@ -161,7 +161,7 @@ def test_restore_module_puts_the_backup_back_and_keeps_the_wal_rows(backed_up):
     result = run_module("sqlite_restore", args)
     assert result["changed"] and not result["failed"], result.get("msg")
     kept = Path(result["kept"][0])
-    assert kept.name.startswith("state.db.kept-rollback-v2-")
+    assert kept.name.startswith("state.db.kept-rollback-v1-")  # named for its own version
     assert result["kept"] == [str(kept), f"{kept}-wal", f"{kept}-shm"]
     assert sha256(live) == sha256(backup) == manifest_of(backup)["sha256"]
     assert wal_rows(live) == 0 and wal_rows(kept) == 25  # the kept file still answers with its WAL rows
