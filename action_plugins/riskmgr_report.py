@@ -36,7 +36,7 @@ options:
     required: true
   results:
     description:
-      - The raw results, by name - C(facts) and C(plan) (the preflight), C(upgrade) (M(riskmgr_upgrade)),
+      - The raw results, by name - C(facts) and C(plan) (the preflight), C(upgrade) (M(riskmgr_migrate)),
         C(backup), C(migrate), C(verify), C(stop), C(start) (the step roles), C(restore), C(recover)
         (M(riskmgr_recover)), C(watch) (the C(riskmgr_watch) action), C(failure) (what failed, when something
         did). Missing ones are empty.
@@ -67,7 +67,7 @@ EXAMPLES = r"""
     settings: {db: "{{ riskmgr_db_path }}", migration_mode: "{{ riskmgr_migration_mode }}"}
     results:
       facts: "{{ __riskmgr_facts }}"
-      upgrade: "{{ __riskmgr_upgrade | default({}) }}"
+      upgrade: "{{ __riskmgr_migrate | default({}) }}"
 """
 
 RETURN = r"""

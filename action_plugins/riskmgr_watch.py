@@ -56,6 +56,9 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
+        if args.get("state") == "pending":  # the earlier way to write the record (now riskmgr_pending): no window
+            result.update(self._execute_module(module_name="riskmgr_watch", module_args=args, task_vars=task_vars))
+            return result
         seconds = int(args.get("seconds") or 0)
         label = "canary watch" if args.pop("canary", False) else "watch"
         fail_regex = args.get("fail_regex") or "ERROR|CRITICAL|Traceback"

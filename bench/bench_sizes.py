@@ -351,9 +351,9 @@ def module_rss(ref: Path, fleet: Fleet, work: Path) -> dict:
                     "log_path": host["riskmgr_log_path"],
                     "settle": 0.5, "stop_timeout": 10, "start_timeout": 15}
     manifest = None
-    log("RSS: riskmgr_upgrade (the whole offline downtime, on the fleet host)")
+    log("RSS: riskmgr_migrate (the whole offline downtime, on the fleet host)")
     fleet.reset([name])
-    out["riskmgr_upgrade (stop .. start)"] = adhoc("riskmgr_upgrade", upgrade_args)[1]
+    out["riskmgr_migrate (stop .. start)"] = adhoc("riskmgr_migrate", upgrade_args)[1]
     for label, module, args, check in steps:
         if module == "sqlite_verify":
             args = {"path": str(db), "manifest": manifest, "integrity": "quick", "row_counts": "at_least", **common}

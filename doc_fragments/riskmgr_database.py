@@ -19,7 +19,7 @@ options:
     default: 10
 """
 
-    # The backup options of the modules that write a backup (BACKUP_SPEC): sqlite_backup, riskmgr_upgrade.
+    # The backup options of the modules that write a backup (BACKUP_SPEC): sqlite_backup, riskmgr_migrate.
     BACKUPS = r"""
 options:
   backup_dir:

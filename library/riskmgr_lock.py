@@ -107,15 +107,15 @@ broke:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.riskmgr_lock import acquire, describe_holder, release
-from ansible.module_utils.module_glue import run_module_guarded
+from ansible.module_utils.run_lock import acquire, describe_holder, release
+from ansible.module_utils.module_glue import role_default, run_module_guarded
 
 ARGUMENT_SPEC = {
     "path": {"type": "path", "required": True},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "run_id": {"type": "str", "required": True},
     "owner": {"type": "raw"},
-    "break_stale": {"type": "bool", "default": False},
+    "break_stale": role_default("riskmgr_break_lock", type="bool"),
     "stale_after": {"type": "int", "default": 0},
 }
 

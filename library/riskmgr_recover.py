@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 module: riskmgr_recover
 short_description: Put a host back after a failed migrate or rollback run, from its real state
 description:
-  - The one recovery of the project; the offline unit (M(riskmgr_upgrade)) runs the same code on its
+  - The one recovery of the project; the offline unit (M(riskmgr_migrate)) runs the same code on its
     own failure path. Nothing is taken from which task failed - the database, the backups and the
     daemon are read as they are now.
   - A database consistent at a version in I(accept) (default, I(back_to) alone) is left as it is. Any
@@ -59,7 +59,7 @@ options:
     choices: [auto, downgrade, restore]
     default: auto
   keep_suffix:
-    description: Suffix of the file a restore replaces, kept as C(<db>.<keep_suffix>_<time>).
+    description: Suffix of the file a restore replaces, kept as C(<db>.kept-<keep_suffix>-v<N>-<UTC ts>).
     type: str
     default: failed
   track_unrealized_pnl:
@@ -108,59 +108,30 @@ msg: {description: All of it in one line., type: str, returned: always}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import (
-    DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded)
-from ansible.module_utils.releases import Releases
+from ansible.module_utils.module_glue import host_recovery_module, role_default, run_module_guarded
 from ansible.module_utils.riskmgr_daemon import daemon_control
-from ansible.module_utils.riskmgr_recover import (
-    METHODS, DaemonSettings, RecoverSettings, recover_host, recovery_text)
+from ansible.module_utils.riskmgr_recover import METHODS, recover_from_params
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    settings = RecoverSettings(
-        path=params["path"], backup_dir=params["backup_dir"], back_to=params["back_to"],
-        accept=tuple(params["accept"] or ()), since=params["since"], method=params["method"],
-        keep_suffix=params["keep_suffix"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
-        busy_timeout_s=params["busy_timeout"], releases=Releases.from_params(params), served=params["served"],
-        release_before=params["release_before"],
-        daemon=DaemonSettings(stop_timeout=params["stop_timeout"], settle=params["settle"],
-                              start_timeout=params["start_timeout"], log_path=params["log_path"],
-                              process_match=params["process_match"]))
-    report = recover_host(settings, catalog_of_params(params), daemon_control(params), params["backup"])
-    report["msg"] = recovery_text(params["path"], report)
-    report["changed"] = report["changed"] or bool(report.get("start"))
-    if report["errors"]:
-        module.fail_json(**report)
-    return report
+    return recover_from_params(params, catalog_of_params(params), daemon_control(params), params["back_to"],
+                               tuple(params["accept"] or ()), params["backup"])
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **MIGRATION_SOURCE_SPEC,
-            **{name: spec for name, spec in DAEMON_SPEC.items() if name != "expect_log_line"},
-            **DATABASE_SPEC,
-            "backup_dir": {"type": "path", "required": True},
-            "back_to": {"type": "int", "required": True},
-            "accept": {"type": "list", "elements": "int"},
-            "since": {"type": "float"},
-            "backup": {"type": "path"},
-            "served": {"type": "bool", "default": False},
-            "release_before": {"type": "path"},
-            "method": {"type": "str", "choices": list(METHODS), "default": "auto"},
-            "keep_suffix": {"type": "str", "default": "failed"},
-            "track_unrealized_pnl": {"type": "bool", "default": False},
-        },
-        mutually_exclusive=[("migrations_dir", "migrations")],
-        required_one_of=[("migrations_dir", "migrations")],
-        required_if=[("service_manager", "command", ["pidfile", "start_command"]),
-                     ("service_manager", "systemd", ["service_name"])],
-        supports_check_mode=False,
-    )
-    result = run_module_guarded(module, run, module.params["path"], "see the host's state")
-    module.exit_json(**result)
+    module = AnsibleModule(**host_recovery_module({
+        "back_to": {"type": "int", "required": True},
+        "accept": {"type": "list", "elements": "int"},
+        "since": {"type": "float"},
+        "backup": {"type": "path"},
+        "served": {"type": "bool", "default": False},
+        "release_before": {"type": "path"},
+        "method": role_default("riskmgr_recovery_method", type="str", choices=list(METHODS)),
+        "keep_suffix": {"type": "str", "default": "failed"},
+    }))
+    module.exit_json(**run_module_guarded(module, run, module.params["path"], "see the host's state"))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ description:
     upgrade wrote beside the database before its stop (C(<db>.riskmgr-pending)) is removed. Until then a
     later run treats the host's upgrade as not finished (it smoke-tests and watches it again, and a failure
     puts the host back to the version the upgrade started from).
-  - I(state=pending) writes that record instead (the online upgrade does, before its backup; the offline
-    unit M(riskmgr_upgrade) writes it itself).
+  - I(state=pending) writes that record instead; kept for playbooks that use it, M(riskmgr_pending) is the
+    module that does.
   - Changes nothing but the record; read-only in check mode.
 options:
   path:
@@ -91,7 +91,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.daemon_watch import clear_pending, watch_poll, write_pending
-from ansible.module_utils.module_glue import DAEMON_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import DAEMON_SPEC, role_default, run_module_guarded
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import daemon_control
 
@@ -120,7 +120,7 @@ def main() -> None:
             "seconds": {"type": "int", "default": 0},
             "pid": {"type": "int"},
             "mark": {"type": "raw"},
-            "fail_regex": {"type": "str", "default": "ERROR|CRITICAL|Traceback"},
+            "fail_regex": role_default("riskmgr_watch_fail_regex", type="str"),
             "accept": {"type": "bool", "default": False},
             "canary": {"type": "bool", "default": False},
             "from_version": {"type": "int"},

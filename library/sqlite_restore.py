@@ -14,7 +14,7 @@ description:
     the daemon first); and a database directory without free space for a copy of the backup.
   - The backup is copied to a temp file in the database's directory (C(O_EXCL), mode and owner
     like the live file) and fsynced. The current database is kept under a second name
-    C(<db>.<keep_suffix>_<UTC ts>) (a hard link), its C(-wal) and C(-shm) are renamed to that
+    C(<db>.kept-<keep_suffix>-v<N>-<UTC ts>) (a hard link; N its schema version), its C(-wal) and C(-shm) are renamed to that
     name's C(-wal) and C(-shm) (so opening the kept file with sqlite3 still sees the rows that
     were only in the WAL), then the copy is renamed over the live name in one atomic step. No
     file is ever deleted.
@@ -36,7 +36,7 @@ options:
     description: Schema version the backup chosen from I(backup_dir) must have (by its manifest).
     type: int
   keep_suffix:
-    description: Word in the names of the kept files, C(state.db.<keep_suffix>_<UTC ts>). Letters, digits, C(.), C(_), C(-).
+    description: Word in the names of the kept files, C(state.db.kept-<keep_suffix>-v<N>-<UTC ts>). Letters, digits, C(.), C(_), C(-).
     type: str
     default: replaced
 extends_documentation_fragment: [action_common_attributes, riskmgr_database]
@@ -98,8 +98,8 @@ kept:
   type: list
   elements: str
   returned: always
-  sample: [/opt/risk_manager/data/state.db.replaced_20261124T130000000000Z,
-           /opt/risk_manager/data/state.db.replaced_20261124T130000000000Z-wal]
+  sample: [/opt/risk_manager/data/state.db.kept-replaced-v2-20261124T130000000000Z,
+           /opt/risk_manager/data/state.db.kept-replaced-v2-20261124T130000000000Z-wal]
 row_counts_before:
   description: Rows per table of the live database before the task, read-only; null when missing or unreadable.
   type: dict
@@ -117,8 +117,8 @@ plan:
   type: list
   elements: str
   returned: always
-  sample: ["keep the current files as /opt/risk_manager/data/state.db.replaced_20261124T130000000000Z",
-           "enforcement_log: 75 row(s) not in the backup, kept in /opt/risk_manager/data/state.db.replaced_20261124T130000000000Z"]
+  sample: ["keep the current files as /opt/risk_manager/data/state.db.kept-replaced-v2-20261124T130000000000Z",
+           "enforcement_log: 75 row(s) not in the backup, kept in /opt/risk_manager/data/state.db.kept-replaced-v2-20261124T130000000000Z"]
 rejected:
   description: Newer candidates in I(backup_dir) that were skipped, with the reason.
   type: list

@@ -46,10 +46,29 @@ def validate_keep_suffix(suffix: str) -> None:
                           "at most 64 characters")
 
 
-def kept_names(live: Path, suffix: str, when: datetime) -> dict[str, Path]:
-    """Where the current files go: state.db.<suffix>_<ts>, with -wal/-shm kept as its own sidecars."""
-    kept = Path(f"{live}.{suffix}_{format_timestamp(when)}")
+# Every file a restore replaces is kept beside the database under one scheme,
+# <db>.kept-<reason>-v<version>-<UTC stamp> (the version of the kept file, when it could be read).
+# Before it, the reason was the suffix alone (<db>.failed_v2_<stamp>, .rollback_<stamp>, .replaced_<stamp>);
+# KEPT_GLOBS finds both.
+KEPT_GLOBS = ("{name}.kept-*", "{name}.failed_*", "{name}.rollback_*", "{name}.replaced_*")
+
+
+def kept_reason(suffix: str) -> str:
+    """The reason word of a keep_suffix: failed_v2 (the earlier spelling, version included) is failed."""
+    return re.sub(r"_v\d+$", "", suffix).replace("_", "-")
+
+
+def kept_names(live: Path, suffix: str, when: datetime, version: int | None = None) -> dict[str, Path]:
+    """Where the current files go: <db>.kept-<reason>-v<version>-<ts>, with -wal/-shm as its own sidecars."""
+    tag = f"-v{version}" if isinstance(version, int) else ""
+    kept = Path(f"{live}.kept-{kept_reason(suffix)}{tag}-{format_timestamp(when)}")
     return {"": kept, "-wal": Path(f"{kept}-wal"), "-shm": Path(f"{kept}-shm")}
+
+
+def kept_files(live: Path) -> list[Path]:
+    """The files kept beside the live database (either naming), without their -wal/-shm sidecars."""
+    found = {path for pattern in KEPT_GLOBS for path in live.parent.glob(pattern.format(name=live.name))}
+    return sorted(path for path in found if not path.name.endswith(("-wal", "-shm")))
 
 
 def existing_live_files(live: Path) -> list[str]:
@@ -132,9 +151,9 @@ def restore_database(path: str | os.PathLike, backup: str | os.PathLike | None =
               "sha256": digest, "schema_version": manifest["schema_version"], "rejected": rejected,
               "row_counts_before": before_counts, "rows_not_in_backup": missing_rows, "kept": [],
               "open_by": {str(pid): files for pid, files in holders.items()}}
+    kept_version = readable(database_version, live, busy_timeout_s) if "" in present else None
     if want_diff and not identical:
-        result["diff"] = restore_diff(live, live_sha, before_counts, manifest,
-                                      readable(database_version, live, busy_timeout_s) if "" in present else None)
+        result["diff"] = restore_diff(live, live_sha, before_counts, manifest, kept_version)
     if identical:
         result["plan"] = []
         result["seconds"] = round(time.monotonic() - started, 4)
@@ -143,7 +162,7 @@ def restore_database(path: str | os.PathLike, backup: str | os.PathLike | None =
     if holders and not check_mode:
         check_not_open(live, holders)  # in check mode it is reported in open_by: the playbook stops the daemon first
     check_free_space(live.parent, manifest["size"], free_bytes_of(live.parent), f"a copy of {chosen}")
-    names = kept_names(live, keep_suffix, clock())
+    names = kept_names(live, keep_suffix, clock(), kept_version)
     for suffix in present:
         if os.path.lexists(names[suffix]):
             raise BackupError(f"{names[suffix]}: already exists; refusing to overwrite a kept file, rerun in a moment")

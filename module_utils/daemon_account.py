@@ -143,26 +143,30 @@ def may_access(mode: int, owner_uid: int, owner_gid: int, account: Account, want
     return bits & want == want
 
 
+def stat_of(path: str) -> tuple[os.stat_result | None, str | None]:
+    """(os.stat(path), None), or (None, why it cannot be stat'ed)."""
+    try:
+        return os.stat(path), None
+    except FileNotFoundError:
+        return None, f"{path} does not exist"
+    except OSError as err:
+        return None, f"{path} cannot be read ({err.strerror})"
+
+
 def path_problem(path: str, account: Account, want: int, directory: bool = False) -> str | None:
     """Why account cannot reach path and `want` it (None: it can): a directory on the way it may not
     enter, the path missing or of the wrong kind, or the mode bits of path itself."""
     parts = os.path.normpath(path).split("/")
     for depth in range(1, len(parts)):
         parent = "/".join(parts[:depth]) or "/"
-        try:
-            info = os.stat(parent)
-        except FileNotFoundError:
-            return f"{parent} does not exist"
-        except OSError as err:
-            return f"{parent} cannot be read ({err.strerror})"
+        info, problem = stat_of(parent)
+        if problem:
+            return problem
         if not may_access(info.st_mode, info.st_uid, info.st_gid, account, os.X_OK):
             return f"{account.name} cannot enter {parent} (mode {stat.S_IMODE(info.st_mode):04o}, owner {info.st_uid}:{info.st_gid})"
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return f"{path} does not exist"
-    except OSError as err:
-        return f"{path} cannot be read ({err.strerror})"
+    info, problem = stat_of(path)
+    if problem:
+        return problem
     if directory and not stat.S_ISDIR(info.st_mode):
         return f"{path} is not a directory"
     if not directory and not stat.S_ISREG(info.st_mode):

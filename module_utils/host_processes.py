@@ -131,7 +131,7 @@ INHERITED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIP
 
 def default_signals() -> None:
     """In the start command's process, before exec: the default disposition of the signals a caller
-    may ignore (riskmgr_upgrade does, while the daemon is down). Ignored signals survive exec, and a
+    may ignore (riskmgr_migrate does, while the daemon is down). Ignored signals survive exec, and a
     daemon launched with SIGTERM ignored could never be stopped. Only the main thread runs then."""
     for signum in INHERITED_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)

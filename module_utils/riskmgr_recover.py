@@ -1,6 +1,6 @@
 """Put a host back after a failed run, from its real state: the one way every failure path recovers.
 
-The offline unit's own failure path (riskmgr_upgrade), the rescue of migrate_v2.yml and the rescue
+The offline unit's own failure path (riskmgr_migrate), the rescue of migrate_v2.yml and the rescue
 of rollback_v2.yml all end here. Nothing is taken from which task failed: the database is read
 (state, version, integrity), then the backups and the daemon, and the host is brought to a state
 the promise allows - the database untouched at the version the run started from, or verified at
@@ -78,6 +78,40 @@ class RecoverSettings:
     served: bool = False  # the daemon ran healthy on the database's new version before the failure
     release_before: str | None = None  # the release the link named when the run began: tried if the version's fails
 
+
+
+def settings_of_params(params: dict, back_to: int, accept: tuple = ()) -> RecoverSettings:
+    """The recovery's settings from a module's params (riskmgr_recover, riskmgr_start_if_down)."""
+    return RecoverSettings(
+        path=params["path"], backup_dir=params["backup_dir"], back_to=back_to, accept=accept,
+        since=params.get("since"), method=params.get("method") or "auto",
+        keep_suffix=params.get("keep_suffix") or "failed",
+        options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
+        busy_timeout_s=params["busy_timeout"], releases=Releases.from_params(params),
+        served=bool(params.get("served")), release_before=params.get("release_before"),
+        daemon=DaemonSettings(stop_timeout=params["stop_timeout"], settle=params["settle"],
+                              start_timeout=params["start_timeout"], log_path=params["log_path"],
+                              process_match=params["process_match"]))
+
+
+def recover_from_params(params: dict, catalog: Catalog, control: DaemonControl, back_to: int, accept: tuple = (),
+                        backup: str | None = None) -> dict:
+    """recover_host for a module (riskmgr_recover, riskmgr_start_if_down): its report, with msg and changed;
+    RecoveryFailed, carrying the whole report, when the host could not be put back."""
+    report = recover_host(settings_of_params(params, back_to, accept), catalog, control, backup)
+    report["msg"] = recovery_text(params["path"], report)
+    report["changed"] = report["changed"] or bool(report.get("start"))
+    if report["errors"]:
+        raise RecoveryFailed(report)
+    return report
+
+
+class RecoveryFailed(RiskmgrError):
+    """The host could not be put back: the message says what is left, the task result keeps the report."""
+
+    def __init__(self, report: dict):
+        super().__init__(report["msg"])
+        self.fail_result = {key: value for key, value in report.items() if key != "msg"}
 
 
 def read_state(path: str, catalog: Catalog, options: dict, busy_timeout_s: float) -> dict:

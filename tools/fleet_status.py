@@ -74,13 +74,19 @@ def logged_release(log_path: str) -> tuple[str | None, str | None]:
     return (found[-1].group(1), found[-1].group(0)) if found else (None, None)
 
 
+def kept_files(db: Path) -> list[Path]:
+    """The files a restore kept beside db: <db>.kept-<reason>-... and the earlier <db>.<reason>_<stamp>."""
+    found = {p for pattern in ("kept-*", "failed_*", "rollback_*", "replaced_*") for p in db.parent.glob(f"{db.name}.{pattern}")}
+    return sorted(p for p in found if not re.search(r"-(wal|shm)$", p.name))
+
+
 def host_status(name: str, variables: dict, shape: str) -> dict:
     pid = read_pid(variables["riskmgr_pidfile"])
     logged, release_line = logged_release(variables["riskmgr_log_path"])
     db = Path(variables["riskmgr_db_path"])
     backup_dir = Path(variables["riskmgr_backup_dir"])
     backups = sorted(p.name for p in backup_dir.glob("*.db")) if backup_dir.is_dir() else []
-    kept = sorted(p.name for p in db.parent.glob(f"{db.name}.*_*") if not re.search(r"-(wal|shm)$", p.name))
+    kept = [p.name for p in kept_files(db)]
     return {"host": name, "pid": pid, "alive": is_alive(pid), "db": str(db), "shape": shape, "backups": backups,
             "kept": kept, **link_facts(variables), "logged_release": logged, "release_line": release_line,
             **database_facts(str(db))}

@@ -266,10 +266,10 @@ def test_daemon_refusing_v2_gets_v1_back_with_every_row_and_the_v2_file_kept(mak
     assert_end_state(fleet, before, run, db="v1", daemon="running", says=[
         r"the upgrade failed while start", r"pid \d+ exited [\d.]+s after the start",
         r"schema version 2 is not supported by this build; refusing to run", r"was\s+restored from .*state_v1_",
-        r"the file it replaced is kept as .*state\.db\.failed_v2_", r"runs again on v1"])
+        r"the file it replaced is kept as .*state\.db\.kept-failed-v2-", r"runs again on v1"])
     assert fleet.logged_versions(HOST) == [1, 2, 1]  # v1, refused v2, v1 again
     db = fleet.db(HOST)
-    kept, = [p for p in db.parent.glob("state.db.failed_v2_*") if not p.name.endswith(("-wal", "-shm"))]
+    kept, = [p for p in db.parent.glob("state.db.kept-failed-v2-*") if not p.name.endswith(("-wal", "-shm"))]
     assert_v1_or_v2(kept, "v2")  # the migrated file, as the refusing daemon left it
     assert_rows_kept(kept, before)
     manifest, = [json.loads(p.read_text()) for p in fleet.backup_dir(HOST).glob("*.manifest.json")]
@@ -339,7 +339,7 @@ def test_rollback_restore_plans_then_keeps_every_row_written_on_v2(make_fleet):
     plan = re.search(r"rows written since that backup, not in it: (\{.*?\}), kept in (\S+?),", run.stdout)
     assert plan, run.stdout[-3000:]
     planned = json.loads(plan[1].replace('\\"', '"'))
-    assert re.fullmatch(re.escape(str(db)) + r"\.rollback_\d{8}T\d{12}Z", plan[2])
+    assert re.fullmatch(re.escape(str(db)) + r"\.kept-rollback-v2-\d{8}T\d{12}Z", plan[2])
     assert planned["schema_version"] == 2 and planned["schema_migration_files"] == 4
     on_v2_at_capture = before.counts["enforcement_log"] - manifest["row_counts"]["enforcement_log"]
     assert on_v2_at_capture <= planned["enforcement_log"] <= \
@@ -348,7 +348,7 @@ def test_rollback_restore_plans_then_keeps_every_row_written_on_v2(make_fleet):
     # Confirmed: v1 is back, and the file it replaced holds every row written on v2.
     before = capture(fleet, HOST)
     run = fleet.playbook("rollback_v2.yml", *CONFIRM)
-    kept, = [p for p in db.parent.glob("state.db.rollback_*") if not p.name.endswith(("-wal", "-shm"))]
+    kept, = [p for p in db.parent.glob("state.db.kept-rollback-v2-*") if not p.name.endswith(("-wal", "-shm"))]
     assert_end_state(fleet, before, run, db="v1", daemon="running", rows_in=kept)
     assert_v1_or_v2(kept, "v2")
     assert scalar(kept, "SELECT COUNT(*) FROM enforcement_log WHERE id > ?", backed_up) >= planned["enforcement_log"]
@@ -364,7 +364,7 @@ def test_rollback_downgrade_keeps_every_row_written_on_v2_in_the_live_database(m
     assert before.max_id > backed_up
     run = fleet.playbook("rollback_v2.yml", *CONFIRM, "-e", "riskmgr_rollback_method=downgrade")
     assert_end_state(fleet, before, run, db="v1", daemon="running")
-    assert not list(fleet.db(HOST).parent.glob("state.db.rollback_*"))  # in place: nothing replaced
+    assert not list(fleet.db(HOST).parent.glob("state.db.kept-rollback-*"))  # in place: nothing replaced
     v2_backup, = fleet.backup_dir(HOST).glob("state_v2_*.db")  # taken first, with the v2-only column
     assert_rows_kept(v2_backup, before)
     assert fleet.logged_versions(HOST)[-1] == 1

@@ -5,7 +5,7 @@
   riskmgr_interrupt.py, SIGKILLs ansible-playbook when the named task starts: between two tasks,
   no module running). TASKS is the list of those boundaries; a test records what a real run starts
   and fails when the list no longer matches it;
-- in the middle of the downtime unit (riskmgr_upgrade, with the daemon down): the controller
+- in the middle of the downtime unit (riskmgr_migrate, with the daemon down): the controller
   SIGKILLed, a Ctrl-C on its terminal, a SIGTERM to it, and the
   controller with its workers and the unit itself SIGKILLed, right after the stop or right after
   the commit (a power cut of a machine that is both controller and host).
@@ -71,11 +71,11 @@ TASKS = [
     "riskmgr : Show the plan of every host and ask for confirmation",
     "riskmgr : Stop here unless the plan was confirmed",
     "End the rollout if an earlier batch stopped it",
-    "Upgrade the host (offline or online), or put it back, then report it",
-    "riskmgr : Validating arguments against arg spec 'upgrade' - Upgrade one host (offline as one host-side unit, or online), or put it back, then report it",
-    "riskmgr : Upgrade the host, offline",
+    "Migrate the host (offline or online), or put it back, then report it",
+    "riskmgr : Validating arguments against arg spec 'migrate' - Migrate one host (offline as one host-side unit, or online), or put it back, then report it",
     "riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process",
     "riskmgr : Fail the host with what the unit says (it has put the host back)",
+    "riskmgr : Migrate the host online (the daemon runs through it, one restart)",
     "riskmgr : Watch the daemon on its new version, then accept the upgrade",
     "riskmgr : Start the daemon if it is down on a database that needs no change",
     "riskmgr : Report this host",
@@ -195,13 +195,13 @@ def test_run_killed_at_a_task_boundary_leaves_a_consistent_host_and_the_rerun_co
 # --- #2 in the middle of the downtime unit ---------------------------------------------------
 
 def unit_processes(controller_pid: int) -> list[int]:
-    """The Python running riskmgr_upgrade under this controller (argv: python .../AnsiballZ_riskmgr_upgrade.py;
+    """The Python running riskmgr_migrate under this controller (argv: python .../AnsiballZ_riskmgr_migrate.py;
     not the short shells that chmod or remove that file)."""
     table = process_table()
     found = []
     for pid in descendants(controller_pid):
         argv = table.get(pid, (0, "", b""))[2].split(b"\0")
-        if len(argv) > 1 and argv[1].endswith(b"AnsiballZ_riskmgr_upgrade.py"):
+        if len(argv) > 1 and argv[1].endswith(b"AnsiballZ_riskmgr_migrate.py"):
             found.append(pid)
     return found
 

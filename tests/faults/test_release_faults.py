@@ -62,7 +62,7 @@ def test_release_2_refusing_to_start_gets_release_1_back_on_v1_with_every_row(tm
         # It never served on v2: this run's verified v1 backup is put back, the v2 file kept beside it.
         assert_end_state(fleet, before, run, db="v1", daemon="running", says=[
             r"the upgrade failed while start", r"refusing to start", r"was restored from .*state_v1_.*\(v1\)",
-            r"kept as .*state\.db\.failed_v2_", r"runs again on v1 with release v1"])
+            r"kept as .*state\.db\.kept-failed-v2-", r"runs again on v1 with release v1"])
         assert linked_release(fleet, HOST) == "1" and logged_releases(fleet, HOST) == [1, 2, 1]
         assert fleet.logged_versions(HOST)[-1] == 1 and not pending(before.db).exists()
     finally:
@@ -94,7 +94,7 @@ def test_a_canary_failing_after_it_served_on_v2_is_back_on_release_1_with_its_v2
         assert written_on_v2 and written_on_v2 <= ids(before.db)
         assert max(written_on_v2) == last_id_at_stop(fleet, HOST)
         assert scalar(taken[2], "SELECT COUNT(*) FROM enforcement_log WHERE execution_time_ms > 0") > 0
-        assert not list(before.db.parent.glob("state.db.failed_v2_*")) and not pending(before.db).exists()
+        assert not list(before.db.parent.glob("state.db.kept-failed-v2-*")) and not pending(before.db).exists()
         # The second batch never started: its host was neither stopped nor changed.
         assert fleet.pid(NEXT) == later.pid and fleet.alive(NEXT) and run.recap[NEXT]["changed"] == 0
         assert linked_release(fleet, NEXT) == "1" and logged_releases(fleet, NEXT) == [1]

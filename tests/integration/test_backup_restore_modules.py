@@ -161,7 +161,7 @@ def test_restore_module_puts_the_backup_back_and_keeps_the_wal_rows(backed_up):
     result = run_module("sqlite_restore", args)
     assert result["changed"] and not result["failed"], result.get("msg")
     kept = Path(result["kept"][0])
-    assert kept.name.startswith("state.db.rollback_")
+    assert kept.name.startswith("state.db.kept-rollback-v1-")  # named for its own version
     assert result["kept"] == [str(kept), f"{kept}-wal", f"{kept}-shm"]
     assert sha256(live) == sha256(backup) == manifest_of(backup)["sha256"]
     assert wal_rows(live) == 0 and wal_rows(kept) == 25  # the kept file still answers with its WAL rows
@@ -226,7 +226,7 @@ def test_restore_module_selects_the_newest_valid_v1_and_check_mode_writes_nothin
     assert [r["backup"] for r in plan["rejected"]] == [str(tampered)]
     assert "sha256 is" in plan["rejected"][0]["reason"]
     assert plan["rows_not_in_backup"]["schema_version"] == row_counts(live)["schema_version"]
-    assert plan["kept"][0].startswith(f"{live}.replaced_") and "schema_version: 1" in plan["diff"]["after"]
+    assert plan["kept"][0].startswith(f"{live}.kept-replaced-") and "schema_version: 1" in plan["diff"]["after"]
 
     result = run_module("sqlite_restore", args)
     assert result["changed"] and result["backup"] == str(newer)

@@ -104,7 +104,7 @@ class Fleet:
 
     def kept(self, host: str, suffix: str) -> list[Path]:
         db = self.db(host)
-        return sorted(p for p in db.parent.glob(f"{db.name}.{suffix}_*") if not p.name.endswith(("-wal", "-shm")))
+        return sorted(p for p in db.parent.glob(f"{db.name}.kept-{suffix}-*") if not p.name.endswith(("-wal", "-shm")))
 
     def snapshot(self) -> dict:
         """sha256 of every state.db and -wal, and the listing of every host directory (-shm content

@@ -201,6 +201,6 @@ def test_a_failed_host_in_a_later_batch_ends_the_rollout_there(tmp_path):
         *_, named, banner = before_recap(run)
         assert named == "  untouched, the run stopped before them: local-4 - still on v1, daemon never stopped, run lock " \
                         "released", before_recap(run)[-6:]
-        assert banner.startswith("PLAY [Upgrade each host, canary first] *")
+        assert banner.startswith("PLAY [Migrate each host, canary first] *")
     finally:
         fleet.destroy()

@@ -173,7 +173,8 @@ def test_rollback_by_restore_stops_with_the_script_and_keeps_the_v2_rows_beside(
     for host in seed.hosts:
         db = seed.db(host)
         assert version(db) == 1
-        kept = [path for path in db.parent.glob(f"{db.name}.rollback_*") if not path.name.endswith(("-wal", "-shm"))]
+        kept = [path for path in db.parent.glob(f"{db.name}.kept-rollback-v2-*")
+                if not path.name.endswith(("-wal", "-shm"))]
         assert len(kept) == 1 and ids_kept(kept[0], before[host])  # every row: the v2 file is kept beside
         seed.assert_stopped_by_its_script(host, before[host])
         seed.assert_daemon_back_as_its_user(host)

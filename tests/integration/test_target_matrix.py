@@ -156,7 +156,7 @@ def assert_no_row_lost(before: dict[str, int], after: dict[str, int], where: str
 
 
 # The old SQLite of Ubuntu 20.04 and of Debian 11 / RHEL 9, and the newest Python: the playbooks
-# also run the modules the module-level flow does not (riskmgr_upgrade, riskmgr_daemon, riskmgr_lock).
+# also run the modules the module-level flow does not (riskmgr_migrate, riskmgr_daemon, riskmgr_lock).
 @pytest.mark.parametrize("target", target_params("py3.8-sqlite3.31.1", "py3.9-sqlite3.34.0", "py3.13"))
 def test_playbooks_on_target(target, tmp_path):
     checked = checked_targets()[target.name]

@@ -115,7 +115,7 @@ def made_up_results() -> dict:
                                                           "max_host_downtime": summary([0.18])}}},
         "rss": {"ansible.builtin.ping (baseline)": {"peak_rss_mb": 25.7, "process_seconds": 0.19,
                                                     "module_seconds": None},
-                "riskmgr_upgrade (stop .. start)": {"peak_rss_mb": 53.1, "process_seconds": 5.92,
+                "riskmgr_migrate (stop .. start)": {"peak_rss_mb": 53.1, "process_seconds": 5.92,
                                                     "module_seconds": None}},
         "fleet": bench_fleet.fleet_results(10, counts, settings_hosts, samples, variants, "not measured: --no-mitogen"),
     }

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 import host_files
 import loop_xfs
-import riskmgr_upgrade
+import riskmgr_migrate
 import sqlite_backups
 from backup_store import manifest_path, verify_backup
 from fixtures import row_counts, sha256
 from make_state_db import build_v1_db
-from riskmgr_upgrade import UpgradeError
+from riskmgr_migrate import UpgradeError
 from sqlite_backups import backup_database, finish_backup
 from sqlite_verification import verify_database
-from test_riskmgr_upgrade import Host, version_of
+from test_riskmgr_migrate import Host, version_of
 
 REFLINK_FILESYSTEMS = {"xfs", "btrfs", "bcachefs"}
 
@@ -187,7 +187,7 @@ def test_a_reflink_that_fails_its_check_later_still_puts_the_host_back(xfs_host,
                 handle.seek(offset + 100)
                 handle.write(os.urandom(page - 200))
         return finish_backup(result, *args, **kwargs)
-    monkeypatch.setattr(riskmgr_upgrade, "finish_backup", corrupt_then_check)
+    monkeypatch.setattr(riskmgr_migrate, "finish_backup", corrupt_then_check)
     with pytest.raises(UpgradeError) as caught:
         host.upgrade()
     result = caught.value.fail_result

@@ -23,7 +23,7 @@ from riskmgr_recover import DaemonSettings, RecoverSettings, recover_host, recov
 from sqlite_backups import backup_database
 from sqlite_common import MigrationError
 from sqlite_migration import migrate_database
-from test_riskmgr_upgrade import FAST, Host, version_of
+from test_riskmgr_migrate import FAST, Host, version_of
 
 
 @pytest.fixture

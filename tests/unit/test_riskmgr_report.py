@@ -17,12 +17,12 @@ import pytest
 from backup_restore import restore_database
 from fixtures import MIGRATIONS, ROOT, wait_for
 from riskmgr_daemon import restart_daemon
-from riskmgr_upgrade import UpgradeError
+from riskmgr_migrate import UpgradeError
 from sqlite_backups import backup_database
 from sqlite_facts import FactsRequest, gather
 from sqlite_migration import migrate_database
 from sqlite_verification import verify_database
-from test_riskmgr_upgrade import FAST, Host
+from test_riskmgr_migrate import FAST, Host
 
 spec = importlib.util.spec_from_file_location("riskmgr_report_action", ROOT / "action_plugins" / "riskmgr_report.py")
 report_action = importlib.util.module_from_spec(spec)

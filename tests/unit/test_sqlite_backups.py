@@ -278,7 +278,7 @@ def test_restore_keeps_the_current_files_and_their_wal_rows(backed_up, tmp_path)
     live, backup = backed_up
     result = restore_database(live, backup=backup, keep_suffix="rollback", clock=lambda: NOW)
 
-    kept = Path(f"{live}.rollback_{TS}")
+    kept = Path(f"{live}.kept-rollback-v1-{TS}")
     assert result["kept"] == [str(kept), f"{kept}-wal", f"{kept}-shm"]
     assert all(Path(p).exists() for p in result["kept"])
     assert not Path(f"{live}-wal").exists() and not Path(f"{live}-shm").exists()

@@ -1,7 +1,7 @@
 """testinfra checks after a migrate_v2.yml run whose canary (local-1) refused v2 (sqlite3 CLI).
 
 local-1 must be back on its v1 backup with its daemon up and the migrated file kept as
-state.db.failed_v2_*; local-2 and local-3 must never have been stopped (max_fail_percentage 0
+state.db.kept-failed-v2-*; local-2 and local-3 must never have been stopped (max_fail_percentage 0
 ends the rollout after the canary's batch), so they are still v1 under their first daemon, and hold
 no run lock.
 """
@@ -36,7 +36,7 @@ def failed_v2_files(host):
     db = host.ansible.get_variables()["riskmgr_db_path"]
     directory, name = posixpath.split(db)
     return sorted(posixpath.join(directory, n) for n in host.file(directory).listdir()
-                  if n.startswith(f"{name}.failed_v2_") and not n.endswith(("-wal", "-shm")))
+                  if n.startswith(f"{name}.kept-failed-v2-") and not n.endswith(("-wal", "-shm")))
 
 
 def test_every_host_is_v1_with_its_daemon_up(host):

@@ -26,7 +26,7 @@ def kept_files(host):
     db = host.ansible.get_variables()["riskmgr_db_path"]
     directory, name = posixpath.split(db)
     return sorted(posixpath.join(directory, n) for n in host.file(directory).listdir()
-                  if n.startswith(f"{name}.rollback_") and not n.endswith(("-wal", "-shm")))
+                  if n.startswith(f"{name}.kept-rollback-") and not n.endswith(("-wal", "-shm")))
 
 
 def rows_before_restart(host, db):

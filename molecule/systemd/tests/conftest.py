@@ -116,10 +116,10 @@ class Machine:
         return json.loads(self.host.file(f"{backup}.manifest.json").content_string)
 
     def kept_files(self, prefix: str) -> list[str]:
-        """Files the run kept beside the database, state.db.<prefix>_<time> (not their -wal/-shm)."""
+        """Files the run kept beside the database, state.db.kept-<prefix>-v<N>-<time> (not their -wal/-shm)."""
         directory, name = posixpath.split(self.db)
         return sorted(posixpath.join(directory, entry) for entry in self.host.file(directory).listdir()
-                      if entry.startswith(f"{name}.{prefix}_") and not entry.endswith(("-wal", "-shm")))
+                      if entry.startswith(f"{name}.kept-{prefix}-") and not entry.endswith(("-wal", "-shm")))
 
     def reports(self) -> list[dict]:
         """This machine's run reports, oldest first. The riskmgr_report action writes them on the controller,

@@ -15,7 +15,7 @@ def test_database_is_the_v1_backup_again_and_the_refused_v2_file_is_kept(machine
     for table, rows in manifest["row_counts"].items():
         now = machine.count(table)
         assert now >= rows if table == "enforcement_log" else now == rows, (table, rows, now)
-    kept, = machine.kept_files("failed_v2")
+    kept, = machine.kept_files("failed")
     # The migrated file, as the refusing daemon left it: v2, with exactly the backup's rows.
     assert machine.version(kept) == 2
     assert machine.count("enforcement_log", kept) == manifest["row_counts"]["enforcement_log"]

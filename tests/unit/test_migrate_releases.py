@@ -18,9 +18,9 @@ from local_fleet import RELEASE_DAEMON, RELEASE_SMOKE, lay_out_releases
 from pidfile_control import PidfileControl
 from releases import Releases
 from riskmgr_recover import DaemonSettings, RecoverSettings, recover_host
-from riskmgr_upgrade import UpgradeError
+from riskmgr_migrate import UpgradeError
 from sqlite_migration import migrate_database
-from test_riskmgr_upgrade import FAST, Host, version_of
+from test_riskmgr_migrate import FAST, Host, version_of
 
 RELEASE_LINE = re.compile(r"INFO riskmgr release (\d+) starting")
 

@@ -56,7 +56,7 @@ SHIELDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM
 
 @dataclass(frozen=True)
 class UpgradeSettings:
-    """How one host is upgraded: riskmgr_upgrade's options, built once from the module's params.
+    """How one host is upgraded: riskmgr_migrate's options, built once from the module's params.
 
     Its defaults are the module's (argument spec), so this class has none of its own.
     """
@@ -189,7 +189,7 @@ def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
         result["changed"] = switch
         return result
     if plan["direction"] != "up":
-        raise RiskmgrError(f"{path}: riskmgr_upgrade only upgrades (v{plan['from_version']} -> "
+        raise RiskmgrError(f"{path}: riskmgr_migrate only upgrades (v{plan['from_version']} -> "
                            f"v{plan['to_version']} is a downgrade); use rollback_v2.yml")
     problems = migration_write_problems(path)
     if problems:

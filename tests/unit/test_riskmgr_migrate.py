@@ -1,4 +1,4 @@
-"""riskmgr_upgrade (the offline downtime as one unit) and the pieces it added, on real files and processes.
+"""riskmgr_migrate (the offline downtime as one unit) and the pieces it added, on real files and processes.
 
 The stand-in daemon writes a row every 20 ms into a real v1 database; every test checks the
 end state the product promises: v1 (untouched or restored, the changed file kept) or a
@@ -19,7 +19,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-import riskmgr_upgrade
+import riskmgr_migrate
 import host_files
 import sqlite_backups
 from ansible_run import module_defaults
@@ -29,7 +29,7 @@ from fake_systemd import FakeSystemd
 from host_processes import pid_is_running, read_pid
 from pidfile_control import PidfileControl
 from riskmgr_daemon import restart_daemon
-from riskmgr_upgrade import UpgradeError, UpgradeSettings, shielded_from_hangups, upgrade_host
+from riskmgr_migrate import UpgradeError, UpgradeSettings, shielded_from_hangups, upgrade_host
 from systemd_control import SystemdControl
 from backup_store import verify_backup
 from host_files import copy_hashing
@@ -43,8 +43,8 @@ FAST = {"settle": 0.3, "start_timeout": 10, "stop_timeout": 5}
 
 
 def upgrade_settings(**options) -> UpgradeSettings:
-    """The settings library/riskmgr_upgrade.py builds from its options: the module's defaults, then these."""
-    return UpgradeSettings.from_params({**module_defaults("riskmgr_upgrade"), **options})
+    """The settings library/riskmgr_migrate.py builds from its options: the module's defaults, then these."""
+    return UpgradeSettings.from_params({**module_defaults("riskmgr_migrate"), **options})
 
 
 def version_of(db: Path) -> int:
@@ -170,7 +170,7 @@ def test_daemon_refusing_v2_gets_the_backup_back_and_restarts_on_v1(make_host):
     assert result["failed_phase"] == "start" and result["recovery"]["errors"] == []
     assert "refusing to run" in message and "was restored from" in message and "runs again on v1" in message
     kept, = result["recovery"]["kept"][:1]
-    assert Path(kept).name.startswith("state.db.failed_v2_") and version_of(Path(kept)) == 2
+    assert Path(kept).name.startswith("state.db.kept-failed-v2-") and version_of(Path(kept)) == 2
     assert version_of(host.db) == 1 and host.pid() and host.logged_versions()[-2:] == [2, 1]
     assert row_counts(host.db)["enforcement_log"] >= before["enforcement_log"]
 
@@ -211,7 +211,7 @@ def test_a_backup_that_fails_its_check_stops_the_migration_from_committing(make_
 
     def broken_check(result, *args, **kwargs):
         raise sqlite_backups.BackupError(f"{result['backup']}: quick_check of the copy failed: page 3 is bad")
-    monkeypatch.setattr(riskmgr_upgrade, "finish_backup", broken_check)
+    monkeypatch.setattr(riskmgr_migrate, "finish_backup", broken_check)
     with pytest.raises(UpgradeError) as caught:
         host.upgrade()
     assert caught.value.fail_result["failed_phase"] == "migrate"
@@ -251,7 +251,7 @@ def test_settings_take_each_option_of_the_module_into_its_own_field():
              "process_match": "risk_manager", "busy_timeout": 15.0, "recovery_method": "restore",
              "release_link": "/opt/rm/current", "release_paths": {"1": "/opt/rm/r1", "2": "/opt/rm/r2"},
              "smoke_command": ["python3", "scripts/smoke_tests.py"], "smoke_timeout": 16}
-    settings = UpgradeSettings.from_params({**module_defaults("riskmgr_upgrade"), **given})
+    settings = UpgradeSettings.from_params({**module_defaults("riskmgr_migrate"), **given})
     assert dataclasses.asdict(settings) == {
         "target_version": 7, "options": {"track_unrealized_pnl": True}, "retention_days": 11, "max_backups": 12,
         "free_space_margin": 1.3, "integrity": "integrity", "keep_suffix": "kept", "stop_timeout": 13,
@@ -271,13 +271,13 @@ def test_hangup_interrupt_and_broken_pipe_are_ignored_while_shielded():
     def record(signum, _frame):
         received.append(signum)
 
-    original = {signum: signal.signal(signum, record) for signum in riskmgr_upgrade.SHIELDED_SIGNALS}
+    original = {signum: signal.signal(signum, record) for signum in riskmgr_migrate.SHIELDED_SIGNALS}
     try:
         with shielded_from_hangups():
-            for signum in riskmgr_upgrade.SHIELDED_SIGNALS:
+            for signum in riskmgr_migrate.SHIELDED_SIGNALS:
                 os.kill(os.getpid(), signum)
             time.sleep(0.05)
-        restored = {signum: signal.getsignal(signum) for signum in riskmgr_upgrade.SHIELDED_SIGNALS}
+        restored = {signum: signal.getsignal(signum) for signum in riskmgr_migrate.SHIELDED_SIGNALS}
     finally:
         for signum, handler in original.items():
             signal.signal(signum, handler)

@@ -1,4 +1,4 @@
-"""riskmgr_lock on real lock files, with real competing processes."""
+"""The run lock (module_utils/run_lock.py, module riskmgr_lock) on real lock files, with real competing processes."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from ansible_run import load_library_module, run_module
-from riskmgr_lock import LockError, acquire, lock_record, read_lock, release
+from run_lock import LockError, acquire, lock_record, read_lock, release
 
 OWNER = {"run_id": "run-1", "controller": "ctl01", "controller_pid": 4242, "started": "2026-11-24T12:00:00Z"}
 
