@@ -19,7 +19,7 @@ from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, MigrationError, connect_readonly, connect_writable, equality_clause, identifier_list,
     placeholders, quote_identifier, rolled_back_writer, set_autoincrement_sequence, sqlite_error_text)
 from ansible.module_utils.sqlite_history import (
-    LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
+    LEDGER_TABLE, current_version, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
 from ansible.module_utils.sqlite_dependents import downgrade_blockers
 from ansible.module_utils.sqlite_plan import Step, data_dropped, plan
 from ansible.module_utils.sqlite_proof import after, altered_by, baseline, foreign_keys_declared
@@ -59,6 +59,9 @@ def apply_step(conn: sqlite3.Connection, step: Step, now: str) -> None:
 def delete_history_rows(conn: sqlite3.Connection, data: dict) -> None:
     if "provenance_above" in data:
         conn.execute(f"DELETE FROM {PROVENANCE_TABLE} WHERE version > ?", (data["provenance_above"],))
+        return
+    if "above" in data:  # a history table this tool created and a downgrade keeps
+        conn.execute(f"DELETE FROM {quote_identifier(data['table'])} WHERE version > ?", (data["above"],))
         return
     conn.execute(f"DELETE FROM {quote_identifier(data['table'])} WHERE {equality_clause(data['key'])}",
                  tuple(data["key"].values()))
@@ -190,7 +193,7 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
     (sqlite_rebuild explains why); both are put back afterwards.
     """
     started = time.monotonic()
-    settings = rebuild_settings(conn) if target == catalog.baseline_version else proof_settings(conn)
+    settings = rebuild_settings(conn) if downgrading(conn, catalog, target) else proof_settings(conn)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -222,6 +225,12 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
     result.update(result_skeleton(inspection, steps, direction, target, catalog))
     result["seconds"] = round(time.monotonic() - started, 4)
     result["to_version"] = target
+
+
+def downgrading(conn: sqlite3.Connection, catalog: Catalog, target: int) -> bool:
+    """Whether the change goes down (its settings are set before the transaction, where PRAGMAs act): to the
+    baseline always (a partial run is undone), else when the database records a later version."""
+    return target == catalog.baseline_version or target < current_version(conn)
 
 
 REBUILD_PRAGMAS = {"foreign_keys": 0, "legacy_alter_table": 1}
@@ -263,9 +272,8 @@ def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: 
     Indexes the change makes or drops are left out unless UNIQUE (building one is the slow part, and a
     non-unique index changes no insert), and a downgrade's table gets its v1 definition and triggers
     without its rows (sqlite_rebuild.rebuild_definition), so the lock is held for milliseconds. Returns {"ok", "failures", "notes", "tables", "views", "lock_ms", ...}."""
-    downgrade = target == catalog.baseline_version
     with rolled_back_writer(path, busy_timeout_s) as conn:
-        settings = rebuild_settings(conn) if downgrade else proof_settings(conn)
+        settings = rebuild_settings(conn) if downgrading(conn, catalog, target) else proof_settings(conn)
         try:
             enforced = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
             conn.execute("BEGIN IMMEDIATE")
