@@ -20,7 +20,7 @@ from ansible.module_utils.sqlite_common import (
 from ansible.module_utils.sqlite_dependents import dependents, downgrade_blockers, upgrade_breakers
 from ansible.module_utils.sqlite_migration import prove_change
 from ansible.module_utils.sqlite_proof import altered_by
-from ansible.module_utils.sqlite_plan import data_dropped, plan
+from ansible.module_utils.sqlite_plan import IrreversibleError, data_dropped, plan
 from ansible.module_utils.sqlite_schema import (
     INCOMPLETE, USABLE, index_names, inspect, read_versions, table_names)
 
@@ -137,6 +137,9 @@ def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str)
     target = request.target_version or catalog.newest_version
     try:
         _inspection, steps, direction = plan(conn, catalog, request.options, target, path)
+    except IrreversibleError as err:  # no problem of the database's: the way down it asks for is refused
+        return {"direction": "down", "steps": [], "data_dropped": {}, "dependents": [], "blockers": [str(err)],
+                "breakers": []}
     except MigrationError:
         return None  # a database that cannot be migrated: its problems are the refusal
     changing = [s for s in steps if s.action != "skip"]

@@ -23,6 +23,10 @@ from ansible.module_utils.sqlite_shapes import Names, add_column_sql, fold, tabl
 ADD_COLUMN_DEFINITION = re.compile(r"\bADD\s+(?:COLUMN\s+)?", re.I)
 
 
+class IrreversibleError(MigrationError):
+    """An in-place downgrade across a file marked irreversible: the preflight refuses it, pointing to restore."""
+
+
 @dataclass
 class Step:
     file: str  # ledger name, v2/030_analytics_indexes.sql (v2 for a version row)
@@ -192,7 +196,7 @@ def refuse_irreversible(made: list[Provenance], inspection: Inspection, catalog:
     before anything is written, naming the file and the way back that exists (the backup at the target)."""
     ran = sorted({p.filename or p.name.split("#", 1)[0] for p in made if p.kind == "data"})
     if ran:
-        raise MigrationError(
+        raise IrreversibleError(
             f"{path}: refused, an in-place downgrade from v{inspection.version} to v{target} would cross "
             f"{', '.join(ran)}, marked irreversible (it changed data the engine cannot put back); restore the "
             f"backup taken at v{target} instead (riskmgr_rollback_method=restore); nothing was changed")
@@ -254,7 +258,9 @@ def plan(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], t
     or down to it from any later version."""
     inspection = inspect(conn, catalog, options, target)
     check_can_run(inspection, path)
-    if inspection.version is not None and inspection.version > target:
+    begun_above = inspection.state == "partial" and any(p.version > target
+                                                        for p in inspection.versions.provenance.values())
+    if (inspection.version is not None and inspection.version > target) or begun_above:
         return inspection, downgrade_steps(conn, inspection, catalog, target, path), "down"
     if target == catalog.baseline_version:
         if inspection.state == f"v{catalog.baseline_version}":

@@ -336,7 +336,9 @@ def schema_state(objects: list[ObjectStatus], versions: VersionInfo, catalog: Ca
                    for f in files for s in f.statements)
         if done and recorded is not None and recorded >= version and all(f.ledger_name in versions.ledger
                                                                          for f in files):
-            return f"v{version}", version
+            # A later version begun (its objects recorded, not its version row): a run cut short.
+            begun = any(p.version > version for p in versions.provenance.values())
+            return ("partial" if begun else f"v{version}"), version
     if not versions.traces and (recorded is None or recorded <= baseline):
         return f"v{baseline}", baseline
     return "partial", recorded if recorded is not None else baseline

@@ -2,5 +2,5 @@
 
 ALTER TABLE orders ADD COLUMN trailing_offset REAL;
 
--- used-by: SELECT trailing_offset, order_id FROM orders WHERE trailing_offset IS NOT NULL ORDER BY trailing_offset
+-- used-by: SELECT trailing_offset FROM orders WHERE trailing_offset IS NOT NULL ORDER BY trailing_offset
 CREATE INDEX idx_orders_trailing ON orders(trailing_offset);
