@@ -297,3 +297,10 @@ def build_reference(catalog: Catalog, version: int, options: dict[str, bool]) ->
                 if statement.obj.kind != "data":  # the reference holds definitions, never rows
                     conn.execute(statement.sql)
     return conn
+
+
+def options_of(params: dict) -> dict[str, bool]:
+    """The optional files a module's parameters turn on: `options` by name, and track_unrealized_pnl (v2's)."""
+    options = {name: bool(value) for name, value in (params.get("options") or {}).items()}
+    options["track_unrealized_pnl"] = bool(params.get("track_unrealized_pnl")) or options.get("track_unrealized_pnl", False)
+    return options

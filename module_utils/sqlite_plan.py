@@ -147,10 +147,10 @@ def downgrade_steps(conn: sqlite3.Connection, inspection: Inspection, catalog: C
                               f"-- delete from {names.table(table)} the rows of versions above {target}", "delete",
                               data={"table": names.table(table), "above": target}))
     for p in made:
-        if p.kind in ("view", "trigger") and p.action == CREATED and fold(p.name) in names_of(names, p.kind):
-            steps.append(Step(p.filename or f"v{p.version}", f"{p.kind} {p.name}",
-                              f"DROP {p.kind.upper()} {quote_identifier(names_of(names, p.kind)[fold(p.name)])}",
-                              "drop", version=p.version))
+        real = names_of(names, p.kind).get(fold(p.name)) if p.kind in ("view", "trigger") else None
+        if real and p.action == CREATED:
+            sql = f"DROP VIEW {quote_identifier(real)}" if p.kind == "view" else f"DROP TRIGGER {quote_identifier(real)}"
+            steps.append(Step(p.filename or f"v{p.version}", f"{p.kind} {p.name}", sql, "drop", version=p.version))
     for p in made:
         if p.kind == "index" and p.action == CREATED and names.index(p.name) and \
                 fold(index_table(conn, p.name)) not in created_tables:

@@ -186,3 +186,24 @@ def test_random_version_walks_on_an_old_sqlite(target, tmp_path):
                            "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0 and "2 of 2 shapes passed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     assert done.stdout.splitlines()[0].endswith(f"sqlite {target.rsplit('sqlite', 1)[1]}")
+
+
+def test_a_run_plans_once_under_its_write_lock_and_check_mode_says_it_shows_a_preview(v1_db, catalog_dir,
+                                                                                      monkeypatch):
+    import sqlite_migration
+    calls = []
+    real_plan = sqlite_migration.plan
+
+    def counted(conn, *args):
+        calls.append(conn.in_transaction)
+        return real_plan(conn, *args)
+
+    monkeypatch.setattr(sqlite_migration, "plan", counted)
+    preview = migrate_database(str(v1_db), catalog_dir, target_version=3, check_mode=True)
+    assert preview["preview"] is True and preview["changed"] and len(calls) == 1
+    calls.clear()
+    done = migrate_database(str(v1_db), catalog_dir, target_version=3)
+    assert done["preview"] is False and len(calls) == 1
+    assert [(s["object"], s["action"]) for s in done["steps"]] == [(s["object"], s["action"]) for s in preview["steps"]]
+    facts = gather(str(v1_db), catalog_dir, FactsRequest(target_version=4, plan=True))
+    assert facts["plan"]["preview"] is True
