@@ -139,7 +139,7 @@ open_by:
 newest_version: {description: Newest version in I(migrations_dir)., type: int, returned: always, sample: 2}
 target_version: {description: Version the state was judged against., type: int, returned: always, sample: 2}
 migration_needed:
-  description: True when the database is v1 or partial and nothing blocks the migration.
+  description: True when the database is below I(target_version) (or partial) and nothing blocks the migration.
   type: bool
   returned: always
 objects:

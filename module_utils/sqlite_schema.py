@@ -68,7 +68,10 @@ class Inspection:
 
     @property
     def migration_needed(self) -> bool:
-        return self.state in ("v1", "partial") and not self.problems
+        """Below the target (v1, v2 with v3 the target, ...) or partial, and nothing blocks the change."""
+        if self.problems or self.state in ("newer", "unknown"):
+            return False
+        return self.state == "partial" or (self.version is not None and self.version < self.target_version)
 
     def missing(self) -> list[ObjectStatus]:
         return [o for o in self.objects if o.required and o.status in (MISSING, INCOMPLETE)]

@@ -207,3 +207,9 @@ def test_a_run_plans_once_under_its_write_lock_and_check_mode_says_it_shows_a_pr
     assert [(s["object"], s["action"]) for s in done["steps"]] == [(s["object"], s["action"]) for s in preview["steps"]]
     facts = gather(str(v1_db), catalog_dir, FactsRequest(target_version=4, plan=True))
     assert facts["plan"]["preview"] is True
+
+
+def test_a_database_below_the_target_needs_the_change_and_one_at_it_does_not(v1_db, catalog_dir):
+    migrate_database(str(v1_db), catalog_dir, target_version=2)
+    assert gather(str(v1_db), catalog_dir, FactsRequest(target_version=3))["migration_needed"] is True
+    assert gather(str(v1_db), catalog_dir, FactsRequest(target_version=2))["migration_needed"] is False
