@@ -213,3 +213,17 @@ def test_a_database_below_the_target_needs_the_change_and_one_at_it_does_not(v1_
     migrate_database(str(v1_db), catalog_dir, target_version=2)
     assert gather(str(v1_db), catalog_dir, FactsRequest(target_version=3))["migration_needed"] is True
     assert gather(str(v1_db), catalog_dir, FactsRequest(target_version=2))["migration_needed"] is False
+
+
+def test_recovery_after_a_failed_run_goes_back_in_place_to_the_runs_starting_version(climbed, catalog_dir, tmp_path):
+    from riskmgr_recover import RecoverSettings, put_database_back, read_state
+    from sqlite_catalog import load_catalog
+    db, snapshots = climbed
+    migrate_database(str(db), catalog_dir, target_version=2)
+    migrate_database(str(db), catalog_dir, target_version=3)  # the run that failed after its commit: from v2
+    catalog = load_catalog(catalog_dir)
+    settings = RecoverSettings(path=str(db), backup_dir=str(tmp_path / "backups"), back_to=2, method="downgrade")
+    report = {"errors": []}
+    put_database_back(settings, catalog, read_state(str(db), catalog, {}, 5.0), None, report)
+    assert report["errors"] == [] and report["method"] == "downgrade" and report["version"] == 2
+    assert master_entries(db) == snapshots[2][0]
