@@ -88,7 +88,7 @@ def write_history(conn: sqlite3.Connection, catalog: Catalog, options: dict[str,
             values = {"version": version, "applied_at": now,
                       "description": f"Schema v{version}: " + "; ".join(f.description for f in files),
                       "migration_script": ",".join(f.ledger_name for f in files) or None,
-                      "rollback_script": "rollback_v2.yml (restore or downgrade)" if later else None,
+                      "rollback_script": rollback_script(catalog, version) if later else None,
                       "execution_time_ms": elapsed_ms if later else None, "success": 1, "error_message": None}
             insert_history_row(conn, VERSION_TABLE, values, ("version",), step.version, step.data["adopted"], now)
         else:
@@ -97,6 +97,14 @@ def write_history(conn: sqlite3.Connection, catalog: Catalog, options: dict[str,
                       "applied_at": now}
             insert_history_row(conn, LEDGER_TABLE, values, ("version", "filename"), step.version,
                                step.data["adopted"], now)
+
+
+def rollback_script(catalog: Catalog, version: int) -> str:
+    """How this version is undone, as the history row says it (v2's text is the design card's)."""
+    if version == catalog.baseline_version + 1:
+        return "rollback_v2.yml (restore or downgrade)"
+    below = catalog.below(version)
+    return f"sqlite_migrate target_version={below} (downgrade) or sqlite_restore schema_version={below} (restore)"
 
 
 def apply_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], steps: list[Step]) -> None:
