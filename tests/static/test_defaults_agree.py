@@ -87,6 +87,7 @@ NOT_A_MODULE_OPTION = {
     "riskmgr_report_dir": "a controller path; the riskmgr_report action requires its dir",
     "riskmgr_release_v1_path": "one entry of the modules' release_paths (with riskmgr_release_link)",
     "riskmgr_release_v2_path": "one entry of the modules' release_paths (with riskmgr_release_link)",
+    "riskmgr_releases": "the modules' release_paths, over the v1/v2 shorthand (with riskmgr_release_link)",
     "riskmgr_canary_watch_seconds": "the first batch's seconds of the riskmgr_watch action (the riskmgr role picks)",
     "riskmgr_watch_seconds": "the later batches' seconds of the riskmgr_watch action (the riskmgr role picks)",
 }
