@@ -475,24 +475,6 @@ def test_a_fleet_of_unlike_v1_shapes_migrates_keeps_every_v1_row_and_downgrades_
 
 # --- migrate.yml and rollback.yml: any version ---------------------------------------------------
 
-def test_migrate_yml_goes_to_the_newest_version_and_rollback_yml_to_the_one_below_each_hosts_own(tmp_path):
-    fleet = Fleet(tmp_path / "fleet with spaces")
-    try:
-        v1_text = {h: master_entries(fleet.db(h)) for h in fleet.hosts}
-        assert_ran(fleet.playbook("migrate.yml", "-e", "riskmgr_confirm=true"), fleet.hosts)
-        assert all(schema_version(fleet.db(h)) == 2 and fleet.linked_release(h) == "2" for h in fleet.hosts)
-        again = fleet.playbook("migrate.yml", "-e", "riskmgr_confirm=true")
-        assert_ran(again, fleet.hosts)
-        assert {h: r["changed"] for h, r in again.recap.items()} == {h: 0 for h in fleet.hosts}, again.recap
-        run = fleet.playbook("rollback.yml", "-e", "riskmgr_confirm=true", "-e", "riskmgr_rollback_method=downgrade")
-        assert_ran(run, fleet.hosts)
-        for host in fleet.hosts:
-            assert schema_version(fleet.db(host)) == 1 and master_entries(fleet.db(host)) == v1_text[host]
-            assert fleet.alive(host) and fleet.linked_release(host) == "1"
-    finally:
-        fleet.destroy()
-
-
 def test_the_same_playbooks_take_a_fleet_to_a_v4_of_the_tests_and_back_one_version_at_a_time(tmp_path):
     import shutil
     from versions_catalog import versions_catalog
