@@ -1,8 +1,9 @@
-"""Apply a plan (sqlite_plan) in one transaction: up to the target, or back down to v1.
+"""Apply a plan (sqlite_plan) in one transaction: up to the target, or down to any earlier version.
 
-The plan is computed from the database's real state, and computed again inside the write
-transaction, so what is applied is what the locked database needs. Every object the upgrade
-creates or adopts is recorded in the provenance in the same transaction as the object itself.
+The plan is computed once, from the database's real state inside the write transaction, so what is
+applied is what the locked database needs; a plan read before (check mode, the preflight) is a
+preview. Every object the upgrade creates or adopts is recorded in the provenance in the same
+transaction as the object itself.
 """
 from __future__ import annotations
 

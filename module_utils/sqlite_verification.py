@@ -491,8 +491,9 @@ def failure_message(path: str, result: dict) -> str:
         remedy = ("keep the daemon stopped and restore another verified v1 backup (rollback_v2.yml), "
                   "or fix the cause and verify again")
     else:
-        remedy = ("keep the daemon stopped; roll back with rollback_v2.yml (restores the verified pre-migration "
-                  "backup), or fix the cause and rerun migrate_v2.yml")
+        playbooks = ("rollback_v2.yml", "migrate_v2.yml") if target == 2 else ("rollback.yml", "migrate.yml")
+        remedy = (f"keep the daemon stopped; roll back with {playbooks[0]} (restores the verified pre-migration "
+                  f"backup), or fix the cause and rerun {playbooks[1]}")
     failed = " | ".join(" ".join(line.split()) for line in result["failed_checks"])  # stays one line
     return f"{path}: verification against v{target} failed: {failed}; {remedy}"
 
