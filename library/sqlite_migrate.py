@@ -17,24 +17,32 @@ description:
     shape keeps its rows). The provenance table C(schema_migration_objects) records, in the same
     transaction, what was created and what adopted, and the exact text of every table whose definition
     changed.
-  - The plan is made again under the write lock, so what runs is what the locked database needs.
+  - The plan is made once, under the write lock, so what runs is what the locked database needs; check
+    mode returns a preview (I(preview=true)) read from one snapshot while the daemon may still write.
   - Refuses, changing nothing, a database that is newer than the newest migration, misses a v1
     table or a column a later object uses, has an object of a later version in a form it cannot adopt
     (naming both definitions), records a migration file that has changed since, is not SQLite, or stays
     locked past I(busy_timeout).
-  - With I(target_version) set to the baseline (1) it downgrades in place instead, undoing exactly what
-    the provenance records and nothing it adopted - dropping the indexes and tables the migration
-    created, and giving each table it changed its recorded definition back by SQLite's table rebuild
-    (no C(ALTER TABLE DROP COLUMN), so SQLite 3.31 does it too), every row, rowid, index, trigger and
-    AUTOINCREMENT counter kept.
+  - With I(target_version) below the database's version it downgrades in place instead, to any earlier
+    version; the versions above the target are undone newest first, each by its own provenance and nothing
+    it adopted - dropping the views, triggers, indexes and tables they created, and giving each table they
+    changed its recorded definition back by SQLite's table rebuild (no C(ALTER TABLE DROP COLUMN), so
+    SQLite 3.31 does it too), every row, rowid, index, trigger and AUTOINCREMENT counter kept. A version
+    with a file marked C(riskmgr irreversible) that ran is refused (restore the backup taken at the target).
 options:
   target_version:
-    description: Version to reach; defaults to the newest in I(migrations_dir). The baseline version downgrades.
+    description: Version to reach; defaults to the newest in I(migrations_dir). A version below the database's downgrades.
     type: int
   track_unrealized_pnl:
     description: Also create the optional daily_unrealized_pnl table and its indexes.
     type: bool
     default: false
+  options:
+    description:
+      - The options of the versions' optional files (a file whose header says C(riskmgr option=NAME) is applied
+        when NAME is true here). I(track_unrealized_pnl=true) is the same as NAME C(track_unrealized_pnl) here.
+    type: dict
+    default: {}
   transactions:
     description:
       - C(single) applies every statement and the history rows in one transaction (all or nothing).
@@ -71,6 +79,11 @@ from_version: {description: Schema version found before the task., type: int, re
 to_version: {description: Schema version after the task (predicted in check mode)., type: int, returned: always, sample: 2}
 state_before: {description: Schema state found before the task., type: str, returned: always, sample: v1}
 direction: {description: C(up), C(down) or C(none)., type: str, returned: always, sample: up}
+preview:
+  description: True when the result is a plan read before any write lock (check mode), false when it is the plan the write transaction computed and applied.
+  type: bool
+  returned: always
+  sample: false
 steps:
   description:
     - What was done (planned in check mode), in order, with durations - C(action) C(create), C(adopt)
@@ -112,14 +125,14 @@ schema_warnings: {description: Differences that did not block the migration., ty
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
-from ansible.module_utils.sqlite_catalog import catalog_of_params
+from ansible.module_utils.sqlite_catalog import catalog_of_params, options_of
 from ansible.module_utils.sqlite_migration import migrate_database
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
     return migrate_database(params["path"], catalog_of_params(params), params["target_version"],
-                            {"track_unrealized_pnl": params["track_unrealized_pnl"]},
+                            options_of(params),
                             check_mode=module.check_mode, want_diff=module._diff,
                             busy_timeout_s=params["busy_timeout"], transactions=params["transactions"])
 
@@ -131,6 +144,7 @@ def main() -> None:
             **DATABASE_SPEC,
             "target_version": {"type": "int"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
+            "options": {"type": "dict", "default": {}},
             "transactions": {"type": "str", "choices": ["single", "per_step"], "default": "single"},
         },
         supports_check_mode=True,

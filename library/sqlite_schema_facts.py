@@ -31,6 +31,12 @@ options:
     description: Whether the optional daily_unrealized_pnl table is part of the target.
     type: bool
     default: false
+  options:
+    description:
+      - The options of the versions' optional files (a file whose header says C(riskmgr option=NAME) is applied
+        when NAME is true here). I(track_unrealized_pnl=true) is the same as NAME C(track_unrealized_pnl) here.
+    type: dict
+    default: {}
   integrity:
     description: Run C(PRAGMA integrity_check) (C(integrity)), C(quick_check) (C(quick)) or neither.
     type: str
@@ -47,8 +53,9 @@ options:
     type: path
   plan:
     description:
-      - Also return I(plan), what a migration to I(target_version) would do now (as M(sqlite_migrate) in check mode,
-        on the same snapshot); a I(target_version) of 1 plans the downgrade and what it drops.
+      - Also return I(plan), a preview of what a migration to I(target_version) would do now (as M(sqlite_migrate) in
+        check mode, on the same snapshot; the run plans again, once, under its write lock); a I(target_version) below
+        the database's plans the downgrade and what it drops, and a downgrade across an irreversible file is refused.
     type: bool
     default: false
   free_space_margin:
@@ -132,7 +139,7 @@ open_by:
 newest_version: {description: Newest version in I(migrations_dir)., type: int, returned: always, sample: 2}
 target_version: {description: Version the state was judged against., type: int, returned: always, sample: 2}
 migration_needed:
-  description: True when the database is v1 or partial and nothing blocks the migration.
+  description: True when the database is below I(target_version) (or partial) and nothing blocks the migration.
   type: bool
   returned: always
 objects:
@@ -243,14 +250,14 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
 from ansible.module_utils.releases import Releases
-from ansible.module_utils.sqlite_catalog import catalog_of_params
+from ansible.module_utils.sqlite_catalog import catalog_of_params, options_of
 from ansible.module_utils.sqlite_facts import FactsRequest, gather
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
     request = FactsRequest(
-        backup_dir=params["backup_dir"], options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
+        backup_dir=params["backup_dir"], options=options_of(params),
         target_version=params["target_version"], integrity=params["integrity"], count_rows=params["count_rows"],
         busy_timeout_s=params["busy_timeout"], process_match=params["process_match"], plan=params["plan"],
         free_space_margin=params["free_space_margin"], require_wal=params["require_wal"],
@@ -278,6 +285,7 @@ def main() -> None:
             "backup_dir": {"type": "path"},
             "target_version": {"type": "int"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
+            "options": {"type": "dict", "default": {}},
             "integrity": {"type": "str", "choices": ["integrity", "quick", "none"], "default": "none"},
             "count_rows": {"type": "bool", "default": True},
             "process_match": {"type": "str"},

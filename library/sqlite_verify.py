@@ -57,6 +57,12 @@ options:
     description: The optional daily_unrealized_pnl table and its indexes must exist too.
     type: bool
     default: false
+  options:
+    description:
+      - The options of the versions' optional files (a file whose header says C(riskmgr option=NAME) is applied
+        when NAME is true here). I(track_unrealized_pnl=true) is the same as NAME C(track_unrealized_pnl) here.
+    type: dict
+    default: {}
 extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations]
 attributes:
   check_mode: {support: full, details: The module only reads; check mode runs the same checks.}
@@ -110,7 +116,7 @@ seconds: {description: Duration of the verification., type: float, returned: alw
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
-from ansible.module_utils.sqlite_catalog import catalog_of_params
+from ansible.module_utils.sqlite_catalog import catalog_of_params, options_of
 from ansible.module_utils.sqlite_verification import (
     INTEGRITY_LEVELS, ROW_COUNT_MODES, failure_message, verify_database)
 
@@ -118,7 +124,7 @@ from ansible.module_utils.sqlite_verification import (
 def run(module: AnsibleModule) -> dict:
     params = module.params
     return verify_database(params["path"], catalog_of_params(params), params["target_version"],
-                           {"track_unrealized_pnl": params["track_unrealized_pnl"]}, manifest=params["manifest"],
+                           options_of(params), manifest=params["manifest"],
                            integrity=params["integrity"], row_count_mode=params["row_counts"],
                            busy_timeout_s=params["busy_timeout"], baseline_from=params["baseline_from"])
 
@@ -134,6 +140,7 @@ def main() -> None:
             "row_counts": {"type": "str", "choices": list(ROW_COUNT_MODES), "default": "at_least"},
             "integrity": {"type": "str", "choices": list(INTEGRITY_LEVELS), "default": "integrity"},
             "track_unrealized_pnl": {"type": "bool", "default": False},
+            "options": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,  # read-only: check mode runs the very same checks
         required_one_of=[("migrations_dir", "migrations")],

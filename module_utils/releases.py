@@ -44,8 +44,9 @@ class Releases:
         try:
             return self.paths[int(version)]
         except (KeyError, TypeError, ValueError):
-            raise DaemonError(f"{self.link}: no release is named for schema v{version} (riskmgr_release_v"
-                              f"{version}_path); set it, or leave riskmgr_release_link unset") from None
+            raise DaemonError(f"{self.link}: no release is named for schema v{version} (riskmgr_releases, "
+                              f"{{{version}: DIR}}; riskmgr_release_v{version}_path is its shorthand for 1 and 2); "
+                              "set it, or leave riskmgr_release_link unset") from None
 
     def linked(self) -> str | None:
         """The link's target as an absolute path (a relative one is taken from the link's directory), or None."""

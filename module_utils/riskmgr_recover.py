@@ -179,9 +179,6 @@ def put_database_back(settings: RecoverSettings, catalog: Catalog, state: dict, 
     for attempt in order:
         try:
             if attempt == "downgrade":
-                if settings.back_to != catalog.baseline_version:
-                    raise RiskmgrError(f"an in-place return to v{settings.back_to} is not possible (only to "
-                                       f"v{catalog.baseline_version})")
                 kept = backup_database(settings.path, settings.backup_dir, busy_timeout_s=settings.busy_timeout_s,
                                        daemon_stopped=True)
                 migrate_database(settings.path, catalog, settings.back_to, settings.options,

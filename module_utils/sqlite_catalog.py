@@ -6,13 +6,21 @@ of numbered .sql files whose statements each create exactly one object:
 
     CREATE TABLE name (...)             -> object ("table", name)
     CREATE INDEX name ON table(...)     -> object ("index", name)
+    CREATE VIEW name AS ...             -> object ("view", name)
+    CREATE TRIGGER name ... ON table    -> object ("trigger", name)
     ALTER TABLE t ADD COLUMN c ...      -> object ("column", "t.c")
 
-That restriction is what lets the engine compare every object with the database's real state
-and apply only the statements still needed. Header comments carry metadata:
+That restriction is what lets the engine compare every object with the database's real state,
+apply only the statements still needed, and undo each version by its own provenance. The objects
+of vN may use anything v1..vN-1 made (an index on a column v2 added, a trigger on a table v3
+created). A statement the engine cannot undo (UPDATE, DELETE, INSERT, DROP, a data backfill) is
+refused unless the file says `-- riskmgr: irreversible`: it then runs once (its provenance says
+so), and an in-place downgrade across it is refused before any stop, pointing to the restore.
+docs/versions.md has the conventions. Header comments carry metadata:
 
     -- description: one line for the history row
     -- riskmgr: option=track_unrealized_pnl    (file applied only when that option is on)
+    -- riskmgr: irreversible                   (the file changes data: no in-place downgrade across it)
     -- riskmgr: baseline                       (reference schema, never applied)
     -- used-by: SELECT ...                     (before a CREATE INDEX: the query it serves)
 """
@@ -32,13 +40,20 @@ CREATE_TABLE = re.compile(r"^CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\
 CREATE_INDEX = re.compile(
     r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?\s+ON\s+\"?(\w+)\"?", re.I)
 ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+\"?(\w+)\"?\s+ADD\s+(?:COLUMN\s+)?\"?(\w+)\"?", re.I)
+CREATE_VIEW = re.compile(r"^CREATE\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?", re.I)
+CREATE_TRIGGER = re.compile(
+    r"^CREATE\s+TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?\b.*?\bON\s+\"?(\w+)\"?", re.I | re.S)
+# What the engine cannot undo from provenance: allowed only in a file marked irreversible.
+DATA_CHANGE = re.compile(r"^\s*(UPDATE|DELETE|INSERT|REPLACE|DROP|WITH|ALTER\s+TABLE\s+\S+\s+(?:RENAME|DROP))\b",
+                         re.I)
+IRREVERSIBLE = "irreversible"
 FORBIDDEN = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|PRAGMA|ATTACH|DETACH|VACUUM)\b", re.I)
 
 
 @dataclass(frozen=True)
 class SchemaObject:
-    kind: str  # table | index | column
-    name: str  # table or index name, or "table.column"
+    kind: str  # table | index | view | trigger | column | data (a statement of an irreversible file)
+    name: str  # table, index, view or trigger name, "table.column", or "v4/030_x.sql#1" for data
     table: str  # the table it lives on (itself for a table)
 
     def __str__(self) -> str:
@@ -61,6 +76,7 @@ class MigrationFile:
     option: str | None
     baseline: bool
     statements: list[Statement] = field(default_factory=list)
+    irreversible: bool = False  # `-- riskmgr: irreversible`: changes data, no in-place downgrade across it
 
     @property
     def name(self) -> str:
@@ -94,6 +110,15 @@ class Catalog:
 
     def find(self, ledger_name: str) -> MigrationFile | None:
         return next((f for f in self.all_files() if f.ledger_name == ledger_name), None)
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted(self.files)
+
+    def below(self, version: int) -> int:
+        """The version just below `version` (the baseline for the baseline): what a rollback goes to."""
+        lower = [v for v in self.files if v < version]
+        return max(lower) if lower else self.baseline_version
 
 
 def split_statements(text: str) -> list[tuple[str, str | None]]:
@@ -130,14 +155,27 @@ def split_statements(text: str) -> list[tuple[str, str | None]]:
     return statements
 
 
-def statement_object(sql: str) -> SchemaObject:
+def statement_object(sql: str, data_name: str | None = None) -> SchemaObject:
+    """The object a statement makes; data_name given (an irreversible file), a data change is one too."""
     if match := CREATE_TABLE.match(sql):
         return SchemaObject("table", match.group(1), match.group(1))
     if match := CREATE_INDEX.match(sql):
         return SchemaObject("index", match.group(1), match.group(2))
+    if match := CREATE_VIEW.match(sql):
+        return SchemaObject("view", match.group(1), match.group(1))
+    if match := CREATE_TRIGGER.match(sql):
+        return SchemaObject("trigger", match.group(1), match.group(2))
     if match := ADD_COLUMN.match(sql):
         return SchemaObject("column", f"{match.group(1)}.{match.group(2)}", match.group(1))
-    raise ValueError("only CREATE TABLE, CREATE INDEX and ALTER TABLE ... ADD COLUMN are allowed, got: "
+    if DATA_CHANGE.match(sql):
+        if data_name is None:
+            raise ValueError(f"{sql.split()[0].upper()} changes what the engine cannot undo ("
+                             + " ".join(sql.split())[:80] + "); mark the file `-- riskmgr: irreversible` "
+                             "(an in-place downgrade across it is then refused, only a restore goes back) "
+                             "or make it a CREATE / ADD COLUMN")
+        return SchemaObject("data", data_name, "")
+    raise ValueError("only CREATE TABLE, INDEX, VIEW, TRIGGER and ALTER TABLE ... ADD COLUMN are allowed "
+                     "(and data changes in a file marked `-- riskmgr: irreversible`), got: "
                      + " ".join(sql.split())[:80])
 
 
@@ -164,13 +202,14 @@ def load_file(version: int, path: Path, raw: bytes | None = None) -> MigrationFi
     migration = MigrationFile(
         version=version, path=path, sha256=hashlib.sha256(raw).hexdigest(),
         description=header_value(text, "description") or path.stem,
-        option=option, baseline="baseline" in flags.split())
+        option=option, baseline="baseline" in flags.split(), irreversible=IRREVERSIBLE in flags.split())
     try:
-        for sql, used_by in split_statements(text):
+        for number, (sql, used_by) in enumerate(split_statements(text), 1):
             if FORBIDDEN.match(sql):
                 raise ValueError("transaction control and pragmas belong to the engine, not to a migration file: "
                                  + sql.split()[0])
-            migration.statements.append(Statement(sql=sql, obj=statement_object(sql), used_by=used_by))
+            data_name = f"{migration.ledger_name}#{number}" if migration.irreversible else None
+            migration.statements.append(Statement(sql=sql, obj=statement_object(sql, data_name), used_by=used_by))
     except ValueError as err:
         raise MigrationError(f"{path}: {err}; fix the migration file (the database was not touched)") from err
     if not migration.statements:
@@ -255,5 +294,13 @@ def build_reference(catalog: Catalog, version: int, options: dict[str, bool]) ->
             break
         for migration in catalog.files_for(number, options):
             for statement in migration.statements:
-                conn.execute(statement.sql)
+                if statement.obj.kind != "data":  # the reference holds definitions, never rows
+                    conn.execute(statement.sql)
     return conn
+
+
+def options_of(params: dict) -> dict[str, bool]:
+    """The optional files a module's parameters turn on: `options` by name, and track_unrealized_pnl (v2's)."""
+    options = {name: bool(value) for name, value in (params.get("options") or {}).items()}
+    options["track_unrealized_pnl"] = bool(params.get("track_unrealized_pnl")) or options.get("track_unrealized_pnl", False)
+    return options

@@ -20,7 +20,7 @@ from ansible.module_utils.sqlite_common import (
 from ansible.module_utils.sqlite_dependents import dependents, downgrade_blockers, upgrade_breakers
 from ansible.module_utils.sqlite_migration import prove_change
 from ansible.module_utils.sqlite_proof import altered_by
-from ansible.module_utils.sqlite_plan import data_dropped, plan
+from ansible.module_utils.sqlite_plan import IrreversibleError, data_dropped, plan
 from ansible.module_utils.sqlite_schema import (
     INCOMPLETE, USABLE, index_names, inspect, read_versions, table_names)
 
@@ -137,11 +137,15 @@ def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str)
     target = request.target_version or catalog.newest_version
     try:
         _inspection, steps, direction = plan(conn, catalog, request.options, target, path)
+    except IrreversibleError as err:  # no problem of the database's: the way down it asks for is refused
+        return {"preview": True, "direction": "down", "steps": [], "data_dropped": {}, "dependents": [],
+                "blockers": [str(err)], "breakers": []}
     except MigrationError:
         return None  # a database that cannot be migrated: its problems are the refusal
     changing = [s for s in steps if s.action != "skip"]
     added, removed = altered_by(steps, direction)
-    return {"direction": direction if changing else "none", "steps": [s.as_dict() for s in changing],
+    # A preview: the run plans again, once, under its write lock (sqlite_migration.write_transaction).
+    return {"preview": True, "direction": direction if changing else "none", "steps": [s.as_dict() for s in changing],
             "data_dropped": data_dropped(conn, steps) if direction == "down" else {},
             # The triggers, views and indexes on what the change touches; for a downgrade, those in its way.
             "dependents": dependents(conn, {**added, **removed}),

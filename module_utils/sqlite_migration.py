@@ -1,8 +1,9 @@
-"""Apply a plan (sqlite_plan) in one transaction: up to the target, or back down to v1.
+"""Apply a plan (sqlite_plan) in one transaction: up to the target, or down to any earlier version.
 
-The plan is computed from the database's real state, and computed again inside the write
-transaction, so what is applied is what the locked database needs. Every object the upgrade
-creates or adopts is recorded in the provenance in the same transaction as the object itself.
+The plan is computed once, from the database's real state inside the write transaction, so what is
+applied is what the locked database needs; a plan read before (check mode, the preflight) is a
+preview. Every object the upgrade creates or adopts is recorded in the provenance in the same
+transaction as the object itself.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, MigrationError, connect_readonly, connect_writable, equality_clause, identifier_list,
     placeholders, quote_identifier, rolled_back_writer, set_autoincrement_sequence, sqlite_error_text)
 from ansible.module_utils.sqlite_history import (
-    LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
+    LEDGER_TABLE, current_version, read_versions, PROVENANCE_TABLE, VERSION_TABLE, insert_history_row, record, record_table_change)
 from ansible.module_utils.sqlite_dependents import downgrade_blockers
 from ansible.module_utils.sqlite_plan import Step, data_dropped, plan
 from ansible.module_utils.sqlite_proof import after, altered_by, baseline, foreign_keys_declared
@@ -60,6 +61,9 @@ def delete_history_rows(conn: sqlite3.Connection, data: dict) -> None:
     if "provenance_above" in data:
         conn.execute(f"DELETE FROM {PROVENANCE_TABLE} WHERE version > ?", (data["provenance_above"],))
         return
+    if "above" in data:  # a history table this tool created and a downgrade keeps
+        conn.execute(f"DELETE FROM {quote_identifier(data['table'])} WHERE version > ?", (data["above"],))
+        return
     conn.execute(f"DELETE FROM {quote_identifier(data['table'])} WHERE {equality_clause(data['key'])}",
                  tuple(data["key"].values()))
     if data.get("counted"):  # the row moved the table's AUTOINCREMENT counter on
@@ -85,7 +89,7 @@ def write_history(conn: sqlite3.Connection, catalog: Catalog, options: dict[str,
             values = {"version": version, "applied_at": now,
                       "description": f"Schema v{version}: " + "; ".join(f.description for f in files),
                       "migration_script": ",".join(f.ledger_name for f in files) or None,
-                      "rollback_script": "rollback_v2.yml (restore or downgrade)" if later else None,
+                      "rollback_script": rollback_script(catalog, version) if later else None,
                       "execution_time_ms": elapsed_ms if later else None, "success": 1, "error_message": None}
             insert_history_row(conn, VERSION_TABLE, values, ("version",), step.version, step.data["adopted"], now)
         else:
@@ -94,6 +98,14 @@ def write_history(conn: sqlite3.Connection, catalog: Catalog, options: dict[str,
                       "applied_at": now}
             insert_history_row(conn, LEDGER_TABLE, values, ("version", "filename"), step.version,
                                step.data["adopted"], now)
+
+
+def rollback_script(catalog: Catalog, version: int) -> str:
+    """How this version is undone, as the history row says it (v2's text is the design card's)."""
+    if version == catalog.baseline_version + 1:
+        return "rollback_v2.yml (restore or downgrade)"
+    below = catalog.below(version)
+    return f"sqlite_migrate target_version={below} (downgrade) or sqlite_restore schema_version={below} (restore)"
 
 
 def apply_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], steps: list[Step]) -> None:
@@ -149,56 +161,77 @@ def migrate_database(path: str, migrations_dir: Catalog | str | Path, target_ver
     if not check_mode and directory.is_dir() and not os.access(directory, os.W_OK):
         raise MigrationError(f"{path}: directory {directory} is not writable by this user; SQLite must "
                              "create its journal there: run as the database owner (become); nothing was changed")
-    connect = connect_readonly if check_mode else connect_writable
     try:
-        with closing(connect(path, busy_timeout_s)) as conn:
-            # A read transaction, so the plan sees one consistent state while the daemon writes.
-            conn.execute("BEGIN")
-            inspection, steps, direction = plan(conn, catalog, options, target, path)
-            refuse_blockers(conn, steps, direction, path)
-            result = result_skeleton(inspection, steps, direction, target, catalog)
-            if direction == "down":
-                result["data_dropped"] = data_dropped(conn, steps)
-            if result["changed"] and want_diff:
-                result["diff"] = {"before_header": f"{path} (schema v{result['from_version']})",
-                                  "after_header": f"{path} (schema v{target})",
-                                  "before": schema_sql(conn), "after": planned_schema(conn, steps)}
-            conn.execute("COMMIT")
-            if not result["changed"] or check_mode:
-                return result
-            if transactions == "per_step":
-                if direction != "up":
-                    raise MigrationError(f"{path}: a downgrade runs in one transaction (transactions=single); "
-                                         "nothing was changed")
-                write_in_steps(conn, catalog, options, target, path, busy_timeout_s, result)
-            else:
-                write_transaction(conn, catalog, options, target, path, busy_timeout_s, result, before_commit)
+        if check_mode or transactions == "per_step":
+            return preview_then_steps(path, catalog, options, target, check_mode, want_diff, busy_timeout_s)
+        with closing(connect_writable(path, busy_timeout_s)) as conn:
+            result: dict = {}
+            write_transaction(conn, catalog, options, target, path, busy_timeout_s, result, before_commit, want_diff)
             return result
     except sqlite3.Error as err:
         raise MigrationError(sqlite_error_text(path, err, busy_timeout_s) + "; database left unchanged") from err
 
 
+def preview_then_steps(path: str, catalog: Catalog, options: dict[str, bool], target: int, check_mode: bool,
+                       want_diff: bool, busy_timeout_s: float) -> dict:
+    """Check mode: the plan read from one snapshot, a preview (the daemon may write before a real run, which
+    plans again under its lock). Online mode: the preview says whether there is anything to do, and each of
+    its transactions plans under its own lock (write_in_steps)."""
+    connect = connect_readonly if check_mode else connect_writable
+    with closing(connect(path, busy_timeout_s)) as conn:
+        conn.execute("BEGIN")  # a read transaction: one consistent state while the daemon writes
+        preview = planned_result(conn, catalog, options, target, path, want_diff)
+        preview.pop("steps_planned")
+        conn.execute("COMMIT")
+        if not preview["changed"] or check_mode:
+            return dict(preview, preview=True)
+        if preview["direction"] != "up":
+            raise MigrationError(f"{path}: a downgrade runs in one transaction (transactions=single); "
+                                 "nothing was changed")
+        write_in_steps(conn, catalog, options, target, path, busy_timeout_s, preview)
+        return dict(preview, preview=False)
+
+
+def planned_result(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int, path: str,
+                   want_diff: bool) -> dict:
+    """The plan on this connection's snapshot as the module result: steps, what a downgrade drops, the diff."""
+    inspection, steps, direction = plan(conn, catalog, options, target, path)
+    refuse_blockers(conn, steps, direction, path)
+    result = result_skeleton(inspection, steps, direction, target, catalog)
+    if direction == "down":
+        result["data_dropped"] = data_dropped(conn, steps)
+    if result["changed"] and want_diff:
+        result["diff"] = {"before_header": f"{path} (schema v{result['from_version']})",
+                          "after_header": f"{path} (schema v{target})",
+                          "before": schema_sql(conn), "after": planned_schema(conn, steps)}
+    result["steps_planned"] = steps  # popped by the caller: the Step objects, for the same transaction
+    return result
+
+
 def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
                       path: str, busy_timeout_s: float, result: dict,
-                      before_commit: Callable[[], None] | None = None) -> None:
-    """One BEGIN IMMEDIATE transaction: re-plan under the write lock, apply, record, commit.
+                      before_commit: Callable[[], None] | None = None, want_diff: bool = False) -> None:
+    """One BEGIN IMMEDIATE transaction: the plan, computed once under the write lock, applied and recorded.
 
-    Python's sqlite3 would commit an open transaction before DDL and executescript() always
-    commits first; with isolation_level=None and explicit BEGIN/COMMIT every statement of
-    every file commits together or not at all. A downgrade's table rebuild needs foreign keys
-    off (a no-op inside a transaction, so it is set before) and the legacy ALTER TABLE rename
-    (sqlite_rebuild explains why); both are put back afterwards.
+    What is applied is what the locked database needs: no plan read earlier (a preview) is used. With
+    nothing to do the transaction ends without a write. Python's sqlite3 would commit an open
+    transaction before DDL and executescript() always commits first; with isolation_level=None and
+    explicit BEGIN/COMMIT every statement of every file commits together or not at all. A downgrade's
+    table rebuild needs foreign keys off (a no-op inside a transaction, so it is set before) and the
+    legacy ALTER TABLE rename (sqlite_rebuild explains why); both are put back afterwards.
     """
     started = time.monotonic()
-    settings = rebuild_settings(conn) if target == catalog.baseline_version else proof_settings(conn)
+    settings = rebuild_settings(conn) if downgrading(conn, catalog, target) else proof_settings(conn)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            inspection, steps, direction = plan(conn, catalog, options, target, path)
-            refuse_blockers(conn, steps, direction, path)
+            result.update(planned_result(conn, catalog, options, target, path, want_diff), preview=False)
+            steps, direction = result.pop("steps_planned"), result["direction"]
+            if not result["changed"]:
+                conn.execute("ROLLBACK")
+                return
             proof = baseline(conn, *altered_by(steps, direction))
             if direction == "down":
-                result["data_dropped"] = data_dropped(conn, steps)
                 apply_downgrade(conn, catalog, options, steps, path)
             else:
                 apply_steps(conn, catalog, options, steps)
@@ -219,9 +252,16 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
             raise
     finally:
         put_back(conn, settings)
-    result.update(result_skeleton(inspection, steps, direction, target, catalog))
+    result["steps"] = [s.as_dict() for s in steps if s.action != "skip"]  # with their seconds
     result["seconds"] = round(time.monotonic() - started, 4)
-    result["to_version"] = target
+
+
+def downgrading(conn: sqlite3.Connection, catalog: Catalog, target: int) -> bool:
+    """Whether the change goes down (its settings are set before the transaction, where PRAGMAs act): to the
+    baseline always (a partial run is undone), else when the database records a later version or began one."""
+    versions = read_versions(conn)
+    return target == catalog.baseline_version or target < current_version(conn) or \
+        any(p.version > target for p in versions.provenance.values())
 
 
 REBUILD_PRAGMAS = {"foreign_keys": 0, "legacy_alter_table": 1}
@@ -263,9 +303,8 @@ def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: 
     Indexes the change makes or drops are left out unless UNIQUE (building one is the slow part, and a
     non-unique index changes no insert), and a downgrade's table gets its v1 definition and triggers
     without its rows (sqlite_rebuild.rebuild_definition), so the lock is held for milliseconds. Returns {"ok", "failures", "notes", "tables", "views", "lock_ms", ...}."""
-    downgrade = target == catalog.baseline_version
     with rolled_back_writer(path, busy_timeout_s) as conn:
-        settings = rebuild_settings(conn) if downgrade else proof_settings(conn)
+        settings = rebuild_settings(conn) if downgrading(conn, catalog, target) else proof_settings(conn)
         try:
             enforced = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
             conn.execute("BEGIN IMMEDIATE")

@@ -1,9 +1,10 @@
-"""What a migration would do to the database as it is now: the steps, up to a target or back down to v1.
+"""What a migration would do to the database as it is now: the steps, up to a target or down to any earlier version.
 
 Up: every statement of every file up to the target; an object that is missing is created, one that
 is there in a usable form is adopted (recorded, not touched), a table that lacks columns gets them,
-and the history rows the database lacks are written. Down: exactly what the provenance says the
-upgrade made, undone, newest first; nothing the migration adopted, and no row, is removed with it.
+and the history rows the database lacks are written. Down: exactly what the provenance of the
+versions above the target says they made, undone, newest first; nothing a migration adopted, and no
+row, is removed with it. A version whose irreversible file ran cannot be undone in place: refused.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ from ansible.module_utils.sqlite_schema import INCOMPLETE, MISSING, Inspection, 
 from ansible.module_utils.sqlite_shapes import Names, add_column_sql, fold, table_shape
 
 ADD_COLUMN_DEFINITION = re.compile(r"\bADD\s+(?:COLUMN\s+)?", re.I)
+
+
+class IrreversibleError(MigrationError):
+    """An in-place downgrade across a file marked irreversible: the preflight refuses it, pointing to restore."""
 
 
 @dataclass
@@ -121,28 +126,45 @@ def downgrade_steps(conn: sqlite3.Connection, inspection: Inspection, catalog: C
                     path: str) -> list[Step]:
     """Undo what the provenance of the versions above `target` records, and only that.
 
-    Order: the history rows written into tables the migration did not create; the indexes it created
-    (on tables that stay); the tables whose definition it changed, rebuilt from their recorded text;
-    the rows it replaced, put back; the tables it created; its provenance last.
+    Order: the history rows written into tables the migration did not create, and the version and
+    ledger rows above the target in the history tables that stay; the views and triggers created;
+    the indexes created (on tables that stay); the tables whose definition changed, rebuilt from the
+    text recorded by the oldest version above the target; the rows replaced, put back; the tables
+    created; the provenance last.
     """
     names = Names(conn)
     made = inspection.versions.since(target) if inspection.versions.provenance_table else \
         legacy_provenance(conn, names, inspection, catalog, target, path)
+    refuse_irreversible(made, inspection, catalog, target, path)
     created_tables = {fold(p.name) for p in made if p.kind == "table" and p.action == CREATED}
     rows = [p for p in made if p.kind == "row"]
     steps = [Step(f"v{p.version}", f"row {p.name}", f"-- delete the row {p.name} this migration wrote", "delete",
                   version=p.version, data=rows_from_json(p.original_rows)) for p in rows]
+    adopted = {fold(p.name) for p in inspection.versions.provenance.values() if p.kind == "table" and p.action == ADOPTED}
+    for table in (VERSION_TABLE, LEDGER_TABLE):
+        if names.table(table) and fold(table) not in created_tables | adopted:
+            steps.append(Step(f"v{target + 1}", f"rows {names.table(table)}",
+                              f"-- delete from {names.table(table)} the rows of versions above {target}", "delete",
+                              data={"table": names.table(table), "above": target}))
+    for p in made:
+        real = names_of(names, p.kind).get(fold(p.name)) if p.kind in ("view", "trigger") else None
+        if real and p.action == CREATED:
+            sql = f"DROP VIEW {quote_identifier(real)}" if p.kind == "view" else f"DROP TRIGGER {quote_identifier(real)}"
+            steps.append(Step(p.filename or f"v{p.version}", f"{p.kind} {p.name}", sql, "drop", version=p.version))
     for p in made:
         if p.kind == "index" and p.action == CREATED and names.index(p.name) and \
                 fold(index_table(conn, p.name)) not in created_tables:
             steps.append(Step(p.filename or f"v{p.version}", f"index {p.name}",
                               f"DROP INDEX {quote_identifier(names.index(p.name))}", "drop", version=p.version))
+    oldest: dict[str, Provenance] = {}  # since() lists the newest first: the last one seen is the oldest
     for p in made:
         if p.kind == "table" and p.original_sql and fold(p.name) not in created_tables and names.table(p.name):
-            real = names.table(p.name)
-            steps.append(Step(f"v{p.version}", f"table {real}", p.original_sql, "rebuild", version=p.version,
-                              data={"original_sql": p.original_sql,
-                                    "columns_removed": columns_removed(conn, real, p.original_sql)}))
+            oldest[fold(p.name)] = p
+    for p in oldest.values():
+        real = names.table(p.name)
+        steps.append(Step(f"v{p.version}", f"table {real}", p.original_sql, "rebuild", version=p.version,
+                          data={"original_sql": p.original_sql,
+                                "columns_removed": columns_removed(conn, real, p.original_sql)}))
     steps += [Step(f"v{p.version}", f"row {p.name}", f"-- put back the row(s) {p.name} the migration replaced", "restore",
                    version=p.version, data=rows_from_json(p.original_rows)) for p in rows if p.action == REPLACED]
     own = None
@@ -162,6 +184,22 @@ def downgrade_steps(conn: sqlite3.Connection, inspection: Inspection, catalog: C
                           f"-- delete from {PROVENANCE_TABLE} the rows of versions above {target}", "delete",
                           data={"provenance_above": target}))
     return steps
+
+
+def names_of(names: Names, kind: str) -> dict[str, str]:
+    return {fold(name): name for k, name, _tbl, _sql in names.entries if k == kind}
+
+
+def refuse_irreversible(made: list[Provenance], inspection: Inspection, catalog: Catalog, target: int,
+                        path: str) -> None:
+    """A data change (an irreversible file) above the target cannot be undone from provenance: refused
+    before anything is written, naming the file and the way back that exists (the backup at the target)."""
+    ran = sorted({p.filename or p.name.split("#", 1)[0] for p in made if p.kind == "data"})
+    if ran:
+        raise IrreversibleError(
+            f"{path}: refused, an in-place downgrade from v{inspection.version} to v{target} would cross "
+            f"{', '.join(ran)}, marked irreversible (it changed data the engine cannot put back); restore the "
+            f"backup taken at v{target} instead (riskmgr_rollback_method=restore); nothing was changed")
 
 
 def index_table(conn: sqlite3.Connection, index: str) -> str:
@@ -216,19 +254,19 @@ def check_can_run(inspection: Inspection, path: str) -> None:
 
 def plan(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
          path: str) -> tuple[Inspection, list[Step], str]:
-    """(inspection, steps, direction) for the database as it is now on this connection."""
-    if target == catalog.baseline_version:
-        inspection = inspect(conn, catalog, options)
-        check_can_run(inspection, path)
-        if inspection.state == f"v{catalog.baseline_version}":
-            return inspection, [], "none"
-        return inspection, downgrade_steps(conn, inspection, catalog, target, path), "down"
+    """(inspection, steps, direction) for the database as it is now on this connection: up to `target`,
+    or down to it from any later version."""
     inspection = inspect(conn, catalog, options, target)
     check_can_run(inspection, path)
-    if inspection.version is not None and inspection.version > target:
-        raise MigrationError(f"{path}: database is at schema v{inspection.version}, above target_version {target}; "
-                             f"only a downgrade to the baseline (target_version {catalog.baseline_version}) is "
-                             "supported; nothing was changed")
+    begun_above = inspection.state == "partial" and any(p.version > target
+                                                        for p in inspection.versions.provenance.values())
+    if (inspection.version is not None and inspection.version > target) or begun_above:
+        return inspection, downgrade_steps(conn, inspection, catalog, target, path), "down"
+    if target == catalog.baseline_version:
+        if inspection.state == f"v{catalog.baseline_version}":
+            return inspection, [], "none"
+        # partial: what a run began above the baseline is undone by its provenance
+        return inspection, downgrade_steps(conn, inspection, catalog, target, path), "down"
     steps = upgrade_steps(inspection, catalog, options)
     return inspection, steps + history_steps(inspection, catalog, options, adopted_tables(inspection, steps)), "up"
 

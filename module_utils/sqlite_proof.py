@@ -305,6 +305,8 @@ def after(conn: sqlite3.Connection, proof: Proof, direction: str, path: str) -> 
     failures = []
     for row in proof.rows:
         shape = table_shape(conn, row.table)
+        if not shape:
+            continue  # a table the change drops (a downgrade undoing the version that created it)
         writers = [("as v1 and v2 code write it" if direction == "up" else "as the code writes it", dict(row.values))]
         added = [c for c in proof.targets.get(row.table, []) if fold(c) in shape]
         if direction == "up" and added:
@@ -325,7 +327,10 @@ def after(conn: sqlite3.Connection, proof: Proof, direction: str, path: str) -> 
             failures.append(f"{path}: an insert into {row.table} {' and '.join(hows)} fails after the change, because "
                             f"of {culprit}: {error}; "
                             f"{fix_for(conn, culprit, added or proof.removed.get(row.table, []), error)}")
+    remaining = {fold(name) for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")}
     for view in proof.views:
+        if fold(view) not in remaining:
+            continue  # dropped by the change itself (a downgrade undoing the version that made it)
         try:
             conn.execute(f"SELECT * FROM {quote_identifier(view)} LIMIT 0").fetchall()
         except sqlite3.Error as err:
@@ -339,10 +344,13 @@ def after(conn: sqlite3.Connection, proof: Proof, direction: str, path: str) -> 
 def altered_by(steps, direction: str) -> tuple[dict, dict]:
     """({table: added columns}, {table: removed columns}) from a plan's steps."""
     added, removed = {}, {}
+    # A table the same run creates has no rows nor writer before the change: nothing to prove on it.
+    created = {fold(s.name) for s in steps if direction == "up" and s.action == "create" and s.kind == "table"}
     for step in steps:
         if direction == "up" and step.action == "create" and step.kind == "column":
             table, column = step.name.split(".", 1)
-            added.setdefault(table, []).append(column)
+            if fold(table) not in created:
+                added.setdefault(table, []).append(column)
         elif direction == "down" and step.action == "rebuild":
             removed[step.name] = list(step.data.get("columns_removed", []))
     return added, removed

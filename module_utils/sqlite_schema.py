@@ -24,7 +24,7 @@ from ansible.module_utils.sqlite_history import (
     HISTORY_TABLES, LEDGER_TABLE, PROVENANCE_TABLE, VERSION_TABLE, VersionInfo, current_version, read_versions)
 from ansible.module_utils.sqlite_shapes import (
     COMPATIBLE, DIFFERENT, INCOMPLETE, MISSING, PRESENT, USABLE, ColumnShape, Names, compare_column,
-    compare_index, compare_table, fold, index_shape, table_shape)
+    compare_index, compare_table, fold, index_shape, one_line, reference_sql, table_shape)
 
 __all__ = ["COMPATIBLE", "DIFFERENT", "INCOMPLETE", "LEDGER_TABLE", "MISSING", "PRESENT", "PROVENANCE_TABLE",
            "USABLE", "VERSION_TABLE", "Inspection", "ObjectStatus", "current_version", "dependencies", "inspect",
@@ -68,28 +68,43 @@ class Inspection:
 
     @property
     def migration_needed(self) -> bool:
-        return self.state in ("v1", "partial") and not self.problems
+        """Below the target (v1, v2 with v3 the target, ...) or partial, and nothing blocks the change."""
+        if self.problems or self.state in ("newer", "unknown"):
+            return False
+        return self.state == "partial" or (self.version is not None and self.version < self.target_version)
 
     def missing(self) -> list[ObjectStatus]:
         return [o for o in self.objects if o.required and o.status in (MISSING, INCOMPLETE)]
 
 
-def dependencies(catalog: Catalog, reference: sqlite3.Connection) -> dict[str, dict[str, list[str]]]:
-    """{baseline table: {column: [later objects that use it]}}: what v1 must have for the later versions.
+def dependencies(catalog: Catalog, reference: sqlite3.Connection,
+                 up_to: int | None = None) -> dict[str, dict[str, list[str]]]:
+    """{baseline table: {column: [later objects that use it]}}: what v1 must have for the versions up to `up_to`.
 
-    A table an added column goes to must exist; an index on a baseline table needs its key columns.
+    An index on a baseline table needs its key columns, unless a version up to the index's own adds
+    that column (v3's index on the column v3 or v2 added needs nothing of v1). Versions above `up_to`
+    ask nothing: a v3 directory never makes a v2 database, or the way to v2, wrong.
     """
+    up_to = catalog.newest_version if up_to is None else up_to
     baseline_tables = {s.obj.name for f in catalog.files[catalog.baseline_version] for s in f.statements
                        if s.obj.kind == "table"}
     needs: dict[str, dict[str, list[str]]] = {table: {} for table in baseline_tables}
+    added: set[tuple[str, str]] = set()  # (folded table, folded column) a version adds
     for migration in catalog.all_files():
-        if migration.version == catalog.baseline_version:
+        if migration.version == catalog.baseline_version or migration.version > up_to:
             continue
         for statement in migration.statements:
-            if statement.obj.table not in needs:
+            if statement.obj.kind == "column":
+                table, column = statement.obj.name.split(".", 1)
+                added.add((fold(table), fold(column)))
+    for migration in catalog.all_files():
+        if migration.version == catalog.baseline_version or migration.version > up_to:
+            continue
+        for statement in migration.statements:
+            if statement.obj.table not in needs or statement.obj.kind != "index":
                 continue
-            if statement.obj.kind == "index":
-                for column in index_shape(reference, statement.obj.name).key_names():
+            for column in index_shape(reference, statement.obj.name).key_names():
+                if column is not None and (fold(statement.obj.table), fold(column)) not in added:
                     needs[statement.obj.table].setdefault(column, []).append(str(statement.obj))
     return needs
 
@@ -101,6 +116,10 @@ def compare_object(conn: sqlite3.Connection, names: Names, reference: sqlite3.Co
         return status, detail, tuple(to_add)
     if obj.kind == "index":
         return compare_index(conn, reference, obj.name) + ((),)
+    if obj.kind in ("view", "trigger"):
+        return compare_text(names, reference, obj) + ((),)
+    if obj.kind == "data":
+        return MISSING, None, ()  # done or not is the provenance's to say (judged in inspect)
     table, column = obj.name.split(".", 1)
     real_table = names.table(table)
     if real_table is None:
@@ -109,13 +128,25 @@ def compare_object(conn: sqlite3.Connection, names: Names, reference: sqlite3.Co
     return compare_column(table_shape(conn, real_table).get(fold(column)), wanted) + ((),)
 
 
+def compare_text(names: Names, reference: sqlite3.Connection, obj: SchemaObject) -> tuple[str, str | None]:
+    """A view or trigger is its text: the same text (whitespace aside) is present, another is different."""
+    real = names.sql.get((obj.kind, fold(obj.name)))
+    if real is None:
+        return MISSING, None
+    wanted = reference_sql(reference, obj.kind, obj.name)
+    if one_line(real) == one_line(wanted):
+        return PRESENT, None
+    return DIFFERENT, f"found `{one_line(real)}`, the migration defines `{one_line(wanted)}`"
+
+
 def describe_baseline(conn: sqlite3.Connection, names: Names, catalog: Catalog,
                       reference: sqlite3.Connection) -> dict:
     """How the database's v1 part differs from the reference file: information, never a refusal."""
     known_tables, known_indexes = set(), set()
     for migration in catalog.all_files():
         for statement in migration.statements:
-            (known_tables if statement.obj.kind == "table" else known_indexes).add(fold(statement.obj.name))
+            if statement.obj.kind in ("table", "index"):
+                (known_tables if statement.obj.kind == "table" else known_indexes).add(fold(statement.obj.name))
     tables = {}
     for migration in catalog.files[catalog.baseline_version]:
         for statement in migration.statements:
@@ -147,6 +178,10 @@ def inspect(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool]
     target = target_version or catalog.newest_version
     all_options = {f.option: True for f in catalog.all_files() if f.option}
     reference = build_reference(catalog, catalog.newest_version, all_options)
+    # Each object is compared with the schema of its own version: v3's table has not yet the column v4
+    # adds to it (that column is v4's own object).
+    own = {v: build_reference(catalog, v, all_options) for v in catalog.versions[1:-1]}
+    own[catalog.newest_version] = reference
     try:
         names = Names(conn)
         versions = read_versions(conn, names)
@@ -156,15 +191,18 @@ def inspect(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool]
                 continue
             required = migration.version <= target and (migration.option is None or options.get(migration.option, False))
             for statement in migration.statements:
-                status, detail, to_add = compare_object(conn, names, reference, statement.obj)
+                status, detail, to_add = compare_object(conn, names, own[migration.version], statement.obj)
                 made = versions.made_by(migration.version, statement.obj.kind, statement.obj.name)
+                if statement.obj.kind == "data" and made:
+                    status = PRESENT
                 objects.append(ObjectStatus(statement.obj, migration.version, status, required, detail,
                                             made.action if made else None, to_add))
-        problems = (baseline_problems(conn, names, catalog, reference) + history_table_problems(conn, names, reference)
+        problems = (baseline_problems(conn, names, catalog, reference, target) + history_table_problems(conn, names, reference)
                     + clash_problems(names, objects))
         baseline = describe_baseline(conn, names, catalog, reference)
     finally:
-        reference.close()
+        for conn_ in own.values():
+            conn_.close()
     return judge(objects, versions, catalog, target, options, problems, baseline)
 
 
@@ -194,8 +232,8 @@ def foreign_history(objects: list[ObjectStatus], versions: VersionInfo, baseline
 
 
 def baseline_problems(conn: sqlite3.Connection, names: Names, catalog: Catalog,
-                      reference: sqlite3.Connection) -> list[str]:
-    needs = dependencies(catalog, reference)
+                      reference: sqlite3.Connection, target: int | None = None) -> list[str]:
+    needs = dependencies(catalog, reference, target)
     missing_tables = sorted(table for table in needs if names.table(table) is None)
     if len(missing_tables) == len(needs):
         return ["none of the v1 risk-manager tables exist (empty or unrelated database); "
@@ -210,8 +248,9 @@ def baseline_problems(conn: sqlite3.Connection, names: Names, catalog: Catalog,
         real = table_shape(conn, names.table(table))
         for column, users in sorted(columns.items()):
             if column not in real:
-                problems.append(f"v1 table {table} has no column {column}, which {', '.join(users)} of the "
-                                "migration needs; this is not the risk manager's v1 schema, check riskmgr_db_path")
+                problems.append(f"v{catalog.baseline_version} table {table} has no column {column}, which "
+                                f"{', '.join(users)} of the migration needs; this is not the risk manager's "
+                                f"v{catalog.baseline_version} schema, check riskmgr_db_path")
     return problems
 
 
@@ -300,7 +339,9 @@ def schema_state(objects: list[ObjectStatus], versions: VersionInfo, catalog: Ca
                    for f in files for s in f.statements)
         if done and recorded is not None and recorded >= version and all(f.ledger_name in versions.ledger
                                                                          for f in files):
-            return f"v{version}", version
+            # A later version begun (its objects recorded, not its version row): a run cut short.
+            begun = any(p.version > version for p in versions.provenance.values())
+            return ("partial" if begun else f"v{version}"), version
     if not versions.traces and (recorded is None or recorded <= baseline):
         return f"v{baseline}", baseline
     return "partial", recorded if recorded is not None else baseline

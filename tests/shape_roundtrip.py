@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The engine's whole round trip on one generated v1 shape, and the command that replays it.
 
-    python tests/shape_roundtrip.py --seeds 0-199 [--rows 40] [--workdir DIR]
+    python tests/shape_roundtrip.py --seeds 0-199 [--rows 40] [--workdir DIR] [--chains [--migrations DIR]]
 
 For each seed: build `random:SEED` (tools/v1_shapes.py) and fill it; the engine's facts say v1
 with no problem; migrate (check mode first: nothing written, and the same plan as the run); verify
@@ -14,6 +14,10 @@ Standard library only besides the project's own module_utils, imported as Ansibl
 Python of the matrix, say 3.8 with SQLite 3.31) a stand-in `ansible` package that only points
 ansible.module_utils at module_utils/ is made in the work directory. Prints one line per seed;
 the exit status is the number of failed seeds (0: all passed).
+
+--chains runs version_chain instead: the catalog v1..vN (the shipped versions and the test-only
+v3 and v4 of tests/versions, or --migrations DIR, a candidate's), up one version at a time, then a
+random walk of jumps up and down; every version reached has its exact schema text and every v1 row.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ HISTORY_TABLES = ("schema_version", "schema_migration_files", "schema_migration_
 sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]
 
 from v1_shapes import shape_for  # noqa: E402
+from versions_catalog import versions_catalog  # noqa: E402
 from witness import every_row, master_entries, rows_kept  # noqa: E402
 
 
@@ -114,20 +119,59 @@ def round_trip(spec: str, workdir: Path, rows: int = 40) -> None:
     check(again["ok"], f"verify after migrating again: {again['failed_checks']}")
 
 
-def run(seeds: list[int], rows: int, workdir: Path) -> list[str]:
+def version_chain(spec: str, workdir: Path, rows: int = 40, migrations: Path | None = None, moves: int = 6) -> None:
+    """Up one version at a time from v1 (each version's schema text kept as it was reached), then `moves`
+    random jumps up and down: each lands on that version's exact text, every v1 row, verified; a rerun
+    changes nothing. The walk is the seed's own, so a failure replays."""
+    gather, _backup, migrate, verify = engine(workdir)
+    migrations = migrations or versions_catalog(workdir)
+    versions = sorted(int(d.name[1:]) for d in Path(migrations).iterdir() if d.is_dir() and d.name[1:].isdigit())
+    db = build(spec, workdir / "state.db", rows)
+    data = every_row(db)
+    facts = gather(str(db), str(migrations))
+    check((facts["state"], facts["problems"]) == ("v1", []), f"facts: {facts['state']} {facts['problems']}")
+    texts = {versions[0]: master_entries(db)}
+    for version in versions[1:]:
+        migrate(str(db), migrations, target_version=version)
+        texts[version] = master_entries(db)
+    rng, here = random.Random(spec + ":chain"), versions[-1]
+    for _ in range(moves):
+        target = rng.choice([v for v in versions if v != here])
+        done = migrate(str(db), migrations, target_version=target)
+        check(done["changed"] and done["to_version"] == target, f"v{here} -> v{target}: {done['direction']}")
+        after = master_entries(db)
+        check(after == texts[target], f"v{here} -> v{target}: schema text differs: {sorted(after ^ texts[target], key=repr)[:3]}")
+        now = every_row(db)
+        # The AUTOINCREMENT counter of a schema_version the database had follows its version rows.
+        own = {**data, "sqlite_sequence": [r for r in data.get("sqlite_sequence", []) if r[0].lower() not in HISTORY_TABLES]}
+        now["sqlite_sequence"] = [r for r in now.get("sqlite_sequence", []) if r[0].lower() not in HISTORY_TABLES]
+        check(rows_kept(own, now, [t for t in own if t.lower() not in HISTORY_TABLES]) == [],
+              f"v{here} -> v{target}: v1 rows changed: {rows_kept(own, now, [t for t in own if t.lower() not in HISTORY_TABLES])}")
+        verified = verify(str(db), migrations, target_version=target, integrity="quick")
+        check(verified["ok"], f"verify v{target} after v{here} -> v{target}: {verified['failed_checks']}")
+        before = db.read_bytes()
+        check(not migrate(str(db), migrations, target_version=target)["changed"] and db.read_bytes() == before,
+              f"a rerun at v{target} changed something")
+        here = target
+
+
+def run(seeds: list[int], rows: int, workdir: Path, chains: bool = False, migrations: Path | None = None) -> list[str]:
     """One line per seed; the failed ones say why and how to replay."""
     failures = []
     for seed in seeds:
         spec = f"random:{seed}"
         scratch = Path(tempfile.mkdtemp(prefix=f"shape-{seed}-", dir=workdir))
         try:
-            round_trip(spec, scratch, rows)
+            if chains:
+                version_chain(spec, scratch, rows, migrations)
+            else:
+                round_trip(spec, scratch, rows)
             print(f"ok {spec}", flush=True)
         except Exception as err:  # noqa: BLE001  (every failure is reported with its seed)
             last = traceback.extract_tb(err.__traceback__)[-1]
             line = (f"FAILED {spec}: {type(err).__name__}: {err} (at {Path(last.filename).name}:{last.lineno}); "
                     f"replay: python tools/v1_shapes.py --spec {spec}, or python tests/shape_roundtrip.py "
-                    f"--seeds {seed}")
+                    f"--seeds {seed}{' --chains' if chains else ''}")
             print(line, flush=True)
             failures.append(line)
         finally:
@@ -148,11 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", required=True, type=seed_list, help="e.g. 0-199 or 3,17,40-49")
     parser.add_argument("--rows", type=int, default=40, help="rows per large table")
     parser.add_argument("--workdir", type=Path, help="where the databases go (default: a new temp dir)")
+    parser.add_argument("--chains", action="store_true", help="random walks up and down the versions instead")
+    parser.add_argument("--migrations", type=Path, help="with --chains: the catalog (default: v1-v2 and tests/versions)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shape-roundtrip-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}", flush=True)
-    failures = run(args.seeds, args.rows, workdir)
+    failures = run(args.seeds, args.rows, workdir, args.chains, args.migrations)
     print(f"{len(args.seeds) - len(failures)} of {len(args.seeds)} shapes passed", flush=True)
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)

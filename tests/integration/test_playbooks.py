@@ -471,3 +471,33 @@ def test_a_fleet_of_unlike_v1_shapes_migrates_keeps_every_v1_row_and_downgrades_
         assert query(fleet.db("local-3"), "SELECT version FROM schema_version") == [(1,)]
     finally:
         fleet.destroy()
+
+
+# --- migrate.yml and rollback.yml: any version ---------------------------------------------------
+
+def test_the_same_playbooks_take_a_fleet_to_a_v4_of_the_tests_and_back_one_version_at_a_time(tmp_path):
+    import shutil
+    from versions_catalog import versions_catalog
+    fleet = Fleet(tmp_path / "fleet with spaces")
+    try:
+        for host in fleet.hosts:  # releases 3 and 4: copies of release 2's code (it runs on any v2 or later)
+            releases = fleet.db(host).parent.parent / "releases"
+            for number in ("3", "4"):
+                shutil.copytree(releases / "2", releases / number)
+        catalog = versions_catalog(tmp_path / "catalog")
+        settings = json.dumps({"riskmgr_migrations_src": str(catalog), "riskmgr_confirm": True,
+                               "riskmgr_releases": {n: "{{ riskmgr_release_v2_path | dirname }}/" + n for n in "34"}})
+        v1_text = {h: master_entries(fleet.db(h)) for h in fleet.hosts}
+        assert_ran(fleet.playbook("migrate.yml", "-e", settings), fleet.hosts)
+        assert all(schema_version(fleet.db(h)) == 4 and fleet.linked_release(h) == "4" for h in fleet.hosts)
+        again = fleet.playbook("migrate.yml", "-e", settings)
+        assert {h: r["changed"] for h, r in again.recap.items()} == {h: 0 for h in fleet.hosts}, again.output[-3000:]
+        for below in (3, 2):
+            run = fleet.playbook("rollback.yml", "-e", settings, "-e", "riskmgr_rollback_method=downgrade")
+            assert_ran(run, fleet.hosts)
+            assert all(schema_version(fleet.db(h)) == below and fleet.alive(h) for h in fleet.hosts), below
+        run = fleet.playbook("rollback.yml", "-e", settings, "-e", "riskmgr_rollback_method=downgrade")
+        assert_ran(run, fleet.hosts)
+        assert all(master_entries(fleet.db(h)) == v1_text[h] and fleet.linked_release(h) == "1" for h in fleet.hosts)
+    finally:
+        fleet.destroy()

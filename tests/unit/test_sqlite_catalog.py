@@ -130,10 +130,10 @@ def test_unterminated_statement_is_an_error():
     ("PRAGMA journal_mode = DELETE;", "pragmas"),
     ("VACUUM;", "transaction control"),
     ("INSERT INTO schema_version (version, applied_at, description) VALUES (3, 'now', 'x');",
-     "only CREATE TABLE, CREATE INDEX and ALTER TABLE"),
-    ("DROP TABLE orders;", "only CREATE TABLE, CREATE INDEX and ALTER TABLE"),
-    ("DELETE FROM orders;", "only CREATE TABLE, CREATE INDEX and ALTER TABLE"),
-    ("ALTER TABLE orders RENAME TO orders_old;", "only CREATE TABLE, CREATE INDEX and ALTER TABLE"),
+     "mark the file `-- riskmgr: irreversible`"),
+    ("DROP TABLE orders;", "mark the file `-- riskmgr: irreversible`"),
+    ("DELETE FROM orders;", "mark the file `-- riskmgr: irreversible`"),
+    ("ALTER TABLE orders RENAME TO orders_old;", "mark the file `-- riskmgr: irreversible`"),
     ("CREATE INDEX idx_x ON orders(state); DROP TABLE orders;", "one statement per line"),
 ])
 def test_file_with_forbidden_statement_is_refused_naming_the_file(catalog_copy, sql, reason):
