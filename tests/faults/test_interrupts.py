@@ -57,6 +57,7 @@ TASKS = [
     "riskmgr : Name this run",
     "riskmgr : Refuse settings that cannot work",
     "riskmgr : Read the database state while the daemon still runs",
+    "riskmgr : Take the target version from the database and the migrations (migrate.yml, rollback.yml)",
     "riskmgr : Refuse a database this tool cannot recognise",
     "riskmgr : Check the daemon, lock the host, check its integrity and plan its change",
     "riskmgr : Check that the daemon can be stopped and started again",
