@@ -24,3 +24,15 @@ options:
     type: str
     default: files/migrations
 """
+
+    # The versions' optional files: only the modules that plan or judge a version take this option
+    # (sqlite_migrate, sqlite_verify, sqlite_schema_facts), as riskmgr_migrations.version_options.
+    VERSION_OPTIONS = r"""
+options:
+  options:
+    description:
+      - The options of the versions' optional files (a file whose header says C(riskmgr option=NAME) is applied
+        when NAME is true here). I(track_unrealized_pnl=true) is the same as NAME C(track_unrealized_pnl) here.
+    type: dict
+    default: {}
+"""

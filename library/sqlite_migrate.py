@@ -37,12 +37,6 @@ options:
     description: Also create the optional daily_unrealized_pnl table and its indexes.
     type: bool
     default: false
-  options:
-    description:
-      - The options of the versions' optional files (a file whose header says C(riskmgr option=NAME) is applied
-        when NAME is true here). I(track_unrealized_pnl=true) is the same as NAME C(track_unrealized_pnl) here.
-    type: dict
-    default: {}
   transactions:
     description:
       - C(single) applies every statement and the history rows in one transaction (all or nothing).
@@ -53,7 +47,8 @@ options:
     type: str
     choices: [single, per_step]
     default: single
-extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations,
+                                 riskmgr_migrations.version_options]
 attributes:
   check_mode: {support: full, details: Returns the exact plan from the real schema and writes nothing.}
   diff_mode: {support: full, details: Shows the whole schema before and after as SQL.}

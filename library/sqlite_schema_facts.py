@@ -31,12 +31,6 @@ options:
     description: Whether the optional daily_unrealized_pnl table is part of the target.
     type: bool
     default: false
-  options:
-    description:
-      - The options of the versions' optional files (a file whose header says C(riskmgr option=NAME) is applied
-        when NAME is true here). I(track_unrealized_pnl=true) is the same as NAME C(track_unrealized_pnl) here.
-    type: dict
-    default: {}
   integrity:
     description: Run C(PRAGMA integrity_check) (C(integrity)), C(quick_check) (C(quick)) or neither.
     type: str
@@ -90,7 +84,8 @@ options:
   release_paths:
     description: The release directory of each schema version, keyed by version (C(1) and C(2)), with I(release_link).
     type: dict
-extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations,
+                                 riskmgr_migrations.version_options]
 attributes:
   check_mode: {support: full}
   diff_mode: {support: none}

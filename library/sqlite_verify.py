@@ -57,13 +57,8 @@ options:
     description: The optional daily_unrealized_pnl table and its indexes must exist too.
     type: bool
     default: false
-  options:
-    description:
-      - The options of the versions' optional files (a file whose header says C(riskmgr option=NAME) is applied
-        when NAME is true here). I(track_unrealized_pnl=true) is the same as NAME C(track_unrealized_pnl) here.
-    type: dict
-    default: {}
-extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations,
+                                 riskmgr_migrations.version_options]
 attributes:
   check_mode: {support: full, details: The module only reads; check mode runs the same checks.}
   diff_mode: {support: none}
