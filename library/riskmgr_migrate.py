@@ -131,14 +131,14 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_glue import (
     BACKUP_SPEC, DAEMON_SPEC, DATABASE_SPEC, MIGRATION_SOURCE_SPEC, SMOKE_SPEC, role_default, run_module_guarded)
 from ansible.module_utils.riskmgr_daemon import daemon_control
-from ansible.module_utils.riskmgr_migrate import UpgradeSettings, upgrade_host
+from ansible.module_utils.riskmgr_migrate import MigrateSettings, migrate_host
 from ansible.module_utils.sqlite_catalog import catalog_of_params
 
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    return upgrade_host(params["path"], params["backup_dir"], catalog_of_params(params), daemon_control(params),
-                        UpgradeSettings.from_params(params), check_mode=module.check_mode, want_diff=module._diff)
+    return migrate_host(params["path"], params["backup_dir"], catalog_of_params(params), daemon_control(params),
+                        MigrateSettings.from_params(params), check_mode=module.check_mode, want_diff=module._diff)
 
 
 def main() -> None:

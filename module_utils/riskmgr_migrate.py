@@ -25,7 +25,7 @@ while the migration builds its indexes; the migration commits only once that che
 any failure after the stop the unit puts the host back itself: v1 (untouched, or restored from
 the backup just confirmed, the migrated file kept beside it) and the daemon running on it.
 
-Plain Python, no Ansible import: pytest calls upgrade_host() on real files and processes.
+Plain Python, no Ansible import: pytest calls migrate_host() on real files and processes.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ SHIELDED_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM
 
 
 @dataclass(frozen=True)
-class UpgradeSettings:
+class MigrateSettings:
     """How one host is upgraded: riskmgr_migrate's options, built once from the module's params.
 
     Its defaults are the module's (argument spec), so this class has none of its own.
@@ -80,7 +80,7 @@ class UpgradeSettings:
     recovery_method: str  # auto | downgrade | restore (riskmgr_recover's method)
 
     @classmethod
-    def from_params(cls, params: dict) -> UpgradeSettings:
+    def from_params(cls, params: dict) -> MigrateSettings:
         return cls(target_version=params["target_version"],
                    options={"track_unrealized_pnl": params["track_unrealized_pnl"]},
                    retention_days=params["retention_days"], max_backups=params["max_backups"],
@@ -92,7 +92,7 @@ class UpgradeSettings:
                    smoke=SmokeTest.from_params(params), recovery_method=params["recovery_method"])
 
 
-class UpgradeError(RiskmgrError):
+class MigrateError(RiskmgrError):
     """The upgrade failed; fail_result says in which phase and how the host was left."""
 
     def __init__(self, message: str, fail_result: dict) -> None:
@@ -142,15 +142,15 @@ class BackupCheck:
             raise self.error
 
 
-def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, settings: UpgradeSettings,
+def migrate_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, settings: MigrateSettings,
                  *, check_mode: bool = False, want_diff: bool = False) -> dict:
-    """Upgrade one host with its daemon down for as short a time as the work allows; see the module doc."""
+    """Migrate one host with its daemon down for as short a time as the work allows; see the module doc."""
     try:
-        result = plan_upgrade(path, backup_dir, catalog, control, settings, check_mode, want_diff)
+        result = preview_migration(path, backup_dir, catalog, control, settings, check_mode, want_diff)
     except (RiskmgrError, sqlite3.Error) as err:
         # Refused before the stop: nothing was touched, the daemon runs as it did.
         reason = sqlite_error_text(path, err, settings.busy_timeout_s) if isinstance(err, sqlite3.Error) else str(err)
-        raise UpgradeError(f"{reason.rstrip('.')}. The daemon was not stopped and nothing was changed.",
+        raise MigrateError(f"{reason.rstrip('.')}. The daemon was not stopped and nothing was changed.",
                            {"changed": False, "failed_phase": "plan",
                             "recovery": {"method": None, "kept": [], "errors": [], "database": "untouched",
                                          "daemon": "was not stopped"}}) from err
@@ -161,12 +161,12 @@ def upgrade_host(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
     planned = replace(settings, target_version=target, keep_suffix=settings.keep_suffix or f"failed_v{target}")
     with shielded_from_hangups():
         if result["finish"]:
-            return finish_upgrade(path, Path(backup_dir), catalog, control, result, planned)
+            return finish_migration(path, Path(backup_dir), catalog, control, result, planned)
         return run_downtime(path, Path(backup_dir), catalog, control, result, planned)
 
 
-def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, settings: UpgradeSettings,
-                 check_mode: bool, want_diff: bool) -> dict:
+def preview_migration(path: str, backup_dir: str, catalog: Catalog, control: DaemonControl, settings: MigrateSettings,
+                      check_mode: bool, want_diff: bool) -> dict:
     """Everything that can refuse while the daemon still runs: the plan, writability, space for both."""
     plan = migrate_database(path, catalog, settings.target_version, settings.options, check_mode=True,
                             want_diff=want_diff, busy_timeout_s=settings.busy_timeout_s)
@@ -211,7 +211,7 @@ def plan_upgrade(path: str, backup_dir: str, catalog: Catalog, control: DaemonCo
 
 
 def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict,
-                 settings: UpgradeSettings) -> dict:
+                 settings: MigrateSettings) -> dict:
     """The downtime: stop, back up, migrate, verify, start, smoke; settings.target_version is the plan's."""
     target = settings.target_version
     before_version = result["from_version"]
@@ -252,14 +252,14 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
             not_stopped(path, before_version, result, err)
         result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, before_version, settings,
                                            served=phase == "smoke")
-        raise UpgradeError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
+        raise MigrateError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
     result["to_version"] = target
     result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
     return result
 
 
-def finish_upgrade(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict,
-                   settings: UpgradeSettings) -> dict:
+def finish_migration(path: str, backup_dir: Path, catalog: Catalog, control: DaemonControl, result: dict,
+                   settings: MigrateSettings) -> dict:
     """A database at the target already: its daemon on the target's release, smoke-tested.
 
     The daemon is stopped only to switch the link (it runs another release), started when it is
@@ -287,13 +287,13 @@ def finish_upgrade(path: str, backup_dir: Path, catalog: Catalog, control: Daemo
             not_stopped(path, result["from_version"], result, err)
         result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, back_to, settings,
                                            served=bool(pending) or phase == "smoke")
-        raise UpgradeError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
+        raise MigrateError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
     if result["stop"] and result["start"]:
         result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
     return result
 
 
-def start_on_target(path: str, control: DaemonControl, result: dict, settings: UpgradeSettings) -> None:
+def start_on_target(path: str, control: DaemonControl, result: dict, settings: MigrateSettings) -> None:
     target = settings.target_version
     result["start"] = start_daemon(control, settle=settings.settle, start_timeout=settings.start_timeout,
                                    log_path=settings.log_path,
@@ -301,7 +301,7 @@ def start_on_target(path: str, control: DaemonControl, result: dict, settings: U
                                    process_match=settings.process_match, releases=settings.releases, version=target)
 
 
-def smoke_test(path: str, result: dict, settings: UpgradeSettings) -> None:
+def smoke_test(path: str, result: dict, settings: MigrateSettings) -> None:
     if settings.smoke is not None:
         result["smoke"] = run_smoke(settings.smoke, settings.releases.link if settings.releases else None)
 
@@ -311,7 +311,7 @@ def not_stopped(path: str, version: int, result: dict, err: BaseException) -> No
     clear_pending(path)
     result["recovery"] = {"method": None, "kept": [], "errors": [], "version": version,
                           "database": f"untouched (v{version})", "daemon": "is still running (not stopped)"}
-    raise UpgradeError(f"{path}: the upgrade failed while stop: {str(err).rstrip('.')}. The daemon was not "
+    raise MigrateError(f"{path}: the upgrade failed while stop: {str(err).rstrip('.')}. The daemon was not "
                        f"stopped; {path} was not touched. Fix the cause, then rerun migrate_v2.yml.",
                        dict(result, changed=False)) from err
 
@@ -324,7 +324,7 @@ def downtime_seconds(stop: dict, start: dict) -> float | None:
 
 
 def put_host_back(path: str, backup_dir: Path, result: dict, catalog: Catalog, control: DaemonControl,
-                  back_to: int, settings: UpgradeSettings, served: bool) -> dict:
+                  back_to: int, settings: MigrateSettings, served: bool) -> dict:
     """After a failure past the stop: the one recovery (riskmgr_recover), with this run's confirmed backup.
 
     Never raises: what could not be done is reported, for the operator and the playbook's rescue.

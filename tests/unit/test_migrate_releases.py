@@ -18,7 +18,7 @@ from local_fleet import RELEASE_DAEMON, RELEASE_SMOKE, lay_out_releases
 from pidfile_control import PidfileControl
 from releases import Releases
 from riskmgr_recover import DaemonSettings, RecoverSettings, recover_host
-from riskmgr_migrate import UpgradeError
+from riskmgr_migrate import MigrateError
 from sqlite_migration import migrate_database
 from test_riskmgr_migrate import FAST, Host, version_of
 
@@ -103,7 +103,7 @@ def test_check_mode_plans_the_switch_and_touches_nothing(make_host):
 def test_a_failed_smoke_test_goes_back_in_place_keeping_the_rows_written_on_v2_and_runs_release_1(make_host):
     host = make_host("smoke-fails")
     host.start()
-    with pytest.raises(UpgradeError) as caught:
+    with pytest.raises(MigrateError) as caught:
         host.upgrade()
     message, result = str(caught.value), caught.value.fail_result
     assert result["failed_phase"] == "smoke" and "smoke test failed: injected fault" in message
@@ -121,7 +121,7 @@ def test_a_failed_smoke_test_goes_back_in_place_keeping_the_rows_written_on_v2_a
 def test_release_2_refusing_to_start_gets_the_backup_and_release_1_back(make_host):
     host = make_host("refuse-start")
     host.start()
-    with pytest.raises(UpgradeError) as caught:
+    with pytest.raises(MigrateError) as caught:
         host.upgrade()
     recovery = caught.value.fail_result["recovery"]
     assert caught.value.fail_result["failed_phase"] == "start" and recovery["method"] == "restore"

@@ -25,7 +25,7 @@ import sqlite_backups
 from backup_store import manifest_path, verify_backup
 from fixtures import row_counts, sha256
 from make_state_db import build_v1_db
-from riskmgr_migrate import UpgradeError
+from riskmgr_migrate import MigrateError
 from sqlite_backups import backup_database, finish_backup
 from sqlite_verification import verify_database
 from test_riskmgr_migrate import Host, version_of
@@ -188,7 +188,7 @@ def test_a_reflink_that_fails_its_check_later_still_puts_the_host_back(xfs_host,
                 handle.write(os.urandom(page - 200))
         return finish_backup(result, *args, **kwargs)
     monkeypatch.setattr(riskmgr_migrate, "finish_backup", corrupt_then_check)
-    with pytest.raises(UpgradeError) as caught:
+    with pytest.raises(MigrateError) as caught:
         host.upgrade()
     result = caught.value.fail_result
     assert seen["copy_method"] == "reflink" and result["failed_phase"] == "migrate", str(caught.value)

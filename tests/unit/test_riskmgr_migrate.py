@@ -29,7 +29,7 @@ from fake_systemd import FakeSystemd
 from host_processes import pid_is_running, read_pid
 from pidfile_control import PidfileControl
 from riskmgr_daemon import restart_daemon
-from riskmgr_migrate import UpgradeError, UpgradeSettings, shielded_from_hangups, upgrade_host
+from riskmgr_migrate import MigrateError, MigrateSettings, shielded_from_hangups, migrate_host
 from systemd_control import SystemdControl
 from backup_store import verify_backup
 from host_files import copy_hashing
@@ -42,9 +42,9 @@ STANDIN = ROOT / "tools" / "riskmgr_standin.py"
 FAST = {"settle": 0.3, "start_timeout": 10, "stop_timeout": 5}
 
 
-def upgrade_settings(**options) -> UpgradeSettings:
+def migrate_settings(**options) -> MigrateSettings:
     """The settings library/riskmgr_migrate.py builds from its options: the module's defaults, then these."""
-    return UpgradeSettings.from_params({**module_defaults("riskmgr_migrate"), **options})
+    return MigrateSettings.from_params({**module_defaults("riskmgr_migrate"), **options})
 
 
 def version_of(db: Path) -> int:
@@ -88,8 +88,8 @@ class Host:
         return pid if pid_is_running(pid, self.process_match) else None
 
     def upgrade(self, check_mode: bool = False, want_diff: bool = False, **options) -> dict:
-        settings = upgrade_settings(log_path=str(self.log), process_match=self.process_match, **{**FAST, **options})
-        return upgrade_host(str(self.db), str(self.backups), self.catalog, self.control(), settings,
+        settings = migrate_settings(log_path=str(self.log), process_match=self.process_match, **{**FAST, **options})
+        return migrate_host(str(self.db), str(self.backups), self.catalog, self.control(), settings,
                             check_mode=check_mode, want_diff=want_diff)
 
     def logged_versions(self) -> list[int]:
@@ -164,7 +164,7 @@ def test_daemon_refusing_v2_gets_the_backup_back_and_restarts_on_v1(make_host):
     host = make_host("--refuse-version", "2")
     host.start()
     before = row_counts(host.db)
-    with pytest.raises(UpgradeError) as caught:
+    with pytest.raises(MigrateError) as caught:
         host.upgrade()
     message, result = str(caught.value), caught.value.fail_result
     assert result["failed_phase"] == "start" and result["recovery"]["errors"] == []
@@ -186,16 +186,16 @@ def test_under_systemd_without_a_log_file_the_journal_judges_both_starts(make_ho
         control.launch(10)
         wait_for(lambda: host.pid())
         if not refuse:
-            result = upgrade_host(str(host.db), str(host.backups), host.catalog, control,
-                                  upgrade_settings(log_path=None, process_match="riskmgr_standin", **FAST))
+            result = migrate_host(str(host.db), str(host.backups), host.catalog, control,
+                                  migrate_settings(log_path=None, process_match="riskmgr_standin", **FAST))
             assert result["start"]["log_line"].endswith("INFO Database schema version: 2")
             assert result["downtime_seconds"] == round(result["start"]["serving_at"]
                                                        - result["stop"]["stop_requested_at"], 3)
             assert version_of(host.db) == 2 and host.logged_versions() == [1, 2]
         else:
-            with pytest.raises(UpgradeError) as caught:
-                upgrade_host(str(host.db), str(host.backups), host.catalog, control,
-                             upgrade_settings(log_path=None, process_match="riskmgr_standin", **FAST))
+            with pytest.raises(MigrateError) as caught:
+                migrate_host(str(host.db), str(host.backups), host.catalog, control,
+                             migrate_settings(log_path=None, process_match="riskmgr_standin", **FAST))
             message = str(caught.value)
             # The v2 start failed on what the journal showed, and v1 was judged healthy by it too.
             assert "last lines of the journal of riskmgr.service: " in message and "refusing to run" in message
@@ -212,7 +212,7 @@ def test_a_backup_that_fails_its_check_stops_the_migration_from_committing(make_
     def broken_check(result, *args, **kwargs):
         raise sqlite_backups.BackupError(f"{result['backup']}: quick_check of the copy failed: page 3 is bad")
     monkeypatch.setattr(riskmgr_migrate, "finish_backup", broken_check)
-    with pytest.raises(UpgradeError) as caught:
+    with pytest.raises(MigrateError) as caught:
         host.upgrade()
     assert caught.value.fail_result["failed_phase"] == "migrate"
     assert "quick_check of the copy failed" in str(caught.value)
@@ -224,7 +224,7 @@ def test_a_daemon_that_will_not_stop_leaves_everything_as_it_was(make_host):
     host = make_host("--ignore-sigterm")
     pid = host.start()
     digest = sha256(host.db)
-    with pytest.raises(UpgradeError) as caught:
+    with pytest.raises(MigrateError) as caught:
         host.upgrade(stop_timeout=1)
     assert caught.value.fail_result["failed_phase"] == "stop" and not caught.value.fail_result["changed"]
     assert "The daemon was not stopped" in str(caught.value) and host.pid() == pid
@@ -251,7 +251,7 @@ def test_settings_take_each_option_of_the_module_into_its_own_field():
              "process_match": "risk_manager", "busy_timeout": 15.0, "recovery_method": "restore",
              "release_link": "/opt/rm/current", "release_paths": {"1": "/opt/rm/r1", "2": "/opt/rm/r2"},
              "smoke_command": ["python3", "scripts/smoke_tests.py"], "smoke_timeout": 16}
-    settings = UpgradeSettings.from_params({**module_defaults("riskmgr_migrate"), **given})
+    settings = MigrateSettings.from_params({**module_defaults("riskmgr_migrate"), **given})
     assert dataclasses.asdict(settings) == {
         "target_version": 7, "options": {"track_unrealized_pnl": True}, "retention_days": 11, "max_backups": 12,
         "free_space_margin": 1.3, "integrity": "integrity", "keep_suffix": "kept", "stop_timeout": 13,
@@ -398,7 +398,7 @@ def test_a_trigger_made_after_the_preflight_is_refused_by_the_unit_before_its_st
         conn.executescript("CREATE TABLE log_archive AS SELECT * FROM enforcement_log WHERE 0;"
                            "CREATE TRIGGER archive_log AFTER INSERT ON enforcement_log BEGIN "
                            "INSERT INTO log_archive SELECT * FROM enforcement_log WHERE id = NEW.id; END;")
-    with pytest.raises(UpgradeError) as refused:
+    with pytest.raises(MigrateError) as refused:
         host.upgrade()
     message = str(refused.value)
     assert "trigger archive_log" in message and "The daemon was not stopped and nothing was changed" in message

@@ -17,7 +17,7 @@ import pytest
 from backup_restore import restore_database
 from fixtures import MIGRATIONS, ROOT, wait_for
 from riskmgr_daemon import restart_daemon
-from riskmgr_migrate import UpgradeError
+from riskmgr_migrate import MigrateError
 from sqlite_backups import backup_database
 from sqlite_facts import FactsRequest, gather
 from sqlite_migration import migrate_database
@@ -102,7 +102,7 @@ def test_a_failed_upgrade_put_back_reports_the_version_it_ended_on_and_the_recov
     try:
         host.start()
         facts = preflight(host)
-        with pytest.raises(UpgradeError) as caught:
+        with pytest.raises(MigrateError) as caught:
             host.upgrade()
         unit = caught.value.fail_result
         report = report_action.build_report(
