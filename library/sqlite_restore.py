@@ -39,7 +39,8 @@ options:
     description: Word in the names of the kept files, C(state.db.kept-<keep_suffix>-v<N>-<UTC ts>). Letters, digits, C(.), C(_), C(-).
     type: str
     default: replaced
-extends_documentation_fragment: [action_common_attributes, riskmgr_database]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database,
+                                 riskmgr_role_defaults.database]
 attributes:
   check_mode:
     support: full

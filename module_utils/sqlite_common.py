@@ -13,12 +13,14 @@ import time
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+from ansible.module_utils.role_defaults import ROLE_DEFAULTS
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 20
 # Header bytes 18-19 (file format write/read version): 2 = WAL, 1 = rollback journal.
 WAL_FORMAT, ROLLBACK_FORMAT = b"\x02\x02", b"\x01\x01"
 HASH_CHUNK = 1024 * 1024
-DEFAULT_BUSY_TIMEOUT_S = 10.0
+DEFAULT_BUSY_TIMEOUT_S = float(ROLE_DEFAULTS["riskmgr_busy_timeout"])  # the role's riskmgr_busy_timeout
 # Free space a schema change needs, as a share of the database file: its new index pages go to
 # the -wal first, then (checkpoint) into the database. The v2 indexes measure 15-22 % of the file
 # each time (1.4 MB, 10 MB and 40 MB test databases), so at most about 44 % at the peak.
