@@ -14,157 +14,64 @@ options: {}
     # riskmgr_service_manager, riskmgr_stop_timeout, riskmgr_stop_force, riskmgr_start_settle, riskmgr_start_timeout
     DAEMON = r"""
 options:
-  service_manager:
-    description:
-    - How the daemon is stopped and started.
-    - The default is the role's, C(riskmgr_service_manager) (roles/riskmgr/defaults/main.yml).
-    type: str
-    choices:
-    - systemd
-    - command
-    default: systemd
-  stop_timeout:
-    description:
-    - Seconds to wait for the daemon to exit after SIGTERM.
-    - The default is the role's, C(riskmgr_stop_timeout) (roles/riskmgr/defaults/main.yml).
-    type: int
-    default: 60
-  stop_force:
-    description:
-    - SIGKILL a daemon that outlives riskmgr_stop_timeout.
-    - The default is the role's, C(riskmgr_stop_force) (roles/riskmgr/defaults/main.yml).
-    type: bool
-    default: false
-  settle:
-    description:
-    - Seconds the daemon must stay alive after start.
-    - The default is the role's, C(riskmgr_start_settle) (roles/riskmgr/defaults/main.yml).
-    type: float
-    default: 3
-  start_timeout:
-    description:
-    - Seconds to wait for the schema version line in the log.
-    - The default is the role's, C(riskmgr_start_timeout) (roles/riskmgr/defaults/main.yml).
-    type: int
-    default: 60
+  service_manager: {default: systemd, type: str, choices: [systemd, command], description: [How the daemon is stopped and started., 'The default is the role''s, C(riskmgr_service_manager) (roles/riskmgr/defaults/main.yml).']}
+  stop_timeout: {default: 60, type: int, description: [Seconds to wait for the daemon to exit after SIGTERM., 'The default is the role''s, C(riskmgr_stop_timeout) (roles/riskmgr/defaults/main.yml).']}
+  stop_force: {default: false, type: bool, description: [SIGKILL a daemon that outlives riskmgr_stop_timeout., 'The default is the role''s, C(riskmgr_stop_force) (roles/riskmgr/defaults/main.yml).']}
+  settle: {default: 3, type: float, description: [Seconds the daemon must stay alive after start., 'The default is the role''s, C(riskmgr_start_settle) (roles/riskmgr/defaults/main.yml).']}
+  start_timeout: {default: 60, type: int, description: [Seconds to wait for the schema version line in the log., 'The default is the role''s, C(riskmgr_start_timeout) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_smoke_timeout
     SMOKE = r"""
 options:
-  smoke_timeout:
-    description:
-    - Seconds the smoke test may run.
-    - The default is the role's, C(riskmgr_smoke_timeout) (roles/riskmgr/defaults/main.yml).
-    type: int
-    default: 120
+  smoke_timeout: {default: 120, type: int, description: [Seconds the smoke test may run., 'The default is the role''s, C(riskmgr_smoke_timeout) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_busy_timeout
     DATABASE = r"""
 options:
-  busy_timeout:
-    description:
-    - Seconds SQLite waits for a lock.
-    - The default is the role's, C(riskmgr_busy_timeout) (roles/riskmgr/defaults/main.yml).
-    type: float
-    default: 10
+  busy_timeout: {default: 10, type: float, description: [Seconds SQLite waits for a lock., 'The default is the role''s, C(riskmgr_busy_timeout) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_backup_retention_days, riskmgr_backup_max
     BACKUPS = r"""
 options:
-  retention_days:
-    description:
-    - Prune backups older than this many days.
-    - The default is the role's, C(riskmgr_backup_retention_days) (roles/riskmgr/defaults/main.yml).
-    type: int
-    default: 30
-  max_backups:
-    description:
-    - Keep at most this many backups (the newest of each schema version always stays).
-    - The default is the role's, C(riskmgr_backup_max) (roles/riskmgr/defaults/main.yml).
-    type: int
-    default: 10
+  retention_days: {default: 30, type: int, description: [Prune backups older than this many days., 'The default is the role''s, C(riskmgr_backup_retention_days) (roles/riskmgr/defaults/main.yml).']}
+  max_backups: {default: 10, type: int, description: [Keep at most this many backups (the newest of each schema version always stays)., 'The default is the role''s, C(riskmgr_backup_max) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_track_unrealized_pnl
     TRACK_UNREALIZED_PNL = r"""
 options:
-  track_unrealized_pnl:
-    description:
-    - Create the optional daily_unrealized_pnl table.
-    - The default is the role's, C(riskmgr_track_unrealized_pnl) (roles/riskmgr/defaults/main.yml).
-    type: bool
-    default: false
+  track_unrealized_pnl: {default: false, type: bool, description: [Create the optional daily_unrealized_pnl table., 'The default is the role''s, C(riskmgr_track_unrealized_pnl) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_integrity_downtime
     INTEGRITY_DOWNTIME = r"""
 options:
-  integrity:
-    description:
-    - Check run on the migrated database while the daemon is down.
-    - The default is the role's, C(riskmgr_integrity_downtime) (roles/riskmgr/defaults/main.yml).
-    type: str
-    choices:
-    - integrity
-    - quick
-    default: quick
+  integrity: {default: quick, type: str, choices: [integrity, quick], description: [Check run on the migrated database while the daemon is down., 'The default is the role''s, C(riskmgr_integrity_downtime) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_recovery_method
     RECOVERY_METHOD = r"""
 options:
-  recovery_method:
-    description:
-    - How a failed upgrade (or rollback) puts a changed database back. auto downgrades in place, every row kept,
-      once the daemon has served on v2 (a failed smoke test or watch), and restores the run's backup when it never
-      did and nothing was written since; downgrade or restore is tried first, the other after.
-    - The default is the role's, C(riskmgr_recovery_method) (roles/riskmgr/defaults/main.yml).
-    type: str
-    choices:
-    - auto
-    - downgrade
-    - restore
-    default: auto
+  recovery_method: {default: auto, type: str, choices: [auto, downgrade, restore], description: ['How a failed upgrade (or rollback) puts a changed database back. auto downgrades in place, every row kept, once the daemon has served on v2 (a failed smoke test or watch), and restores the run''s backup when it never did and nothing was written since; downgrade or restore is tried first, the other after.', 'The default is the role''s, C(riskmgr_recovery_method) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_recovery_method
     RECOVER_METHOD = r"""
 options:
-  method:
-    description:
-    - How a failed upgrade (or rollback) puts a changed database back. auto downgrades in place, every row kept,
-      once the daemon has served on v2 (a failed smoke test or watch), and restores the run's backup when it never
-      did and nothing was written since; downgrade or restore is tried first, the other after.
-    - The default is the role's, C(riskmgr_recovery_method) (roles/riskmgr/defaults/main.yml).
-    type: str
-    choices:
-    - auto
-    - downgrade
-    - restore
-    default: auto
+  method: {default: auto, type: str, choices: [auto, downgrade, restore], description: ['How a failed upgrade (or rollback) puts a changed database back. auto downgrades in place, every row kept, once the daemon has served on v2 (a failed smoke test or watch), and restores the run''s backup when it never did and nothing was written since; downgrade or restore is tried first, the other after.', 'The default is the role''s, C(riskmgr_recovery_method) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_break_lock
     BREAK_LOCK = r"""
 options:
-  break_stale:
-    description:
-    - Take over a lock held by another run.
-    - The default is the role's, C(riskmgr_break_lock) (roles/riskmgr/defaults/main.yml).
-    type: bool
-    default: false
+  break_stale: {default: false, type: bool, description: [Take over a lock held by another run., 'The default is the role''s, C(riskmgr_break_lock) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_watch_fail_regex
     WATCH_FAIL_REGEX = r"""
 options:
-  fail_regex:
-    description:
-    - A new line of the daemon's log matching this (Python re.search) fails the watch; so does its exit.
-    - The default is the role's, C(riskmgr_watch_fail_regex) (roles/riskmgr/defaults/main.yml).
-    type: str
-    default: ERROR|CRITICAL|Traceback
+  fail_regex: {default: ERROR|CRITICAL|Traceback, type: str, description: [A new line of the daemon's log matching this (Python re.search) fails the watch; so does its exit., 'The default is the role''s, C(riskmgr_watch_fail_regex) (roles/riskmgr/defaults/main.yml).']}
 """

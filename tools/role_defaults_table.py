@@ -24,23 +24,29 @@ SPECS = ROLE / "meta" / "argument_specs.yml"
 TABLE = ROOT / "module_utils" / "role_defaults.py"
 FRAGMENT = ROOT / "doc_fragments" / "riskmgr_role_defaults.py"
 
-# The one table of mirrored options: doc fragment part -> {module option: the riskmgr_* setting whose default
-# it takes}. A part per option group of module_glue (DAEMON_SPEC, SMOKE_SPEC, DATABASE_SPEC, BACKUP_SPEC), and
-# one per option a module has on its own; a module extends riskmgr_role_defaults.PART for each it has.
-FRAGMENT_PARTS = {
-    "daemon": {"service_manager": "riskmgr_service_manager", "stop_timeout": "riskmgr_stop_timeout",
-               "stop_force": "riskmgr_stop_force", "settle": "riskmgr_start_settle",
-               "start_timeout": "riskmgr_start_timeout"},
-    "smoke": {"smoke_timeout": "riskmgr_smoke_timeout"},
-    "database": {"busy_timeout": "riskmgr_busy_timeout"},
-    "backups": {"retention_days": "riskmgr_backup_retention_days", "max_backups": "riskmgr_backup_max"},
-    "track_unrealized_pnl": {"track_unrealized_pnl": "riskmgr_track_unrealized_pnl"},
-    "integrity_downtime": {"integrity": "riskmgr_integrity_downtime"},
-    "recovery_method": {"recovery_method": "riskmgr_recovery_method"},
-    "recover_method": {"method": "riskmgr_recovery_method"},
-    "break_lock": {"break_stale": "riskmgr_break_lock"},
-    "watch_fail_regex": {"fail_regex": "riskmgr_watch_fail_regex"},
-}
+# The one table of mirrored options: (doc fragment part, module option, the riskmgr_* setting whose default it
+# takes). A part per option group of module_glue (DAEMON_SPEC, SMOKE_SPEC, DATABASE_SPEC, BACKUP_SPEC), and one
+# per option a module has on its own; a module extends riskmgr_role_defaults.PART for each part it has.
+MIRRORED_OPTIONS = (
+    ("daemon", "service_manager", "riskmgr_service_manager"),
+    ("daemon", "stop_timeout", "riskmgr_stop_timeout"),
+    ("daemon", "stop_force", "riskmgr_stop_force"),
+    ("daemon", "settle", "riskmgr_start_settle"),
+    ("daemon", "start_timeout", "riskmgr_start_timeout"),
+    ("smoke", "smoke_timeout", "riskmgr_smoke_timeout"),
+    ("database", "busy_timeout", "riskmgr_busy_timeout"),
+    ("backups", "retention_days", "riskmgr_backup_retention_days"),
+    ("backups", "max_backups", "riskmgr_backup_max"),
+    ("track_unrealized_pnl", "track_unrealized_pnl", "riskmgr_track_unrealized_pnl"),
+    ("integrity_downtime", "integrity", "riskmgr_integrity_downtime"),
+    ("recovery_method", "recovery_method", "riskmgr_recovery_method"),
+    ("recover_method", "method", "riskmgr_recovery_method"),
+    ("break_lock", "break_stale", "riskmgr_break_lock"),
+    ("watch_fail_regex", "fail_regex", "riskmgr_watch_fail_regex"),
+)
+FRAGMENT_PARTS: dict[str, dict[str, str]] = {}  # part -> {module option: setting}
+for _part, _option, _setting in MIRRORED_OPTIONS:
+    FRAGMENT_PARTS.setdefault(_part, {})[_option] = _setting
 
 # The settings whose value a module option takes when the caller leaves it out.
 MIRRORED = tuple(sorted({setting for part in FRAGMENT_PARTS.values() for setting in part.values()}))
@@ -85,11 +91,10 @@ def option_doc(setting: str, defaults: dict, specs: dict) -> dict:
     spec = specs[setting]
     described = spec.get("description")
     text = " ".join(described) if isinstance(described, list) else str(described or "")
-    doc = {"description": [text, f"The default is the role's, C({setting}) (roles/riskmgr/defaults/main.yml)."],
-           "type": spec.get("type", "str")}
+    doc = {"default": defaults[setting], "type": spec.get("type", "str")}
     if "choices" in spec:
         doc["choices"] = list(spec["choices"])
-    doc["default"] = defaults[setting]
+    doc["description"] = [text, f"The default is the role's, C({setting}) (roles/riskmgr/defaults/main.yml)."]
     return doc
 
 
@@ -98,9 +103,11 @@ def fragment_text(defaults_path: Path = DEFAULTS, specs_path: Path = SPECS) -> s
     specs = yaml.safe_load(specs_path.read_text())["argument_specs"]["main"]["options"]
     parts = []
     for part, options in FRAGMENT_PARTS.items():
-        documented = {option: option_doc(setting, defaults, specs) for option, setting in options.items()}
-        text = yaml.safe_dump({"options": documented}, sort_keys=False, width=110, default_flow_style=False)
-        parts.append(f'\n    # {", ".join(options.values())}\n    {part.upper()} = r"""\n{text}"""\n')
+        # An option a line (YAML's flow style): the options differ only in their values.
+        lines = "".join(f"  {option}: " + yaml.safe_dump(option_doc(setting, defaults, specs), sort_keys=False,
+                                                          width=100000, default_flow_style=True)
+                        for option, setting in options.items())
+        parts.append(f'\n    # {", ".join(options.values())}\n    {part.upper()} = r"""\noptions:\n{lines}"""\n')
     return FRAGMENT_HEADER + "".join(parts)
 
 
