@@ -355,11 +355,20 @@ def set_autoincrement_sequence(conn: sqlite3.Connection, table: str, value: int 
         conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, value))
 
 
-def database_row_counts(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict[str, int]:
-    """table_row_counts of a database file, in one read snapshot."""
+@contextmanager
+def read_snapshot(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
+    """A read-only connection inside one read transaction, so that every query of the block sees the same
+    state while the daemon commits; the transaction is ended (it wrote nothing) and the connection closed."""
     with closing(connect_readonly(path, busy_timeout_s)) as conn:
         conn.execute("BEGIN")
         try:
-            return table_row_counts(conn)
+            yield conn
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:  # an error SQLite rolled back itself leaves none to end
+                conn.execute("ROLLBACK")
+
+
+def database_row_counts(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict[str, int]:
+    """table_row_counts of a database file, in one read snapshot."""
+    with read_snapshot(path, busy_timeout_s) as conn:
+        return table_row_counts(conn)
