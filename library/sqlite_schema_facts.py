@@ -83,6 +83,7 @@ options:
   release_paths:
     description: The release directory of each schema version, keyed by version (C(1) and C(2)), with I(release_link).
     type: dict
+author: [Risk Platform team]
 extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations,
                                  riskmgr_migrations.version_options,
                                  riskmgr_role_defaults.database, riskmgr_role_defaults.track_unrealized_pnl]
@@ -90,7 +91,6 @@ attributes:
   check_mode: {support: full}
   diff_mode: {support: none}
   platform: {platforms: posix}
-author: [Risk Platform team]
 """
 
 EXAMPLES = r"""
