@@ -81,7 +81,7 @@ sha256:
 copy_method:
   description:
     - How the file was copied. This module takes a snapshot through SQLite's online backup API, so it is null here.
-    - M(riskmgr_upgrade), which copies the stopped database's file, says C(reflink), C(copy_file_range) or C(byte copy).
+    - M(riskmgr_migrate), which copies the stopped database's file, says C(reflink), C(copy_file_range) or C(byte copy).
   type: str
   returned: always
   sample: null
