@@ -81,7 +81,7 @@ author: [Risk Platform team]
 """
 
 EXAMPLES = r"""
-- name: Upgrade the state database with the daemon down as briefly as possible
+- name: Migrate the state database with the daemon down as briefly as possible
   riskmgr_migrate:
     path: /opt/risk_manager/data/state.db
     backup_dir: /opt/risk_manager/data/backups
@@ -91,7 +91,7 @@ EXAMPLES = r"""
     start_command: [/opt/risk_manager/bin/riskmgr, --daemon]
     process_match: risk_manager
     log_path: /opt/risk_manager/logs/riskmgr.log
-  register: upgrade
+  register: migrated
 """
 
 RETURN = r"""

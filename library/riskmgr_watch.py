@@ -69,8 +69,8 @@ EXAMPLES = r"""
   riskmgr_watch:
     path: /opt/risk_manager/data/state.db
     seconds: 600
-    pid: "{{ upgrade.start.pid }}"
-    mark: "{{ upgrade.start.log_mark }}"
+    pid: "{{ migrated.start.pid }}"  # registered by the riskmgr_migrate task
+    mark: "{{ migrated.start.log_mark }}"
     service_manager: systemd
     service_name: risk-manager
 """
