@@ -140,10 +140,13 @@ def documentation_copies(relative: str, tree: ast.Module) -> list[str]:
             except yaml.YAMLError:
                 continue  # test_plugin_docs reports it
             options = data.get("options") if isinstance(data, dict) else None
+            lines = node.value.value.splitlines()
             for option, doc in (options or {}).items():
+                at = next((node.lineno + n for n, line in enumerate(lines) if line.startswith(f"  {option}:")),
+                          node.lineno)
                 for setting in MIRRORED_OPTIONS.get(option, ()):
                     if isinstance(doc, dict) and "default" in doc and is_copy(setting, doc["default"]):
-                        problems.append(f"{relative}:{node.lineno}: option {option} writes the default of {setting} "
+                        problems.append(f"{relative}:{at}: option {option} writes the default of {setting} "
                                         "by hand; leave it out and extend riskmgr_role_defaults")
     return problems
 
@@ -176,6 +179,14 @@ def code_copies(relative: str, tree: ast.Module) -> list[str]:
                         and any(is_copy(s, default.value) for s in MIRRORED_OPTIONS[name])):
                     problems.append(f"{relative}:{default.lineno}: parameter {argument.arg} of {node.name} repeats the "
                                     "role's default; take it from role_defaults.ROLE_DEFAULTS")
+        elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+              and not isinstance(node.value.value, bool)):
+            for target in node.targets:
+                named = [option for option in MIRRORED_OPTIONS
+                         if isinstance(target, ast.Name) and option.upper() in target.id]
+                if any(is_copy(s, node.value.value) for option in named for s in MIRRORED_OPTIONS[option]):
+                    problems.append(f"{relative}:{node.lineno}: {target.id} repeats the role's default; take it "
+                                    "from role_defaults.ROLE_DEFAULTS")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in distinctive:
             problems.append(f"{relative}:{node.lineno}: {node.value!r} is the default of {distinctive[node.value]}; "
                             "take it from role_defaults.ROLE_DEFAULTS or the module's result")
@@ -261,7 +272,8 @@ def test_each_kind_of_copy_is_found(tmp_path):
     (tmp_path / "library" / "m.py").write_text(
         'DOCUMENTATION = r"""\noptions:\n  stop_timeout:\n    description: x\n    type: int\n    default: 60\n"""\n'
         'SPEC = {"smoke_timeout": {"type": "int", "default": 120}}\n'
-        'def stop(stop_timeout=60):\n    return "ERROR|CRITICAL|Traceback"\n')
+        'def stop(stop_timeout=60):\n    return "ERROR|CRITICAL|Traceback"\n'
+        'DEFAULT_BUSY_TIMEOUT_S = 10.0\n')
     for directory in ("action_plugins", "module_utils", "doc_fragments", "inventory", "docs"):
         (tmp_path / directory).mkdir()
     (tmp_path / "inventory" / "all.yml").write_text("all:\n  vars:\n    riskmgr_stop_timeout: 60\n")
@@ -270,5 +282,5 @@ def test_each_kind_of_copy_is_found(tmp_path):
     (tmp_path / "docs" / "x.md").write_text("| `riskmgr_stop_timeout` | 90 | differs: fine |\n")
     found = python_copies(tmp_path) + prose_copies(tmp_path)
     assert [line.split(":")[0] for line in found] == [
-        "library/m.py", "library/m.py", "library/m.py", "library/m.py", "inventory/all.yml", "README.md",
+        "library/m.py", "library/m.py", "library/m.py", "library/m.py", "library/m.py", "inventory/all.yml", "README.md",
         "README.md", "README.md"], "\n".join(found)
