@@ -111,9 +111,20 @@ def fragment_text(defaults_path: Path = DEFAULTS, specs_path: Path = SPECS) -> s
     return FRAGMENT_HEADER + "".join(parts)
 
 
-def main() -> int:
-    TABLE.write_text(table_text())
-    FRAGMENT.write_text(fragment_text())
+def main(argv: list[str] | None = None) -> int:
+    """Write both files; with --check, write nothing and fail (naming the stale files) unless they are current."""
+    wanted = {TABLE: table_text(), FRAGMENT: fragment_text()}
+    if "--check" in (sys.argv[1:] if argv is None else argv):
+        stale = [str(path.relative_to(ROOT)) for path, text in wanted.items()
+                 if not path.exists() or path.read_text() != text]
+        if stale:
+            print(f"stale: {', '.join(stale)}; run tools/role_defaults_table.py after changing "
+                  "roles/riskmgr/defaults/main.yml or meta/argument_specs.yml", file=sys.stderr)
+            return 1
+        print("current: " + ", ".join(str(path.relative_to(ROOT)) for path in wanted))
+        return 0
+    for path, text in wanted.items():
+        path.write_text(text)
     print(f"wrote {TABLE.relative_to(ROOT)} and {FRAGMENT.relative_to(ROOT)}")
     return 0
 

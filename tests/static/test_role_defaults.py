@@ -53,6 +53,13 @@ def test_the_generated_files_are_current(generated, text):
                                              "after changing roles/riskmgr/defaults/main.yml or its argument specs")
 
 
+def test_the_tool_checks_without_writing(capsys):
+    """scripts/test runs `tools/role_defaults_table.py --check` before it renders any documentation."""
+    import role_defaults_table
+    assert role_defaults_table.main(["--check"]) == 0
+    assert "current: module_utils/role_defaults.py, doc_fragments/riskmgr_role_defaults.py" in capsys.readouterr().out
+
+
 def test_a_module_option_that_mirrors_a_setting_takes_the_role_default():
     """Break it once: a hand-kept copy that drifts is what this table replaced."""
     spec = module_arguments("riskmgr_daemon")["argument_spec"]
