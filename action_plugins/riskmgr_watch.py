@@ -61,7 +61,7 @@ class ActionModule(ActionBase):
             return result
         seconds = int(args.get("seconds") or 0)
         label = "canary watch" if args.pop("canary", False) else "watch"
-        fail_regex = args.get("fail_regex") or "ERROR|CRITICAL|Traceback"
+        fail_regex = args.get("fail_regex")  # left out: the module's default, which each poll returns
         host = task_vars.get("inventory_hostname", "host")
         if self._play_context.check_mode:
             result.update(changed=False, watched_seconds=0,
@@ -75,6 +75,7 @@ class ActionModule(ActionBase):
             look = self._execute_module(module_name="riskmgr_watch",
                                         module_args=dict(args, state="polled", accept=last), task_vars=task_vars)
             looks += 1
+            fail_regex = look.get("fail_regex") or fail_regex
             if look.get("failed"):
                 result.update(look)
                 result["served"] = True

@@ -10,7 +10,6 @@ options:
     description: How the daemon is run - C(systemd) (a unit) or C(command) (a pidfile and a start command).
     type: str
     choices: [command, systemd]
-    default: systemd
   service_name:
     description: The systemd unit, with I(service_manager=systemd).
     type: str
@@ -26,19 +25,15 @@ options:
   stop_timeout:
     description: Seconds to wait for the daemon to exit after the stop.
     type: int
-    default: 60
   stop_force:
     description: SIGKILL a daemon still running after I(stop_timeout) instead of failing.
     type: bool
-    default: false
   settle:
     description: Seconds the started daemon must stay alive (after it logged its schema version).
     type: float
-    default: 3
   start_timeout:
     description: Seconds to wait for the started daemon to log its schema version.
     type: int
-    default: 60
   log_path:
     description:
       - The daemon's log; without it, the unit's journal under systemd, or the process alone with C(command).

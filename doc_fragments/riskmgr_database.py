@@ -16,7 +16,6 @@ options:
       - Seconds SQLite waits for a lock another connection (the daemon) holds before the module refuses, naming
         the holder when it can.
     type: float
-    default: 10
 """
 
     # The backup options of the modules that write a backup (BACKUP_SPEC): sqlite_backup, riskmgr_migrate.
@@ -31,13 +30,11 @@ options:
       - A backup older than this many days is pruned, once the new one is confirmed.
       - 0 turns the age limit off (I(max_backups) alone prunes).
     type: int
-    default: 30
   max_backups:
     description:
       - A backup beyond the newest this many is pruned, once the new one is confirmed.
       - 0 turns the count limit off (I(retention_days) alone prunes). The newest backup of each schema version always stays.
     type: int
-    default: 10
   free_space_margin:
     description: I(backup_dir) must have this factor times the size of the database and its C(-wal) free. At least 1.0.
     type: float

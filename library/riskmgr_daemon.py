@@ -55,7 +55,6 @@ options:
   service_manager:
     type: str
     choices: [command, systemd]
-    default: systemd
     description:
       - How the daemon is run. C(command) is a pidfile and a start command; C(systemd) is a
         systemd unit.
@@ -80,11 +79,9 @@ options:
         ignored with C(systemd). With I(state=checked), its program is checked when given.
   stop_timeout:
     type: int
-    default: 60
     description: Seconds to wait for the daemon to exit after SIGTERM (or C(systemctl stop)).
   stop_force:
     type: bool
-    default: false
     description:
       - When the daemon is still running I(stop_timeout) seconds after SIGTERM, send SIGKILL
         and wait for it to exit. Under systemd this is C(systemctl kill --signal=SIGKILL), which
@@ -95,7 +92,6 @@ options:
         C(TimeoutStopSec).
   settle:
     type: float
-    default: 3
     description: Seconds the new process must stay alive after it starts.
   log_path:
     type: path
@@ -116,7 +112,6 @@ options:
       - With I(service_manager=command), requires I(log_path).
   start_timeout:
     type: int
-    default: 60
     description:
       - Seconds allowed for I(start_command) (or C(systemctl start)) to return, for the pidfile
         (or C(MainPID)) to appear and for I(expect_log_line) to be logged, counted from the launch.
@@ -149,7 +144,6 @@ options:
       - With I(state=checked), the problems also say why it could not run (its program, its directory, its user).
   smoke_timeout:
     type: int
-    default: 120
     description: Seconds the smoke test may run.
   stop_command:
     type: raw
@@ -177,7 +171,8 @@ options:
   daemon_group:
     type: str
     description: Group the commands run with (with I(daemon_user)); unset, the user's primary group.
-extends_documentation_fragment: [action_common_attributes]
+extends_documentation_fragment: [action_common_attributes,
+                                 riskmgr_role_defaults.daemon, riskmgr_role_defaults.smoke]
 attributes:
   check_mode: {support: full}
   diff_mode: {support: none}

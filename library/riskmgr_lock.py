@@ -38,7 +38,6 @@ options:
       - Required when I(state=present).
   break_stale:
     type: bool
-    default: false
     description:
       - Take over another run's lock. Use it only when that run is known to be dead. The broken
         holder is returned in C(broke).
@@ -48,7 +47,8 @@ options:
     description:
       - Age in seconds after which another run's lock may be taken over without I(break_stale).
       - 0 means a lock never goes stale on age alone.
-extends_documentation_fragment: [action_common_attributes]
+extends_documentation_fragment: [action_common_attributes,
+                                 riskmgr_role_defaults.break_lock]
 attributes:
   check_mode: {support: full}
   diff_mode: {support: none}

@@ -42,12 +42,10 @@ options:
   track_unrealized_pnl:
     description: Also create the optional daily_unrealized_pnl table and its indexes.
     type: bool
-    default: false
   integrity:
     description: The integrity check of the migrated database while the daemon is down.
     type: str
     choices: [quick, integrity]
-    default: quick
   keep_suffix:
     description:
       - Reason word of the migrated file kept beside the database when a failure puts the backup back,
@@ -64,7 +62,6 @@ options:
   smoke_timeout:
     description: Seconds the smoke test may run.
     type: int
-    default: 120
   recovery_method:
     description:
       - How a failure past the stop puts the database back, as M(riskmgr_recover)'s I(method). C(auto) restores
@@ -72,8 +69,10 @@ options:
         downgrades in place (every row kept).
     type: str
     choices: [auto, downgrade, restore]
-    default: auto
-extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_database.backups, riskmgr_migrations, riskmgr_daemon]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_database.backups, riskmgr_migrations, riskmgr_daemon,
+                                 riskmgr_role_defaults.database, riskmgr_role_defaults.backups, riskmgr_role_defaults.daemon,
+                                 riskmgr_role_defaults.smoke, riskmgr_role_defaults.track_unrealized_pnl,
+                                 riskmgr_role_defaults.integrity_downtime, riskmgr_role_defaults.recovery_method]
 attributes:
   check_mode: {support: full, details: Plans the migration and the backup from the real files; stops nothing and writes nothing.}
   diff_mode: {support: full, details: Shows the whole schema before and after as SQL.}
@@ -82,7 +81,7 @@ author: [Risk Platform team]
 """
 
 EXAMPLES = r"""
-- name: Upgrade the state database with the daemon down as briefly as possible
+- name: Migrate the state database with the daemon down as briefly as possible
   riskmgr_migrate:
     path: /opt/risk_manager/data/state.db
     backup_dir: /opt/risk_manager/data/backups
@@ -92,7 +91,7 @@ EXAMPLES = r"""
     start_command: [/opt/risk_manager/bin/riskmgr, --daemon]
     process_match: risk_manager
     log_path: /opt/risk_manager/logs/riskmgr.log
-  register: upgrade
+  register: migrated
 """
 
 RETURN = r"""

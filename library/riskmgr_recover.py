@@ -57,7 +57,6 @@ options:
     description: C(auto) chooses as described; C(downgrade) or C(restore) is tried first, the other after it.
     type: str
     choices: [auto, downgrade, restore]
-    default: auto
   keep_suffix:
     description: Suffix of the file a restore replaces, kept as C(<db>.kept-<keep_suffix>-v<N>-<UTC ts>).
     type: str
@@ -65,8 +64,9 @@ options:
   track_unrealized_pnl:
     description: Whether the optional daily_unrealized_pnl table is part of the schema.
     type: bool
-    default: false
-extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations, riskmgr_daemon]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations, riskmgr_daemon,
+                                 riskmgr_role_defaults.database, riskmgr_role_defaults.daemon,
+                                 riskmgr_role_defaults.track_unrealized_pnl, riskmgr_role_defaults.recover_method]
 attributes:
   check_mode: {support: none, details: A recovery acts; it runs only on a failure of a real run.}
   diff_mode: {support: none}

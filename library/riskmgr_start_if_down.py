@@ -24,13 +24,15 @@ options:
     required: true
   track_unrealized_pnl:
     description: The schema has the optional daily_unrealized_pnl table (riskmgr_track_unrealized_pnl).
-    default: false
     type: bool
 extends_documentation_fragment:
   - action_common_attributes
   - riskmgr_database
   - riskmgr_migrations
   - riskmgr_daemon
+  - riskmgr_role_defaults.database
+  - riskmgr_role_defaults.daemon
+  - riskmgr_role_defaults.track_unrealized_pnl
 attributes:
   check_mode: {support: none, details: It starts a daemon.}
   diff_mode: {support: none}

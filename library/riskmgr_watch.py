@@ -41,7 +41,6 @@ options:
   fail_regex:
     description: A line of the daemon's matching this (Python C(re.search)) fails the watch.
     type: str
-    default: ERROR|CRITICAL|Traceback
   canary:
     description: For the C(riskmgr_watch) action's messages - this is the first batch's watch.
     type: bool
@@ -56,7 +55,8 @@ options:
   to_version:
     description: With I(state=pending), the version it goes to.
     type: int
-extends_documentation_fragment: [action_common_attributes, riskmgr_daemon]
+extends_documentation_fragment: [action_common_attributes, riskmgr_daemon,
+                                 riskmgr_role_defaults.daemon, riskmgr_role_defaults.watch_fail_regex]
 attributes:
   check_mode: {support: full, details: Polls; writes and removes no record.}
   diff_mode: {support: none}
@@ -69,8 +69,8 @@ EXAMPLES = r"""
   riskmgr_watch:
     path: /opt/risk_manager/data/state.db
     seconds: 600
-    pid: "{{ upgrade.start.pid }}"
-    mark: "{{ upgrade.start.log_mark }}"
+    pid: "{{ migrated.start.pid }}"  # registered by the riskmgr_migrate task
+    mark: "{{ migrated.start.log_mark }}"
     service_manager: systemd
     service_name: risk-manager
 """
@@ -81,6 +81,7 @@ pid: {description: The watched pid., type: int, returned: when polled}
 current_pid: {description: The pid the service manager names now., type: int, returned: when polled}
 lines: {description: The daemon's lines read by this poll., type: int, returned: when polled}
 matched: {description: The first few of them matching I(fail_regex)., type: list, elements: str, returned: when polled}
+fail_regex: {description: The I(fail_regex) the poll matched the lines against., type: str, returned: when polled}
 matched_count: {description: How many matched., type: int, returned: when polled}
 mark: {description: Where the next poll reads from., type: raw, returned: when polled}
 log: {description: Where the lines are read (null when the daemon has no log to watch)., type: str, returned: when polled}
@@ -105,6 +106,7 @@ def run(module: AnsibleModule) -> dict:
         return {"changed": written, "accepted": False}
     result = watch_poll(daemon_control(params, can_start=False), params["log_path"], params["process_match"],
                         params["pid"], params["mark"], params["fail_regex"])
+    result["fail_regex"] = params["fail_regex"]  # the action's messages name it (the role's default when left out)
     healthy = result["alive"] and not result["matched_count"]
     result["accepted"] = bool(params["accept"] and healthy and clear_pending(params["path"], module.check_mode))
     result["changed"] = result["accepted"]

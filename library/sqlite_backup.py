@@ -26,7 +26,8 @@ description:
     database (same stem, with a manifest) that are older than I(retention_days) or beyond the
     newest I(max_backups) (keep 30 days, at most 10; either limit prunes). The newest backup of each schema version and the one just written
     are always kept, and no other file is ever touched.
-extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_database.backups]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_database.backups,
+                                 riskmgr_role_defaults.database, riskmgr_role_defaults.backups]
 attributes:
   check_mode:
     support: full
@@ -80,7 +81,7 @@ sha256:
 copy_method:
   description:
     - How the file was copied. This module takes a snapshot through SQLite's online backup API, so it is null here.
-    - M(riskmgr_upgrade), which copies the stopped database's file, says C(reflink), C(copy_file_range) or C(byte copy).
+    - M(riskmgr_migrate), which copies the stopped database's file, says C(reflink), C(copy_file_range) or C(byte copy).
   type: str
   returned: always
   sample: null

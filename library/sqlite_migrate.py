@@ -36,7 +36,6 @@ options:
   track_unrealized_pnl:
     description: Also create the optional daily_unrealized_pnl table and its indexes.
     type: bool
-    default: false
   transactions:
     description:
       - C(single) applies every statement and the history rows in one transaction (all or nothing).
@@ -48,7 +47,8 @@ options:
     choices: [single, per_step]
     default: single
 extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations,
-                                 riskmgr_migrations.version_options]
+                                 riskmgr_migrations.version_options,
+                                 riskmgr_role_defaults.database, riskmgr_role_defaults.track_unrealized_pnl]
 attributes:
   check_mode: {support: full, details: Returns the exact plan from the real schema and writes nothing.}
   diff_mode: {support: full, details: Shows the whole schema before and after as SQL.}
@@ -119,7 +119,7 @@ schema_warnings: {description: Differences that did not block the migration., ty
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, role_default, run_module_guarded
 from ansible.module_utils.sqlite_catalog import catalog_of_params, options_of
 from ansible.module_utils.sqlite_migration import migrate_database
 
@@ -138,7 +138,7 @@ def main() -> None:
             **MIGRATION_SOURCE_SPEC,
             **DATABASE_SPEC,
             "target_version": {"type": "int"},
-            "track_unrealized_pnl": {"type": "bool", "default": False},
+            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
             "options": {"type": "dict", "default": {}},
             "transactions": {"type": "str", "choices": ["single", "per_step"], "default": "single"},
         },

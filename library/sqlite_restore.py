@@ -39,7 +39,8 @@ options:
     description: Word in the names of the kept files, C(state.db.kept-<keep_suffix>-v<N>-<UTC ts>). Letters, digits, C(.), C(_), C(-).
     type: str
     default: replaced
-extends_documentation_fragment: [action_common_attributes, riskmgr_database]
+extends_documentation_fragment: [action_common_attributes, riskmgr_database,
+                                 riskmgr_role_defaults.database]
 attributes:
   check_mode:
     support: full
@@ -152,15 +153,18 @@ def run(module: AnsibleModule) -> dict:
                             want_diff=module._diff)
 
 
+ARGUMENT_SPEC = {
+    **DATABASE_SPEC,
+    "backup": {"type": "path"},
+    "backup_dir": {"type": "path"},
+    "schema_version": {"type": "int"},
+    "keep_suffix": {"type": "str", "default": "replaced"},
+}
+
+
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            **DATABASE_SPEC,
-            "backup": {"type": "path"},
-            "backup_dir": {"type": "path"},
-            "schema_version": {"type": "int"},
-            "keep_suffix": {"type": "str", "default": "replaced"},
-        },
+        argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[["backup", "backup_dir"], ["backup", "schema_version"]],
         required_one_of=[["backup", "backup_dir"]],
         required_together=[["backup_dir", "schema_version"]],

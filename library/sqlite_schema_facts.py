@@ -30,7 +30,6 @@ options:
   track_unrealized_pnl:
     description: Whether the optional daily_unrealized_pnl table is part of the target.
     type: bool
-    default: false
   integrity:
     description: Run C(PRAGMA integrity_check) (C(integrity)), C(quick_check) (C(quick)) or neither.
     type: str
@@ -84,13 +83,14 @@ options:
   release_paths:
     description: The release directory of each schema version, keyed by version (C(1) and C(2)), with I(release_link).
     type: dict
+author: [Risk Platform team]
 extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations,
-                                 riskmgr_migrations.version_options]
+                                 riskmgr_migrations.version_options,
+                                 riskmgr_role_defaults.database, riskmgr_role_defaults.track_unrealized_pnl]
 attributes:
   check_mode: {support: full}
   diff_mode: {support: none}
   platform: {platforms: posix}
-author: [Risk Platform team]
 """
 
 EXAMPLES = r"""
@@ -243,7 +243,7 @@ integrity:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, role_default, run_module_guarded
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.sqlite_catalog import catalog_of_params, options_of
 from ansible.module_utils.sqlite_facts import FactsRequest, gather
@@ -279,7 +279,7 @@ def main() -> None:
             **DATABASE_SPEC,
             "backup_dir": {"type": "path"},
             "target_version": {"type": "int"},
-            "track_unrealized_pnl": {"type": "bool", "default": False},
+            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
             "options": {"type": "dict", "default": {}},
             "integrity": {"type": "str", "choices": ["integrity", "quick", "none"], "default": "none"},
             "count_rows": {"type": "bool", "default": True},

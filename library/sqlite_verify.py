@@ -56,9 +56,9 @@ options:
   track_unrealized_pnl:
     description: The optional daily_unrealized_pnl table and its indexes must exist too.
     type: bool
-    default: false
 extends_documentation_fragment: [action_common_attributes, riskmgr_database, riskmgr_migrations,
-                                 riskmgr_migrations.version_options]
+                                 riskmgr_migrations.version_options,
+                                 riskmgr_role_defaults.database, riskmgr_role_defaults.track_unrealized_pnl]
 attributes:
   check_mode: {support: full, details: The module only reads; check mode runs the same checks.}
   diff_mode: {support: none}
@@ -110,7 +110,7 @@ seconds: {description: Duration of the verification., type: float, returned: alw
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, run_module_guarded
+from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, role_default, run_module_guarded
 from ansible.module_utils.sqlite_catalog import catalog_of_params, options_of
 from ansible.module_utils.sqlite_verification import (
     INTEGRITY_LEVELS, ROW_COUNT_MODES, failure_message, verify_database)
@@ -134,7 +134,7 @@ def main() -> None:
             "baseline_from": {"type": "path"},
             "row_counts": {"type": "str", "choices": list(ROW_COUNT_MODES), "default": "at_least"},
             "integrity": {"type": "str", "choices": list(INTEGRITY_LEVELS), "default": "integrity"},
-            "track_unrealized_pnl": {"type": "bool", "default": False},
+            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
             "options": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,  # read-only: check mode runs the very same checks

@@ -33,6 +33,7 @@ from ansible.module_utils.sqlite_common import (
     DEFAULT_BUSY_TIMEOUT_S, BackupError, RiskmgrError, connect_readonly, connect_writable, database_bytes,
     file_format, free_bytes, integrity_result, megabytes, read_header, require_sqlite_file, sqlite_error_text,
     table_row_counts, wal_is_empty)
+from ansible.module_utils.role_defaults import ROLE_DEFAULTS
 from ansible.module_utils.sqlite_history import current_version
 
 
@@ -137,8 +138,9 @@ def check_backup_file(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
     return version, counts
 
 
-def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike, retention_days: int = 30,
-                    max_backups: int = 10, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+def backup_database(path: str | os.PathLike, backup_dir: str | os.PathLike,
+                    retention_days: int = ROLE_DEFAULTS["riskmgr_backup_retention_days"],
+                    max_backups: int = ROLE_DEFAULTS["riskmgr_backup_max"], busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
                     free_space_margin: float = 1.1, check_mode: bool = False, want_diff: bool = False,
                     clock: Callable[[], datetime] = utc_now, token: Callable[[], str] = new_token,
                     free_bytes_of: Callable[[Path], int] = free_bytes, daemon_stopped: bool = False,

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import closing
 
 from ansible.module_utils.backup_store import MANIFEST_SUFFIX
 from ansible.module_utils.sqlite_common import (
-    DEFAULT_BUSY_TIMEOUT_S, VerificationError, connect_readonly, quote_identifier)
+    DEFAULT_BUSY_TIMEOUT_S, VerificationError, quote_identifier, read_snapshot)
 from ansible.module_utils.sqlite_shapes import fold
 
 SHOWN = 20
@@ -50,12 +49,8 @@ def foreign_key_state(conn: sqlite3.Connection) -> dict:
 
 
 def file_foreign_key_state(path: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict:
-    with closing(connect_readonly(path, busy_timeout_s)) as conn:
-        conn.execute("BEGIN")
-        try:
-            return foreign_key_state(conn)
-        finally:
-            conn.execute("ROLLBACK")
+    with read_snapshot(path, busy_timeout_s) as conn:
+        return foreign_key_state(conn)
 
 
 def introduced(before: dict | None, now: dict) -> dict:

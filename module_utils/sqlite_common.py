@@ -13,12 +13,14 @@ import time
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+from ansible.module_utils.role_defaults import ROLE_DEFAULTS
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 20
 # Header bytes 18-19 (file format write/read version): 2 = WAL, 1 = rollback journal.
 WAL_FORMAT, ROLLBACK_FORMAT = b"\x02\x02", b"\x01\x01"
 HASH_CHUNK = 1024 * 1024
-DEFAULT_BUSY_TIMEOUT_S = 10.0
+DEFAULT_BUSY_TIMEOUT_S = float(ROLE_DEFAULTS["riskmgr_busy_timeout"])  # the role's riskmgr_busy_timeout
 # Free space a schema change needs, as a share of the database file: its new index pages go to
 # the -wal first, then (checkpoint) into the database. The v2 indexes measure 15-22 % of the file
 # each time (1.4 MB, 10 MB and 40 MB test databases), so at most about 44 % at the peak.
@@ -353,11 +355,20 @@ def set_autoincrement_sequence(conn: sqlite3.Connection, table: str, value: int 
         conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, value))
 
 
-def database_row_counts(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict[str, int]:
-    """table_row_counts of a database file, in one read snapshot."""
+@contextmanager
+def read_snapshot(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S):
+    """A read-only connection inside one read transaction, so that every query of the block sees the same
+    state while the daemon commits; the transaction is ended (it wrote nothing) and the connection closed."""
     with closing(connect_readonly(path, busy_timeout_s)) as conn:
         conn.execute("BEGIN")
         try:
-            return table_row_counts(conn)
+            yield conn
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:  # an error SQLite rolled back itself leaves none to end
+                conn.execute("ROLLBACK")
+
+
+def database_row_counts(path: str | os.PathLike, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> dict[str, int]:
+    """table_row_counts of a database file, in one read snapshot."""
+    with read_snapshot(path, busy_timeout_s) as conn:
+        return table_row_counts(conn)

@@ -145,7 +145,7 @@ def migrate_database(path: str, migrations_dir: Catalog | str | Path, target_ver
     """Bring the database to target_version, or refuse and change nothing. Returns the module result.
 
     before_commit runs inside the write transaction just before COMMIT; whatever it raises rolls
-    the migration back (riskmgr_upgrade waits there for the check of the backup it runs meanwhile).
+    the migration back (riskmgr_migrate waits there for the check of the backup it runs meanwhile).
     transactions="per_step" (online mode) commits each object on its own instead (see
     write_in_steps); the daemon's writes then wait at most for the longest single step.
     """

@@ -67,6 +67,17 @@ def commit_rows_only_to_wal(path: str | os.PathLike, rows: int = 25) -> None:
     subprocess.run([sys.executable, "-c", WAL_WRITER, str(path), str(rows)], check=True)
 
 
+def build_for_command_line(parser: argparse.ArgumentParser, named: str, path: str, what: str, **build) -> int:
+    """build_v1_db for a command (this one, tools/v1_shapes.py --db): a path that exists is a usage error,
+    named as the command line names it, and is never overwritten; then one line says what was built."""
+    try:
+        built = build_v1_db(path, **build)
+    except FileExistsError:
+        parser.error(f"{named}{path}: exists; choose a new path (an existing database is never overwritten)")
+    print(f"{built}: v1 database ({what}), {built.stat().st_size / 1048576:.1f} MB")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path")
@@ -81,13 +92,8 @@ def main() -> int:
         shape_for(args.shape)
     except ValueError as err:
         parser.error(f"--shape: {err}")
-    try:
-        path = build_v1_db(args.path, rows=args.rows, journal=args.journal, seed=args.seed,
-                           target_mb=args.target_mb, shape=args.shape)
-    except FileExistsError:
-        parser.error(f"{args.path}: exists; choose a new path (an existing database is never overwritten)")
-    print(f"{path}: v1 database ({args.shape}), {path.stat().st_size / 1048576:.1f} MB")
-    return 0
+    return build_for_command_line(parser, "", args.path, args.shape, rows=args.rows, journal=args.journal,
+                                  seed=args.seed, target_mb=args.target_mb, shape=args.shape)
 
 
 if __name__ == "__main__":

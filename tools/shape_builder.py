@@ -174,29 +174,27 @@ class ShapeBuilder(TableDraws):
                 Column(name="success", kind="bool", sql="success", decl_type=success.decl_type),
                 Column(name="noted_at", kind="timestamp", sql="noted_at", decl_type="TEXT",
                        default="CURRENT_TIMESTAMP")])
-        if audit is not None and self.chance(0.9):
-            statements.append(self.trigger_sql(
-                "trg_enforcement_log_audit", f"AFTER INSERT ON {log_name} FOR EACH ROW",
-                f"INSERT INTO {audit.sql} (log_rowid, event, success) "
-                f"VALUES (NEW.rowid, 'insert', NEW.{success.sql});"))
-            kinds.append("after_insert_audit")
-        if self.chance(0.25):
-            when.null_rate, when.left_out = 0.0, False
-            statements.append(self.trigger_sql(
-                "trg_enforcement_log_validate", f"BEFORE INSERT ON {log_name} FOR EACH ROW WHEN NEW.{when.sql} IS NULL "
-                f"OR CAST(NEW.{success.sql} AS INTEGER) NOT IN (0, 1)",
-                "SELECT RAISE(ABORT, 'enforcement_log: timestamp required, success must be 0 or 1');"))
-            kinds.append("before_insert_raise")
-        if audit is not None and self.chance(0.3):
-            statements.append(self.trigger_sql(
-                "trg_enforcement_log_update", f"AFTER UPDATE OF {success.sql} ON {log_name}",
-                f"INSERT INTO {audit.sql} (log_rowid, event, success) "
-                f"VALUES (OLD.rowid, 'update', NEW.{success.sql});"))
-            kinds.append("after_update_audit")
-        if self.chance(0.15):
-            statements.append(self.trigger_sql("trg_enforcement_log_append_only", f"BEFORE DELETE ON {log_name}",
-                                               "SELECT RAISE(ABORT, 'enforcement_log is append-only');"))
-            kinds.append("before_delete_raise")
+        target = audit.sql if audit is not None else ""
+        # (needs the audit table, chance, kind, name, event, body), drawn in this order so a seed keeps its shape
+        drawn = (
+            (True, 0.9, "after_insert_audit", "trg_enforcement_log_audit", f"AFTER INSERT ON {log_name} FOR EACH ROW",
+             f"INSERT INTO {target} (log_rowid, event, success) VALUES (NEW.rowid, 'insert', NEW.{success.sql});"),
+            (False, 0.25, "before_insert_raise", "trg_enforcement_log_validate",
+             f"BEFORE INSERT ON {log_name} FOR EACH ROW WHEN NEW.{when.sql} IS NULL "
+             f"OR CAST(NEW.{success.sql} AS INTEGER) NOT IN (0, 1)",
+             "SELECT RAISE(ABORT, 'enforcement_log: timestamp required, success must be 0 or 1');"),
+            (True, 0.3, "after_update_audit", "trg_enforcement_log_update", f"AFTER UPDATE OF {success.sql} ON {log_name}",
+             f"INSERT INTO {target} (log_rowid, event, success) VALUES (OLD.rowid, 'update', NEW.{success.sql});"),
+            (False, 0.15, "before_delete_raise", "trg_enforcement_log_append_only", f"BEFORE DELETE ON {log_name}",
+             "SELECT RAISE(ABORT, 'enforcement_log is append-only');"),
+        )
+        for needs_audit, chance, kind, name, event, body in drawn:
+            if (needs_audit and audit is None) or not self.chance(chance):
+                continue
+            if kind == "before_insert_raise":  # every row must then have a timestamp
+                when.null_rate, when.left_out = 0.0, False
+            statements.append(self.trigger_sql(name, event, body))
+            kinds.append(kind)
         self.features["enforcement_log_triggers"] = kinds
         if self.chance(0.2):
             statements.append(self.order_history_trigger())

@@ -164,13 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.db:
         sys.stdout.write(shape.script())
         return 0
-    from make_state_db import build_v1_db  # the one builder (journal, size), here only for --db
-    try:
-        path = build_v1_db(args.db, rows=args.rows, journal="delete", seed=args.seed, shape=args.spec)
-    except FileExistsError:
-        parser.error(f"--db {args.db}: exists; choose a new path (the database is never overwritten)")
-    print(f"{path}: v1 database of shape {args.spec}, {path.stat().st_size / 1048576:.1f} MB")
-    return 0
+    from make_state_db import build_for_command_line  # the one builder (journal, size), here only for --db
+    return build_for_command_line(parser, "--db ", args.db, f"shape {args.spec}", rows=args.rows, journal="delete",
+                                  seed=args.seed, shape=args.spec)
 
 
 if __name__ == "__main__":
