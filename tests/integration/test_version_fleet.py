@@ -171,8 +171,13 @@ def test_mixed_fleet_up_and_every_way_down_through_the_playbooks(tmp_path):
 
         # One rollback, each host to the version just below its own, in place: 2->1, 3->2 and 4->3.
         before = {h: data_rows(fleet.db(h)) for h in fleet.hosts}
-        fleet.playbook("rollback.yml", "-e", "riskmgr_rollback_method=downgrade")
+        down = fleet.playbook("rollback.yml", "-e", "riskmgr_rollback_method=downgrade")
         assert_landed(fleet, {H1: (2, 1), H2: (3, 2), H3: (4, 3)}, before)
+        # The plan shown names each host's own move, and nothing of the versions it does not touch.
+        plan = {h: next(line for line in down.stdout.splitlines() if line.startswith(f"{h}: ")) for h in fleet.hosts}
+        for host, (start, to) in {H1: (2, 1), H2: (3, 2), H3: (4, 3)}.items():
+            assert f"is v{start} -> v{to} by downgrade" in plan[host], plan[host]
+        assert not re.search(r"v[12](?!\d)", plan[H3]), plan[H3]
 
         # The mixed fleet (v1, v2, v3) to the newest version in one run; a rerun changes nothing.
         before = {h: data_rows(fleet.db(h)) for h in fleet.hosts}
