@@ -7,7 +7,9 @@ real code paths that produce each text; the texts are read as an operator reads 
 """
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -163,3 +165,43 @@ def test_the_watch_and_the_report_line_name_the_upgrade():
               "backup": "/opt/rm/data/backups/state_v3_20261208T000000000000Z.db"}
     text = result_line(report)
     assert text.startswith("h: v3 -> v4; downtime 0.3 s") and uninvolved(text, 3, 4) == [], text
+
+
+def test_a_failed_upgrade_between_later_versions_says_so_and_goes_back_to_where_it_began(v1_db, catalog, tmp_path):
+    """The host-side unit for real: a v3 database, a daemon that refuses v4; the failure and the recovery."""
+    from ansible_run import module_defaults
+    from fixtures import wait_for
+    from host_processes import pid_is_running, read_pid
+    from pidfile_control import PidfileControl
+    at_version(v1_db, catalog, 3)
+    pidfile, log = tmp_path / "riskmgr.pid", tmp_path / "riskmgr.log"
+    control = PidfileControl(str(pidfile), [sys.executable, str(ROOT / "tools" / "riskmgr_standin.py"), "--db",
+                                            str(v1_db), "--pidfile", str(pidfile), "--log", str(log), "--interval-ms",
+                                            "20", "--refuse-version", "4"])
+    control.launch(10)
+    try:
+        wait_for(lambda: log.exists() and "Database schema version" in log.read_text())
+        settings = riskmgr_migrate.MigrateSettings.from_params({
+            **module_defaults("riskmgr_migrate"), "log_path": str(log), "process_match": "riskmgr_standin",
+            "settle": 0.3, "start_timeout": 10, "stop_timeout": 5})
+        with pytest.raises(riskmgr_migrate.MigrateError) as caught:
+            riskmgr_migrate.migrate_host(str(v1_db), str(tmp_path / "backups"), load_catalog(catalog), control,
+                                         settings, check_mode=False, want_diff=False)
+        text = str(caught.value)
+        assert f"{v1_db} (v3 -> v4): the upgrade failed while start" in text, text
+        # In place when the daemon wrote rows since the backup, else the backup: back at v3 either way.
+        assert re.search(r"was (returned to v3 in place, every row kept \(the v4 file was backed up first as "
+                         r"\S*state_v4_|restored from \S*state_v3_\S* \(v3\))", text), text
+        assert "runs again on v3" in text and text.endswith("rerun migrate.yml -e riskmgr_target_version=4.")
+        assert uninvolved(text, 3, 4) == [], text
+        # Asked to go down, the unit says which way and which playbook does it, before any stop.
+        migrate_database(str(v1_db), catalog, target_version=4)
+        down = riskmgr_migrate.MigrateSettings.from_params({**module_defaults("riskmgr_migrate"), "target_version": 3})
+        with pytest.raises(RiskmgrError, match=r"\(v4 -> v3 is a downgrade\); use rollback\.yml -e "
+                                               r"riskmgr_target_version=3"):
+            riskmgr_migrate.preview_migration(str(v1_db), str(tmp_path / "backups"), load_catalog(catalog), control,
+                                              down, check_mode=False, want_diff=False)
+    finally:
+        pid = read_pid(str(pidfile))
+        if pid and pid_is_running(pid):
+            os.kill(pid, signal.SIGKILL)
