@@ -27,6 +27,10 @@ options:
         C(steps) and the rest); one line each is shown, and the hosts whose C(change) is true (or whose
         C(release) link must switch, which restarts the daemon) and whose C(require_confirmation) is true
         are the ones asked about.
+      - Each line names the versions the host moves between, its own C(version) and the version it goes
+        to - the plan's C(to_version), else the host's C(riskmgr_target_version) (set per host by
+        C(migrate.yml) and C(rollback.yml), or given with C(-e)), else I(target_version) for a migrate
+        and 1 for a rollback (C(rollback_v2.yml)).
     type: list
     elements: dict
     required: true
@@ -41,7 +45,7 @@ options:
     choices: [migrate, rollback]
     required: true
   target_version:
-    description: The version a migrate run brings hosts to.
+    description: The version a migrate run brings hosts to, for a host whose plan and vars name none.
     type: int
     default: 2
   given:
