@@ -165,6 +165,16 @@ def test_the_watch_and_the_report_line_name_the_upgrade():
               "backup": "/opt/rm/data/backups/state_v3_20261208T000000000000Z.db"}
     text = result_line(report)
     assert text.startswith("h: v3 -> v4; downtime 0.3 s") and uninvolved(text, 3, 4) == [], text
+    back = dict(report, from_version=4, to_version=3, release={"version": 3, "now": "/opt/rm/releases/3"},
+                restored_from="/opt/rm/data/backups/state_v3_20261208T000000000000Z.db", backup=None,
+                kept_files=["/opt/rm/data/state.db.kept-rollback-v4-20261208T010000000000Z"])
+    text = result_line(back)
+    assert text.startswith("h: v4 -> v3;") and uninvolved(text, 3, 4) == [], text
+    two_to_four = riskmgr_migrate.failure_text("/opt/rm/data/state.db", "verify", RiskmgrError("a check failed"), {
+        "database": "restored from /opt/rm/data/backups/state_v2_20261208T000000000000Z.db (v2)", "kept": [],
+        "errors": [], "daemon": "runs again on v2 with release v2 (/opt/rm/releases/2), pid 7"}, (2, 4))
+    assert "(v2 -> v4): the upgrade failed while verify" in two_to_four and uninvolved(two_to_four, 2, 4) == []
+    assert two_to_four.endswith("rerun migrate.yml -e riskmgr_target_version=4.")
 
 
 def test_a_failed_upgrade_between_later_versions_says_so_and_goes_back_to_where_it_began(v1_db, catalog, tmp_path):
