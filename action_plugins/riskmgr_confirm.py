@@ -27,6 +27,10 @@ options:
         C(steps) and the rest); one line each is shown, and the hosts whose C(change) is true (or whose
         C(release) link must switch, which restarts the daemon) and whose C(require_confirmation) is true
         are the ones asked about.
+      - Each line names the versions the host moves between, its own C(version) and the version it goes
+        to - the plan's C(to_version), else the host's C(riskmgr_target_version) (set per host by
+        C(migrate.yml) and C(rollback.yml), or given with C(-e)), else I(target_version) for a migrate
+        and 1 for a rollback (C(rollback_v2.yml)).
     type: list
     elements: dict
     required: true
@@ -41,7 +45,7 @@ options:
     choices: [migrate, rollback]
     required: true
   target_version:
-    description: The version a migrate run brings hosts to.
+    description: The version a migrate run brings hosts to, for a host whose plan and vars name none.
     type: int
     default: 2
   given:
@@ -129,12 +133,13 @@ class ActionModule(ActionBase):
             "given": {"type": "bool", "default": False},
             "timeout": {"type": "int", "required": True},
         })
-        lines = plan_lines(args["plans"], args["action"], args["target_version"])
+        plans = with_target_versions(args["plans"], args["action"], args["target_version"], task_vars or {})
+        lines = plan_lines(plans, args["action"], args["target_version"])
         result.update(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None,
                       plan=lines, refusal=None)
         # One short line per host on the screen; every step, path and command with -v or --diff.
         full = display.verbosity > 0 or bool(self._task.diff)
-        for line in (lines if full else plan_lines(args["plans"], args["action"], args["target_version"], full=False)):
+        for line in (lines if full else plan_lines(plans, args["action"], args["target_version"], full=False)):
             display.display(line)
         if args["refused_hosts"]:
             return dict(result, refusal=f"not changed because {', '.join(args['refused_hosts'])} failed the preflight; "
@@ -188,31 +193,68 @@ def refusal(answer: dict, timeout: int) -> str:
             "riskmgr_require_confirmation=false.")
 
 
+def with_target_versions(plans: list, action: str, target_version: int, task_vars: Mapping) -> list:
+    """Each plan with its own `to_version`: the plan's, else the host's riskmgr_target_version (set per
+    host by migrate.yml and rollback.yml, or given with -e), else `target_version` for a migrate and the
+    design card's v1 for a rollback (rollback_v2.yml)."""
+    hostvars = task_vars.get("hostvars") or {}
+    done = []
+    for plan in plans:
+        to = plan.get("to_version")
+        if to in (None, ""):
+            try:
+                to = (hostvars.get(plan.get("host")) or {}).get("riskmgr_target_version")
+            except Exception:  # noqa: BLE001  (a host's vars that do not template: the run's own target)
+                to = None
+        if to in (None, ""):
+            to = target_version if action == "migrate" else 1
+        try:
+            to = int(to)
+        except (TypeError, ValueError):
+            to = target_version
+        done.append(dict(plan, to_version=to))
+    return done
+
+
+def versions_above(plan: dict) -> str:
+    """The versions a downgrade of this host undoes, newest first: "v4", "v4 and v3", "v4, v3 and v2"."""
+    try:
+        start, to = int(plan.get("version")), int(plan["to_version"])
+    except (TypeError, ValueError, KeyError):
+        return "the later versions"
+    names = [f"v{v}" for v in range(start, to, -1)] or [f"v{start}"]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def plan_lines(plans: list, action: str, target_version: int, full: bool = True) -> list[str]:
-    """One line per host: what it is, and what the run will do to it (or that it will not touch it);
-    not full: the steps counted by kind, the release, smoke test and watch named, not spelled out."""
+    """One line per host: what it is, and what the run will do to it (or that it will not touch it), naming
+    the versions it moves between; not full: the steps counted by kind, the release, smoke test and watch
+    named, not spelled out."""
     lines = []
     for plan in plans:
+        to = plan.get("to_version", target_version if action == "migrate" else 1)
         head = f"{plan['host']}: {plan['db']} is {plan['state']}"
         if action == "migrate":
             head += f" ({plan.get('size_mb')} MB, {plan.get('journal_mode')})"
             if not plan.get("change"):
                 lines.append(f"{head} -> nothing to do, the daemon will not be touched")
                 continue
-            lines.append(f"{head} -> {migration_text(plan, target_version, full)}"
-                         f"{after_start_text(plan, target_version, full)}")
+            lines.append(f"{head} -> {migration_text(plan, to, full)}"
+                         f"{after_start_text(plan, to, full)}")
         elif not plan.get("change"):
-            lines.append(f"{head} -> already v1, nothing to do"
-                         + ("; its daemon restarts on the v1 release" if release_switch(plan) else ""))
+            lines.append(f"{head} -> already v{to}, nothing to do"
+                         + (f"; its daemon restarts on the v{to} release" if release_switch(plan) else ""))
         elif plan.get("rollback_method") == "restore":
-            lines.append(f"{head} -> v1 by restore of {plan.get('backup')}; rows written since that backup, not in "
-                         f"it: {json.dumps(plan.get('rows_not_in_backup') or {})}, kept in "
+            lines.append(f"{head} -> v{to} by restore of {plan.get('backup')}; rows written since that backup, not "
+                         f"in it: {json.dumps(plan.get('rows_not_in_backup') or {})}, kept in "
                          f"{', '.join(plan.get('kept') or [])}")
         else:
-            lines.append(f"{head} -> v1 by downgrade; every row kept, dropped with the v2 objects: "
-                         f"{json.dumps(plan.get('data_dropped') or {})} (a backup of the v2 file is taken first)")
+            state = plan["state"] if str(plan.get("state", "")).startswith("v") else "current"
+            lines.append(f"{head} -> v{to} by downgrade; every row kept, dropped with the objects of "
+                         f"{versions_above(plan)}: {json.dumps(plan.get('data_dropped') or {})} (a backup of the "
+                         f"{state} file is taken first)")
         if action == "rollback" and plan.get("change") and plan.get("release"):
-            lines[-1] += f"; the daemon starts on the v1 release ({plan['release']['paths'].get('1')})"
+            lines[-1] += f"; the daemon starts on the v{to} release ({plan['release']['paths'].get(str(to))})"
     return lines
 
 

@@ -30,9 +30,17 @@ def poll_interval(seconds: float) -> float:
     return min(MAX_POLL_S, max(MIN_POLL_S, seconds / POLLS_PER_WINDOW))
 
 
-def progress_line(host: str, seconds: int, left: float, lines: int, pid, fail_regex: str) -> str:
-    return (f"{host}: watching the daemon (pid {pid}) for {seconds} s: {max(0, round(left))} s left, "
-            f"{lines} new log line{'s' if lines != 1 else ''} seen, none matching {fail_regex}")
+def on_versions(upgrade: dict | None) -> str:
+    """" on v4 (the upgrade v3 -> v4)", from the pending record the module read; empty without one."""
+    if not upgrade or upgrade.get("to_version") is None:
+        return ""
+    return f" on v{upgrade['to_version']} (the upgrade v{upgrade.get('from_version')} -> v{upgrade['to_version']})"
+
+
+def progress_line(host: str, seconds: int, left: float, lines: int, pid, fail_regex: str,
+                  upgrade: dict | None = None) -> str:
+    return (f"{host}: watching the daemon (pid {pid}){on_versions(upgrade)} for {seconds} s: {max(0, round(left))} s "
+            f"left, {lines} new log line{'s' if lines != 1 else ''} seen, none matching {fail_regex}")
 
 
 def failure_text(host: str, label: str, look: dict, watched: float, fail_regex: str) -> str:
@@ -46,7 +54,10 @@ def failure_text(host: str, label: str, look: dict, watched: float, fail_regex: 
         what = (f"the daemon logged {look['matched_count']} line{'s' if look['matched_count'] != 1 else ''} "
                 f"matching {fail_regex} {when}: {shown}")
     where = f" ({look['log']})" if look.get("log") else ""
-    return f"{host}: {what}{where}"
+    upgrade = look.get("upgrade") or {}
+    versions = f" (the upgrade v{upgrade.get('from_version')} -> v{upgrade['to_version']})" \
+        if upgrade.get("to_version") is not None else ""
+    return f"{host}: {what}{where}{versions}"
 
 
 class ActionModule(ActionBase):
@@ -91,10 +102,12 @@ class ActionModule(ActionBase):
             if last:
                 break
             display.display(progress_line(host, seconds, deadline - time.monotonic(), total_lines, look.get("pid"),
-                                          fail_regex))
+                                          fail_regex, look.get("upgrade")))
             time.sleep(max(0.0, min(poll_interval(seconds), deadline - time.monotonic())))
         result.update(changed=look.get("accepted", False), accepted=look.get("accepted", False), pid=look.get("pid"),
                       watched_seconds=round(time.monotonic() - began, 1), lines_seen=total_lines, looks=looks,
-                      msg=f"{host}: the daemon (pid {look.get('pid')}) ran {seconds} s ({label}) with "
+                      upgrade=look.get("upgrade"),
+                      msg=f"{host}: the daemon (pid {look.get('pid')}){on_versions(look.get('upgrade'))} ran {seconds} s "
+                          f"({label}) with "
                           f"{total_lines} new log lines, none matching {fail_regex}")
         return result

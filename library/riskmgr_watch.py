@@ -86,15 +86,21 @@ matched_count: {description: How many matched., type: int, returned: when polled
 mark: {description: Where the next poll reads from., type: raw, returned: when polled}
 log: {description: Where the lines are read (null when the daemon has no log to watch)., type: str, returned: when polled}
 accepted: {description: Whether this poll accepted the upgrade (removed its pending record)., type: bool, returned: always}
+upgrade:
+  description: The versions of the upgrade being watched, from its pending record (null when there is none).
+  type: dict
+  returned: when polled
+  sample: {from_version: 3, to_version: 4}
 """
 
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.daemon_watch import clear_pending, watch_poll, write_pending
+from ansible.module_utils.daemon_watch import clear_pending, read_pending, watch_poll, write_pending
 from ansible.module_utils.module_glue import DAEMON_SPEC, role_default, run_module_guarded
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import daemon_control
+from ansible.module_utils.sqlite_common import DaemonError
 
 
 def run(module: AnsibleModule) -> dict:
@@ -107,6 +113,11 @@ def run(module: AnsibleModule) -> dict:
     result = watch_poll(daemon_control(params, can_start=False), params["log_path"], params["process_match"],
                         params["pid"], params["mark"], params["fail_regex"])
     result["fail_regex"] = params["fail_regex"]  # the action's messages name it (the role's default when left out)
+    try:  # only to name the versions in the watch's lines: an unreadable record is the accept's business
+        record = read_pending(params["path"])
+    except DaemonError:
+        record = None
+    result["upgrade"] = {k: record.get(k) for k in ("from_version", "to_version")} if record else None
     healthy = result["alive"] and not result["matched_count"]
     result["accepted"] = bool(params["accept"] and healthy and clear_pending(params["path"], module.check_mode))
     result["changed"] = result["accepted"]

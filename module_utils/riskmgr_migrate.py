@@ -190,7 +190,8 @@ def preview_migration(path: str, backup_dir: str, catalog: Catalog, control: Dae
         return result
     if plan["direction"] != "up":
         raise RiskmgrError(f"{path}: riskmgr_migrate only upgrades (v{plan['from_version']} -> "
-                           f"v{plan['to_version']} is a downgrade); use rollback_v2.yml")
+                           f"v{plan['to_version']} is a downgrade); use rollback.yml -e "
+                           f"riskmgr_target_version={plan['to_version']}")
     problems = migration_write_problems(path)
     if problems:
         raise RiskmgrError(f"{path}: cannot be migrated in place: {'; '.join(problems)}")
@@ -252,7 +253,8 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
             not_stopped(path, before_version, result, err)
         result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, before_version, settings,
                                            served=phase == "smoke")
-        raise MigrateError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
+        raise MigrateError(failure_text(path, phase, err, result["recovery"], (before_version, target)),
+                           dict(result, changed=True)) from err
     result["to_version"] = target
     result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
     return result
@@ -287,7 +289,8 @@ def finish_migration(path: str, backup_dir: Path, catalog: Catalog, control: Dae
             not_stopped(path, result["from_version"], result, err)
         result["recovery"] = put_host_back(path, backup_dir, result, catalog, control, back_to, settings,
                                            served=bool(pending) or phase == "smoke")
-        raise MigrateError(failure_text(path, phase, err, result["recovery"]), dict(result, changed=True)) from err
+        raise MigrateError(failure_text(path, phase, err, result["recovery"], (back_to, result["to_version"])),
+                           dict(result, changed=True)) from err
     if result["stop"] and result["start"]:
         result["downtime_seconds"] = downtime_seconds(result["stop"], result["start"])
     return result
@@ -311,8 +314,10 @@ def not_stopped(path: str, version: int, result: dict, err: BaseException) -> No
     clear_pending(path)
     result["recovery"] = {"method": None, "kept": [], "errors": [], "version": version,
                           "database": f"untouched (v{version})", "daemon": "is still running (not stopped)"}
-    raise MigrateError(f"{path}: the upgrade failed while stop: {str(err).rstrip('.')}. The daemon was not "
-                       f"stopped; {path} was not touched. Fix the cause, then rerun migrate_v2.yml.",
+    versions = (version, result.get("to_version"))
+    raise MigrateError(f"{path}{versions_text(versions)}: the upgrade failed while stop: {str(err).rstrip('.')}. "
+                       f"The daemon was not stopped; {path} was not touched. Fix the cause, then rerun "
+                       f"{migrate_playbook(versions)}.",
                        dict(result, changed=False)) from err
 
 
@@ -346,8 +351,24 @@ def release_before(result: dict) -> str | None:
     return pending.get("release_before") or (result.get("release") or {}).get("linked")
 
 
-def failure_text(path: str, phase: str, err: BaseException, recovery: dict) -> str:
+def failure_text(path: str, phase: str, err: BaseException, recovery: dict, versions: tuple | None = None) -> str:
+    """One line: the database and its upgrade (from -> to), the step that failed and why, where the host was put back."""
     reason = str(err) if isinstance(err, RiskmgrError) else f"{type(err).__name__}: {err}"
     doing = "smoke-testing the daemon on the new version" if phase == "smoke" else phase
-    text = f"{path}: the upgrade failed while {doing}: {reason.rstrip('.')}. {recovery_text(path, recovery)}"
-    return text if recovery["errors"] else f"{text} Fix the cause, then rerun migrate_v2.yml."
+    text = (f"{path}{versions_text(versions)}: the upgrade failed while {doing}: {reason.rstrip('.')}. "
+            f"{recovery_text(path, recovery)}")
+    return text if recovery["errors"] else f"{text} Fix the cause, then rerun {migrate_playbook(versions)}."
+
+
+def versions_text(versions: tuple | None) -> str:
+    """" (v3 -> v4)": the versions the run moves between (empty when unknown)."""
+    if not versions or None in versions:
+        return ""
+    return f" (v{versions[0]} -> v{versions[1]})"
+
+
+def migrate_playbook(versions: tuple | None) -> str:
+    """The playbook that takes a host there again: the design card's migrate_v2.yml for v1 -> v2."""
+    if not versions or None in versions or tuple(versions) == (1, 2):
+        return "migrate_v2.yml"
+    return f"migrate.yml -e riskmgr_target_version={versions[1]}"

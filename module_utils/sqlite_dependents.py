@@ -1,9 +1,9 @@
 """The database's own objects that depend on what a change touches: listed in the preflight, and for a
 downgrade, refused before any stop when they use what the downgrade removes.
 
-A downgrade gives a table back its recorded v1 text and makes its indexes and triggers again from
-their own text, word for word: a trigger made on v2 that names NEW.execution_time_ms would be made
-again and fail every v1 insert (SQLite does not check a trigger's body when it is created), an
+A downgrade gives a table back its recorded text of the target version and makes its indexes and
+triggers again from their own text, word for word: a trigger made on v2 that names NEW.execution_time_ms
+would be made again on v1 and fail every v1 insert (SQLite does not check a trigger's body when it is created), an
 index on the column cannot be made again at all, a view over it is left unreadable. Each is named
 here with its fix, before the daemon stops.
 """
@@ -45,7 +45,7 @@ def dependents(conn: sqlite3.Connection, touched: dict[str, list[str]]) -> list[
     return found
 
 
-def downgrade_blockers(conn: sqlite3.Connection, steps, path: str) -> list[str]:
+def downgrade_blockers(conn: sqlite3.Connection, steps, path: str, target: int | None = None) -> list[str]:
     """The objects made after the migration that use a column the downgrade removes, each with its fix.
     Objects that go with a table or index the downgrade drops are not in the way."""
     removed = {s.name: list(s.data.get("columns_removed", [])) for s in steps if s.action == "rebuild"}
@@ -55,16 +55,18 @@ def downgrade_blockers(conn: sqlite3.Connection, steps, path: str) -> list[str]:
         if not entry["uses"] or fold(entry["name"]) in dropped or fold(entry["table"]) in dropped:
             continue
         found.append(f"{path}: {entry['kind']} {entry['name']} uses {', '.join(entry['uses'])}, which the downgrade "
-                     f"removes ({why(entry['kind'])}); drop it first ({DROP[entry['kind']]} "
+                     f"removes ({why(entry['kind'], target)}); drop it first ({DROP[entry['kind']]} "
                      f"{quote_identifier(entry['name'])}; keep its text from sqlite_master if it is needed again), or "
                      "roll back with riskmgr_rollback_method=restore (the pre-migration backup: rows written since "
                      "the migration are not in it)")
     return found
 
 
-def why(kind: str) -> str:
-    return {"trigger": "the downgrade makes it again word for word and every v1 insert would then fail",
-            "index": "it cannot be made again on the v1 table",
+def why(kind: str, target: int | None = None) -> str:
+    """Why such an object blocks a downgrade to `target` (named when known)."""
+    code, table = (f"v{target}", f"the v{target} table") if target is not None else ("the older", "the older table")
+    return {"trigger": f"the downgrade makes it again word for word and every insert of {code} code would then fail",
+            "index": f"it cannot be made again on {table}",
             "view": "it would be left unreadable"}[kind]
 
 

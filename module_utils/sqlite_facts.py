@@ -149,7 +149,7 @@ def planned(conn: sqlite3.Connection, catalog, request: FactsRequest, path: str)
             "data_dropped": data_dropped(conn, steps) if direction == "down" else {},
             # The triggers, views and indexes on what the change touches; for a downgrade, those in its way.
             "dependents": dependents(conn, {**added, **removed}),
-            "blockers": downgrade_blockers(conn, steps, path) if direction == "down" else [],
+            "blockers": downgrade_blockers(conn, steps, path, target) if direction == "down" else [],
             "breakers": upgrade_breakers(conn, added) if direction == "up" else []}
 
 

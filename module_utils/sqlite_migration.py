@@ -196,7 +196,7 @@ def planned_result(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
                    want_diff: bool) -> dict:
     """The plan on this connection's snapshot as the module result: steps, what a downgrade drops, the diff."""
     inspection, steps, direction = plan(conn, catalog, options, target, path)
-    refuse_blockers(conn, steps, direction, path)
+    refuse_blockers(conn, steps, direction, path, target)
     result = result_skeleton(inspection, steps, direction, target, catalog)
     if direction == "down":
         result["data_dropped"] = data_dropped(conn, steps)
@@ -235,7 +235,8 @@ def write_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
                 apply_downgrade(conn, catalog, options, steps, path)
             else:
                 apply_steps(conn, catalog, options, steps)
-            refuse_broken_writes(after(conn, proof, direction, path), "the transaction was rolled back, "
+            refuse_broken_writes(after(conn, proof, direction, path, (result["from_version"], target)),
+                                 "the transaction was rolled back, "
                                  "database left unchanged")
             result["write_proof"] = proof.as_dict()
             if before_commit is not None:
@@ -283,9 +284,10 @@ def proof_settings(conn: sqlite3.Connection) -> dict[str, int]:
     return {"foreign_keys": previous}
 
 
-def refuse_blockers(conn: sqlite3.Connection, steps: list[Step], direction: str, path: str) -> None:
+def refuse_blockers(conn: sqlite3.Connection, steps: list[Step], direction: str, path: str,
+                    target: int | None = None) -> None:
     """A downgrade refuses, before writing, the objects made since the migration that use what it removes."""
-    blockers = downgrade_blockers(conn, steps, path) if direction == "down" else []
+    blockers = downgrade_blockers(conn, steps, path, target) if direction == "down" else []
     if blockers:
         raise MigrationError(" | ".join(blockers) + "; nothing was changed")
 
@@ -322,7 +324,7 @@ def prove_change(path: str, catalog: Catalog, options: dict[str, bool], target: 
 
 def proof_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int,
                       path: str) -> dict:
-    _inspection, steps, direction = plan(conn, catalog, options, target, path)
+    inspection, steps, direction = plan(conn, catalog, options, target, path)
     if not [s for s in steps if s.action != "skip"]:
         return {"ok": True, "failures": [], "notes": ["no change planned"], "tables": [], "views": []}
     added, removed = altered_by(steps, direction)
@@ -343,7 +345,7 @@ def proof_transaction(conn: sqlite3.Connection, catalog: Catalog, options: dict[
             proof.failures = [f"{path}: {step.file} fails at {step.object}: {err}; " + clash_fix(conn, step, str(err))]
             break
     else:
-        after(conn, proof, direction, path)
+        after(conn, proof, direction, path, (inspection.version, target))
     return dict(proof.as_dict(), ok=not proof.failures)
 
 
@@ -399,13 +401,14 @@ def write_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, b
         begun = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            _inspection, steps, _direction = plan(conn, catalog, options, target, path)
+            inspection, steps, _direction = plan(conn, catalog, options, target, path)
             creates = [s for s in steps if s.action == "create"]
             batch = creates[:1] or [s for s in steps if s.action in ("adopt", "record")]
             # The v1 daemon writes on each committed step: a step that breaks its inserts never commits.
             proof = baseline(conn, *altered_by(batch, "up"))
             apply_steps(conn, catalog, options, batch)
-            refuse_broken_writes(after(conn, proof, "up", path), "this step was rolled back")
+            refuse_broken_writes(after(conn, proof, "up", path, (inspection.version, target)),
+                                 "this step was rolled back")
             conn.execute("COMMIT")
         except BaseException as err:
             if conn.in_transaction:

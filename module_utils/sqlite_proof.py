@@ -300,22 +300,32 @@ def fix_for(conn: sqlite3.Connection, culprit: str, columns: list[str], error: s
     return "fix the object named, or restore the database from a backup, then rerun"
 
 
-def after(conn: sqlite3.Connection, proof: Proof, direction: str, path: str) -> list[str]:
-    """The inserts and view reads again, on the changed schema; one refusal line per object it broke."""
+def code_of(version: int | None, fallback: str) -> str:
+    """Whose inserts a proof row stands for: "v3 code", or the fallback when the version is not known."""
+    return f"v{version} code" if version is not None else fallback
+
+
+def after(conn: sqlite3.Connection, proof: Proof, direction: str, path: str,
+          versions: tuple | None = None) -> list[str]:
+    """The inserts and view reads again, on the changed schema; one refusal line per object it broke.
+    `versions` (from, to) names whose code each insert stands for."""
+    start, to = versions or (None, None)
+    old, new_code = code_of(start, "the code before the change"), code_of(to, "the new code")
     failures = []
     for row in proof.rows:
         shape = table_shape(conn, row.table)
         if not shape:
             continue  # a table the change drops (a downgrade undoing the version that created it)
-        writers = [("as v1 and v2 code write it" if direction == "up" else "as the code writes it", dict(row.values))]
+        writers = [(f"as {old} and {new_code} write it" if direction == "up" else "as the code writes it",
+                    dict(row.values))]
         added = [c for c in proof.targets.get(row.table, []) if fold(c) in shape]
         if direction == "up" and added:
             new = dict(row.values, **{shape[fold(c)].name: added_value(shape[fold(c)]) for c in added})
-            writers = [(f"as v1 code writes it (without {', '.join(added)})", dict(row.values)),
-                       (f"as v2 code writes it (with {', '.join(added)})", new)]
+            writers = [(f"as {old} writes it (without {', '.join(added)})", dict(row.values)),
+                       (f"as {new_code} writes it (with {', '.join(added)})", new)]
         elif direction == "down":
             gone = proof.removed.get(row.table, [])
-            writers = [(f"as v1 code writes it (without {', '.join(gone)})" if gone else "as v1 code writes it",
+            writers = [(f"as {new_code} writes it (without {', '.join(gone)})" if gone else f"as {new_code} writes it",
                         dict(row.values))]
         broken: dict = {}  # (culprit, error) -> the writers it breaks: one line each, not one per writer
         for how, values in writers:
@@ -361,10 +371,12 @@ def altered_by(steps, direction: str) -> tuple[dict, dict]:
 SCHEMA_ERRORS = ("no such column", "values were supplied", "no such table", "has no column named", "no such function")
 
 
-def prove_current(conn: sqlite3.Connection, later_columns: dict) -> tuple[list[str], list[str], list[str]]:
+def prove_current(conn: sqlite3.Connection, later_columns: dict,
+                  version: int | None = None) -> tuple[list[str], list[str], list[str]]:
     """(failures, notes, tables proven) for the schema as it is now, inside the caller's savepoint-free
     write transaction (every insert is undone): each table later versions add columns to, and each table
-    whose triggers name one, written as v1 code writes it and, when the column is there, as v2 code does.
+    whose triggers name one, written as code without the later columns writes it and, when a column is there,
+    as the code of `version` does.
 
     With no state before to compare with, only what cannot be the row's fault fails: an error about the
     schema itself (a trigger naming a column that is gone, a copy whose column count no longer matches).
@@ -379,9 +391,10 @@ def prove_current(conn: sqlite3.Connection, later_columns: dict) -> tuple[list[s
         refused = []
         for values in candidate_rows(conn, table, {fold(c) for c in added}):
             without = f" (without {', '.join(here)})" if here else ""
-            writers = [(f"as v1 code writes it{without}", values)]
+            writers = [(f"as earlier code writes it{without}" if here else f"as {code_of(version, 'the code')} "
+                        "writes it", values)]
             if here:
-                writers.append((f"as v2 code writes it (with {', '.join(here)})",
+                writers.append((f"as {code_of(version, 'the new code')} writes it (with {', '.join(here)})",
                                 dict(values, **{shape[fold(c)].name: added_value(shape[fold(c)]) for c in here})))
             errors = [(how, v, insert(conn, table, v)) for how, v in writers]
             broken = [(how, v, e) for how, v, e in errors if e and any(s in e for s in SCHEMA_ERRORS)]

@@ -361,11 +361,11 @@ def later_columns(catalog: Catalog) -> dict[str, list[str]]:
     return found
 
 
-def check_writes(path: str, catalog: Catalog, busy_timeout_s: float) -> Check:
+def check_writes(path: str, catalog: Catalog, busy_timeout_s: float, target: int | None = None) -> Check:
     """The daemon's inserts on the database as it is: into each table a later version adds a column to
-    (and each table whose triggers name one), as v1 code writes it and, where the column is there, as v2
-    code does; in a BEGIN IMMEDIATE transaction that is always rolled back (the file never changes).
-    After a downgrade this is what the v1 daemon about to start will do."""
+    (and each table whose triggers name one), as code without those columns writes it and, where a column
+    is there, as the target's code does; in a BEGIN IMMEDIATE transaction that is always rolled back (the
+    file never changes). After a downgrade this is what the daemon of the target about to start will do."""
     real = os.path.realpath(path)
     if not (os.access(real, os.W_OK) and os.access(os.path.dirname(real), os.W_OK)):
         return Check("writes", True, "not run: this user cannot write the file or its directory, so it cannot try "
@@ -376,7 +376,7 @@ def check_writes(path: str, catalog: Catalog, busy_timeout_s: float) -> Check:
                 conn.execute("PRAGMA foreign_keys = 1")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                failures, notes, proven = prove_current(conn, later_columns(catalog))
+                failures, notes, proven = prove_current(conn, later_columns(catalog), target)
             finally:
                 conn.execute("ROLLBACK")
     except sqlite3.OperationalError as err:
@@ -467,7 +467,7 @@ def verify_database(path: str, migrations_dir: Catalog | str | Path, target_vers
                 conn.execute("ROLLBACK")  # read-only: nothing to commit, just end the snapshot
     except sqlite3.Error as err:
         raise VerificationError(sqlite_error_text(path, err, busy_timeout_s)) from err
-    checks.append(check_writes(path, catalog, busy_timeout_s))
+    checks.append(check_writes(path, catalog, busy_timeout_s, target))
     failed = [check.failure() for check in checks if not check.ok]
     return {
         "changed": False,
@@ -488,10 +488,11 @@ def failure_message(path: str, result: dict) -> str:
     """One line: which database, which version, every failed check, and what to do next."""
     target = result["target_version"]
     if target == BASELINE_VERSION:
-        remedy = ("keep the daemon stopped and restore another verified v1 backup (rollback_v2.yml), "
-                  "or fix the cause and verify again")
+        remedy = (f"keep the daemon stopped and restore another verified v{target} backup (rollback.yml -e "
+                  f"riskmgr_target_version={target}, or rollback_v2.yml from v2), or fix the cause and verify again")
     else:
-        playbooks = ("rollback_v2.yml", "migrate_v2.yml") if target == 2 else ("rollback.yml", "migrate.yml")
+        playbooks = ("rollback_v2.yml", "migrate_v2.yml") if target == 2 else \
+            ("rollback.yml", f"migrate.yml -e riskmgr_target_version={target}")
         remedy = (f"keep the daemon stopped; roll back with {playbooks[0]} (restores the verified pre-migration "
                   f"backup), or fix the cause and rerun {playbooks[1]}")
     failed = " | ".join(" ".join(line.split()) for line in result["failed_checks"])  # stays one line

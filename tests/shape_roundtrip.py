@@ -119,40 +119,123 @@ def round_trip(spec: str, workdir: Path, rows: int = 40) -> None:
     check(again["ok"], f"verify after migrating again: {again['failed_checks']}")
 
 
+def catalog_flags(migrations: Path) -> tuple[set[str], dict[int, str | None]]:
+    """(the reversible options of the catalog, {version: option of its irreversible file, None if always on}),
+    from the `-- riskmgr:` header lines of its files (docs/versions.md)."""
+    reversible, irreversible = set(), {}
+    for path in sorted(Path(migrations).glob("v*/*.sql")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("-- riskmgr:"):
+                continue
+            flags = line.split(":", 1)[1].split()
+            option = next((f.split("=", 1)[1] for f in flags if f.startswith("option=")), None)
+            if "irreversible" in flags:
+                irreversible[int(path.parent.name[1:])] = option
+            elif option:
+                reversible.add(option)
+    return reversible - {o for o in irreversible.values() if o}, irreversible
+
+
+def kept_rows(before: dict, after: dict) -> list[str]:
+    """The tables of `after` that lack a row of `before`, compared on the columns both have: a change
+    adds its columns at the end, a downgrade removes them from the end; a table the change dropped
+    (its rows counted in data_dropped) is not in `after`. The engine's history is the engine's."""
+    lost = []
+    for table, rows in after.items():
+        old = before.get(table) or []
+        if table.lower() in HISTORY_TABLES + ("sqlite_sequence",) or not old or not rows:
+            continue
+        width = min(len(rows[0]), len(old[0]))
+        if not {r[:width] for r in old} <= {r[:width] for r in rows}:
+            lost.append(table)
+    return lost
+
+
 def version_chain(spec: str, workdir: Path, rows: int = 40, migrations: Path | None = None, moves: int = 6) -> None:
     """Up one version at a time from v1 (each version's schema text kept as it was reached), then `moves`
-    random jumps up and down: each lands on that version's exact text, every v1 row, verified; a rerun
-    changes nothing. The walk is the seed's own, so a failure replays."""
+    random jumps up and down: each lands on that version's exact text, verified, and a rerun changes
+    nothing. Rows are written at every version, as the daemon would (the shape's own large tables grown,
+    and a row in each table a later version made): every row there before a move is there after it, in
+    the columns and tables the target version has. The catalog's optional files are on or off for the
+    walk (the seed's draw); at the end an irreversible one is turned on by a climb to the newest version,
+    and a move down across it is refused with the file untouched. The walk is the seed's own, so a
+    failure replays (python tests/shape_roundtrip.py --chains --seeds N)."""
     gather, _backup, migrate, verify = engine(workdir)
     migrations = migrations or versions_catalog(workdir)
     versions = sorted(int(d.name[1:]) for d in Path(migrations).iterdir() if d.is_dir() and d.name[1:].isdigit())
+    reversible, irreversible = catalog_flags(migrations)
+    rng, shape = random.Random(spec + ":chain"), shape_for(spec)
+    options = {name: rng.random() < 0.5 for name in sorted(reversible)}
+    blocking = {v for v, option in irreversible.items() if option is None}  # always applied: never crossed down
     db = build(spec, workdir / "state.db", rows)
-    data = every_row(db)
     facts = gather(str(db), str(migrations))
-    check((facts["state"], facts["problems"]) == ("v1", []), f"facts: {facts['state']} {facts['problems']}")
+    check((facts["state"], facts["problems"]) == ("v1", []), f"{spec}: facts: {facts['state']} {facts['problems']}")
+
+    def write_rows(version: int) -> None:
+        """What a daemon of this version writes: more rows in the shape's tables and in the later versions' tables."""
+        with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+            shape.grow(conn, 3, rng)
+            later = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                     if name not in texts_tables[versions[0]] and name.lower() not in HISTORY_TABLES
+                     and not name.startswith("sqlite_")]
+            for table in later:
+                try:
+                    conn.execute(f'INSERT INTO "{table}" DEFAULT VALUES')
+                except sqlite3.Error:  # NOT NULL columns without a default: a value in each, by its declared type
+                    columns = list(conn.execute(f'PRAGMA table_info("{table}")'))
+                    values = [rng.randint(10 ** 6, 10 ** 9) if "INT" in (r[2] or "").upper() else
+                              rng.random() * 1000 if (r[2] or "").upper() in ("REAL", "NUMERIC", "FLOAT", "DOUBLE")
+                              else f"v{version}-{rng.random():.9f}" for r in columns]
+                    conn.execute(f'INSERT INTO "{table}" ({", ".join(chr(34) + r[1] + chr(34) for r in columns)}) '
+                                 f'VALUES ({", ".join("?" for _ in columns)})', values)
+
+    texts_tables = {versions[0]: {name for (_type, name, _tbl, _sql) in master_entries(db) if _type == "table"}}
     texts = {versions[0]: master_entries(db)}
+    write_rows(versions[0])
     for version in versions[1:]:
-        migrate(str(db), migrations, target_version=version)
+        migrate(str(db), migrations, target_version=version, options=options)
         texts[version] = master_entries(db)
-    rng, here = random.Random(spec + ":chain"), versions[-1]
+        write_rows(version)
+    here = versions[-1]
     for _ in range(moves):
         target = rng.choice([v for v in versions if v != here])
-        done = migrate(str(db), migrations, target_version=target)
-        check(done["changed"] and done["to_version"] == target, f"v{here} -> v{target}: {done['direction']}")
+        where = f"{spec} (options {options}): v{here} -> v{target}"
+        before, before_bytes = every_row(db), db.read_bytes()
+        if target < here and blocking & set(range(target + 1, here + 1)):
+            refused_down(migrate, db, migrations, target, options, before_bytes, where)
+            continue
+        done = migrate(str(db), migrations, target_version=target, options=options)
+        check(done["changed"] and done["to_version"] == target, f"{where}: {done['direction']}")
         after = master_entries(db)
-        check(after == texts[target], f"v{here} -> v{target}: schema text differs: {sorted(after ^ texts[target], key=repr)[:3]}")
-        now = every_row(db)
-        # The AUTOINCREMENT counter of a schema_version the database had follows its version rows.
-        own = {**data, "sqlite_sequence": [r for r in data.get("sqlite_sequence", []) if r[0].lower() not in HISTORY_TABLES]}
-        now["sqlite_sequence"] = [r for r in now.get("sqlite_sequence", []) if r[0].lower() not in HISTORY_TABLES]
-        check(rows_kept(own, now, [t for t in own if t.lower() not in HISTORY_TABLES]) == [],
-              f"v{here} -> v{target}: v1 rows changed: {rows_kept(own, now, [t for t in own if t.lower() not in HISTORY_TABLES])}")
-        verified = verify(str(db), migrations, target_version=target, integrity="quick")
-        check(verified["ok"], f"verify v{target} after v{here} -> v{target}: {verified['failed_checks']}")
-        before = db.read_bytes()
-        check(not migrate(str(db), migrations, target_version=target)["changed"] and db.read_bytes() == before,
-              f"a rerun at v{target} changed something")
+        check(after == texts[target], f"{where}: schema text differs: {sorted(after ^ texts[target], key=repr)[:3]}")
+        lost = kept_rows(before, every_row(db))
+        check(lost == [], f"{where}: rows lost in {lost}")
+        verified = verify(str(db), migrations, target_version=target, options=options, integrity="quick")
+        check(verified["ok"], f"verify {where}: {verified['failed_checks']}")
+        again = db.read_bytes()
+        check(not migrate(str(db), migrations, target_version=target, options=options)["changed"]
+              and db.read_bytes() == again, f"{where}: a rerun at v{target} changed something")
         here = target
+        write_rows(here)
+    turned_on = [(v, o) for v, o in sorted(irreversible.items()) if o]
+    if turned_on:
+        version, option = turned_on[0]
+        options = dict(options, **{option: True})
+        migrate(str(db), migrations, target_version=versions[-1], options=options)
+        target = rng.choice([v for v in versions if v < version])
+        refused_down(migrate, db, migrations, target, options, db.read_bytes(),
+                     f"{spec} (options {options}): v{versions[-1]} -> v{target} across the irreversible v{version}")
+
+
+def refused_down(migrate, db: Path, migrations: Path, target: int, options: dict, before: bytes, where: str) -> None:
+    """A downgrade across an irreversible file: refused naming it, pointing to restore, the file untouched."""
+    try:
+        migrate(str(db), migrations, target_version=target, options=options)
+    except Exception as err:  # noqa: BLE001  (the engine's MigrationError, under any interpreter)
+        check("irreversible" in str(err) and "restore" in str(err), f"{where}: refused, but not as irreversible: {err}")
+    else:
+        raise AssertionError(f"{where}: a downgrade across an irreversible file was not refused")
+    check(db.read_bytes() == before, f"{where}: the refused downgrade changed the file")
 
 
 def run(seeds: list[int], rows: int, workdir: Path, chains: bool = False, migrations: Path | None = None) -> list[str]:
