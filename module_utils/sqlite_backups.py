@@ -92,6 +92,8 @@ def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | Non
     rollback journal is replayed by SQLite when the lock is taken). Rows still in -wal (a daemon
     that was killed) need the backup API instead, which reads them through SQLite. sha256 is None
     after a reflink (copy_method "reflink"): finish_backup hashes it outside the lock.
+    Only the copy stands in the downtime: its row counts, sha256 and fsync are left to finish_backup
+    (row_counts and sha256 None), which reads them from the copy beside the migration.
     """
     with closing(connect_writable(source, busy_timeout_s)) as conn:
         conn.execute("BEGIN IMMEDIATE")
@@ -99,10 +101,10 @@ def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | Non
             if not wal_is_empty(source):
                 return None
             journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
-            version, counts = current_version(conn), table_row_counts(conn)
+            version, counts = current_version(conn), None
             with open(source, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
-                copy_method, digest = copy_database_file(handle.fileno(), fd, size)
+                copy_method, digest = copy_database_file(handle.fileno(), fd, size, hash_later=True)
         finally:
             conn.execute("ROLLBACK")
     return {"journal_mode": journal_mode, "schema_version": version, "row_counts": counts, "sha256": digest,
@@ -112,6 +114,8 @@ def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | Non
 def confirm_backup(result: dict, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
     """quick_check the published backup and match its version and row counts with its manifest."""
     version, counts = check_backup_file(Path(result["backup"]), busy_timeout_s)
+    if result["row_counts"] is None:  # a file copy under the write lock: byte-identical, counted here
+        result["row_counts"] = counts
     if version != result["schema_version"] or counts != result["row_counts"]:
         raise BackupError(f"{result['backup']}: the copy reads v{version} with row counts {counts}, its manifest says "
                           f"v{result['schema_version']} with {result['row_counts']}; do not restore it")
@@ -191,6 +195,7 @@ def finish_backup(result: dict, source: Path, directory: Path, retention_days: i
         started = time.monotonic()
         pending = result.pop("manifest_pending", None)
         if pending is not None:
+            fsync_path(result["backup"])  # durable before the migration may commit over its source
             result["sha256"] = sha256_file(result["backup"])
         confirm_backup(result, busy_timeout_s)
         if pending is not None:
@@ -265,7 +270,6 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
         if copied is not None:
             if not same_file(fd, temp):
                 raise BackupError(f"{temp}: the temporary copy was replaced while it was written")
-            os.fsync(fd)
             journal_mode, version, counts = copied["journal_mode"], copied["schema_version"], copied["row_counts"]
             digest, size, copy_method = copied["sha256"], copied["size"], copied["copy_method"]
         else:
