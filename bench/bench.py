@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"work dir {work}; large fleet only: {args.fleet_hosts} hosts over ssh; {args.repeat} round(s) each")
     else:
         log(f"work dir {work}; sizes {args.sizes} MB; scaling {args.hosts} hosts; "
-            f"{'' if args.quick else f'fleet {args.fleet_hosts} hosts over ssh; '}{args.repeat} round(s) each")
+            f"{'' if args.quick or args.no_fleet else f'fleet {args.fleet_hosts} hosts over ssh; '}{args.repeat} round(s) each")
     try:
         if args.reflink_only:
             results["reflink"] = bench_reflink(args.sizes[-1], work, args.repeat, ddl_script(), fleets)
