@@ -5,7 +5,8 @@ private temp name (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, handed to the database'
 as root), published under its final name without ever replacing anything, and removed again on
 failure. A database file is copied as cheaply as its filesystem allows: a reflink (FICLONE: the
 copy shares the source's extents, whatever the size) where it has them, else copy_file_range, else a
-byte copy; the last two are hashed on the way, a reflink is hashed later by its caller.
+byte copy; a reflink is hashed later by its caller, the other two on the way or, for a database the
+caller copies with its daemon stopped (hash_later), later too.
 
 Plain Python, no Ansible import.
 """

@@ -4,7 +4,7 @@ A backup is one self-contained SQLite file (journal mode DELETE): with the daemo
 snapshot through the online backup API from a read-only connection (consistent while the daemon
 writes in WAL mode, and holding the committed rows that only sit in state.db-wal); with the daemon
 stopped, the file itself copied under SQLite's write lock: a reflink where the filesystem has them
-(hashed afterwards, by finish_backup), else a kernel or byte copy hashed on the way. Where it goes
+else a kernel or byte copy, hashed, counted and fsynced afterwards by finish_backup (beside the migration). Where it goes
 and how it is named, listed and pruned is backup_store; the files themselves, host_files.
 
 Plain Python, no Ansible import: pytest calls these functions on real files, and
@@ -242,10 +242,10 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
     """Copy, check, hash, publish and describe one backup; on any failure remove what we wrote.
 
     daemon_stopped: the caller stopped the daemon, so the file itself is copied under the write
-    lock (a reflink, else one kernel copy hashed on the way) unless -wal holds rows. That copy is
-    published unchecked (result["confirmed"] false): the caller runs finish_backup() on it, in
-    parallel with the migration, before anything relies on it. A reflink is published without its
-    sha256 and manifest: finish_backup hashes it and writes the manifest once the check passed.
+    lock (a reflink, else one kernel copy) unless -wal holds rows. That copy is published unchecked
+    (result["confirmed"] false) and without its sha256, row counts and manifest: the caller runs
+    finish_backup() on it, in parallel with the migration, before anything relies on it; that fsyncs,
+    hashes, checks and counts it, and writes the manifest once the check passed.
     Otherwise the backup API takes a snapshot that the daemon's writes do not disturb, and it is
     checked before it is published.
     needed (bytes, from the free-space check) is only quoted when the directory fills up meanwhile.
