@@ -22,7 +22,8 @@ import re
 import sqlite3
 import time
 
-from ansible.module_utils.sqlite_common import INTEGRITY_PRAGMAS, INTEGRITY_LINES, quote_identifier
+from ansible.module_utils.sqlite_common import (
+    INTEGRITY_LINES, INTEGRITY_PRAGMAS, identifier_list, integrity_result, quote_identifier)
 
 TABLE_ARGUMENT = (3, 33, 0)  # PRAGMA quick_check(TABLE) checks only that table from this SQLite on
 
@@ -44,9 +45,13 @@ def table_argument_supported(version: tuple[int, int, int] | None = None) -> boo
 
 
 def pragma_lines(conn: sqlite3.Connection, level: str, table: str | None) -> list[str]:
-    pragma = INTEGRITY_PRAGMAS[level]
-    argument = quote_identifier(table) if table else str(INTEGRITY_LINES)
-    lines = [row[0] for row in conn.execute(f"PRAGMA {pragma}({argument})")]
+    """The errors of quick_check / integrity_check, of one table (SQLite 3.33+) or of the whole file."""
+    if table is None:
+        return integrity_result(conn, level)["errors"]
+    if level == "integrity":
+        lines = [row[0] for row in conn.execute(f"PRAGMA integrity_check({quote_identifier(table)})")]
+    else:
+        lines = [row[0] for row in conn.execute(f"PRAGMA quick_check({quote_identifier(table)})")]
     return [] if lines == ["ok"] else lines[:INTEGRITY_LINES]
 
 
@@ -67,15 +72,16 @@ def table_rows(conn: sqlite3.Connection, table: str, besides: str) -> int:
     """COUNT(*) of a table read through an index other than `besides` (the smallest), else the table."""
     others = [r[1] for r in conn.execute(f"PRAGMA index_list({quote_identifier(table)})")
               if r[1].lower() != besides.lower() and not r[4]]  # r[4]: partial
-    source = f"INDEXED BY {quote_identifier(others[0])}" if others else "NOT INDEXED"
-    return conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)} {source}").fetchone()[0]
+    if others:
+        return conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)} "
+                            f"INDEXED BY {quote_identifier(others[0])}").fetchone()[0]
+    return conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)} NOT INDEXED").fetchone()[0]
 
 
 def scan_index(conn: sqlite3.Connection, index: str, table: str, columns: list[str]) -> str | None:
     """Read every entry of a new index; the problem found, or None."""
-    keys = ", ".join(quote_identifier(c) for c in columns)
     entries = conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)} INDEXED BY {quote_identifier(index)} "
-                           f"WHERE coalesce({keys}, 0) IS NOT NULL").fetchone()[0]
+                           f"WHERE coalesce({identifier_list(columns)}, 0) IS NOT NULL").fetchone()[0]
     rows = table_rows(conn, table, index)
     return None if entries == rows else f"index {index} holds {entries} entries, table {table} {rows} rows"
 
@@ -83,9 +89,8 @@ def scan_index(conn: sqlite3.Connection, index: str, table: str, columns: list[s
 def scan_table(conn: sqlite3.Connection, table: str) -> None:
     """Read every column of every row of a (new, small) table: what an old SQLite can check of it alone."""
     columns = [r[1] for r in conn.execute(f"PRAGMA table_info({quote_identifier(table)})")]
-    values = ", ".join(quote_identifier(c) for c in columns) or "0"
     conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)} NOT INDEXED "
-                 f"WHERE coalesce({values}, 0) IS NOT NULL").fetchone()
+                 f"WHERE coalesce({identifier_list(columns)}, 0) IS NOT NULL").fetchone()
 
 
 def check_touched(conn: sqlite3.Connection, level: str, touched: dict[str, list[str]],
