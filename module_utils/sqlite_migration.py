@@ -437,13 +437,10 @@ WRITER_TURN_S = 0.15  # longer than SQLite's longest busy-handler sleep (100 ms)
 
 
 def yield_to_writers(conn: sqlite3.Connection, turn_s: float = WRITER_TURN_S) -> float:
-    """Let a writer that waited for this step's lock commit before the next step takes it.
-
-    A waiting writer sleeps in its busy handler (up to 100 ms a time); without this pause the next
-    BEGIN IMMEDIATE gets the lock first, and the writer waits through several steps in a row, not one.
-    Returns once another connection committed (PRAGMA data_version moved) or after turn_s when
-    nobody writes; the seconds waited.
-    """
+    """Let a writer that waited for this step's lock commit before the next step takes it (it sleeps in its
+    busy handler, up to 100 ms a time: without this the next BEGIN IMMEDIATE wins, and it waits through
+    several steps in a row). Returns the seconds waited: until another connection committed (PRAGMA
+    data_version moved), or turn_s when nobody writes."""
     began = time.monotonic()
     seen = conn.execute("PRAGMA data_version").fetchone()[0]
     while time.monotonic() - began < turn_s:

@@ -440,10 +440,9 @@ def verify_database(path: str, migrations_dir: Catalog | str | Path, target_vers
                     integrity: str = "integrity", row_count_mode: str = "at_least",
                     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, baseline_from: str | None = None,
                     touched: dict | None = None) -> dict:
-    """Run every check on one read snapshot and return the module result (never writes a byte).
-    touched ({"tables", "indexes"} a migration wrote, sqlite_touched) limits the integrity check to them.
-    A failed check is a result (ok false, failed_checks); VerificationError / RiskmgrError means
-    the verification could not run at all (no such file, not SQLite, bad manifest, locked)."""
+    """Run every check on one read snapshot and return the module result (never writes a byte); touched
+    (what a migration wrote, sqlite_touched) limits the integrity check to it. A failed check is a result
+    (ok false, failed_checks); VerificationError / RiskmgrError: it could not run (not SQLite, locked...)."""
     started = time.monotonic()
     options = options or {}
     catalog = as_catalog(migrations_dir)
