@@ -247,6 +247,7 @@ def raw_report(host: str, run_id: str, action: str, check_mode: bool, settings: 
             "stop": first(unit_stop.get("stop_seconds"), stop.get("stop_seconds"), start.get("stop_seconds")),
             "backup": first(unit_backup.get("seconds"), backup.get("seconds")),
             "backup_check": unit_backup.get("confirm_seconds"),
+            "backup_check_wait": unit_backup.get("wait_seconds"),  # the commit waiting for it: downtime
             "migrate": first(unit_migration.get("seconds"), migrate.get("seconds")),
             "restore": restore.get("seconds"),
             "verify": first(unit_verify.get("seconds"), raw["verify"].get("seconds")),

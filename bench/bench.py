@@ -44,6 +44,7 @@ from bench_fleet import FLEET_HOSTS, SETTINGS_HOSTS, bench_fleet
 from bench_reflink import bench_reflink, reflink_table, reflink_target
 from bench_report import DOCS, evaluate, fleet_table, table, verdict, write_markdown
 from bench_sizes import bench_scaling, bench_size, ddl_script, module_rss
+from bench_targets import fleet_targets
 
 FULL_SIZES, QUICK_HOSTS, FULL_HOSTS = [10, 100, 600], [1, 2], [1, 4, 8]
 
@@ -69,6 +70,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="only the offline downtime on an XFS (reflink=1) loop mount against the DDL alone, "
                              "on the largest --sizes (needs root)")
     parser.add_argument("--no-mitogen", action="store_true", help="do not make or measure the Mitogen venv")
+    parser.add_argument("--no-fleet", action="store_true",
+                        help="leave out the large fleet over ssh (its controller CPU and task-count targets are then "
+                             "reported as not measured; bench/run --fleet-only measures them alone)")
     parser.add_argument("--markdown", type=Path, metavar="RESULTS_JSON",
                         help="rewrite the tables of docs/benchmarks.md (between its BEGIN/END markers) from a "
                              "results file of bench/run or bench/run --fleet-only, and exit")
@@ -76,6 +80,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick and args.fleet_only:
         parser.error("--quick and --fleet-only do not go together: --quick never measures the fleet")
+    if args.no_fleet and args.fleet_only:
+        parser.error("--no-fleet and --fleet-only do not go together")
     if args.reflink_only and (args.quick or args.fleet_only):
         parser.error("--reflink-only goes with neither --quick nor --fleet-only")
     sizes = sorted({int(s) for s in (args.sizes or ",".join(map(str, FULL_SIZES))).split(",") if s.strip()})
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"work dir {work}; large fleet only: {args.fleet_hosts} hosts over ssh; {args.repeat} round(s) each")
     else:
         log(f"work dir {work}; sizes {args.sizes} MB; scaling {args.hosts} hosts; "
-            f"{'' if args.quick else f'fleet {args.fleet_hosts} hosts over ssh; '}{args.repeat} round(s) each")
+            f"{'' if args.quick or args.no_fleet else f'fleet {args.fleet_hosts} hosts over ssh; '}{args.repeat} round(s) each")
     try:
         if args.reflink_only:
             results["reflink"] = bench_reflink(args.sizes[-1], work, args.repeat, ddl_script(), fleets)
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["reflink"] = bench_reflink(args.sizes[-1], work, args.repeat, script, fleets, largest_ref)
             largest_ref.unlink()
             results["scaling"] = bench_scaling(args.sizes[0], args.hosts, work, args.repeat, fleets)
-        if not (args.quick or args.reflink_only):
+        if not (args.quick or args.reflink_only or args.no_fleet):
             results["fleet"] = bench_fleet(args.sizes[0], args.fleet_hosts, args.settings_hosts, work, args.repeat,
                                            fleets, mitogen=not args.no_mitogen)
     except (BenchError, loopback_sshd.SshdError) as err:
@@ -177,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = evaluate(results, args.quick) if results["sizes"] else []
     if "reflink" in results:
         results["targets"].append(reflink_target(results["reflink"]))
+    if "fleet" in results:
+        results["targets"] += fleet_targets(results["fleet"])
+    elif args.no_fleet:
+        results["fleet_skipped"] = ("--no-fleet: the controller CPU-seconds and task counts per host were not measured "
+                                    "in this run (bench/run --fleet-only measures them)")
     text = "\n".join(part for part in (reflink_table(results["reflink"]) if "reflink" in results else "",
                                        table(results) if results["sizes"] else "",
                                        fleet_table(results["fleet"]) if "fleet" in results else "") if part)

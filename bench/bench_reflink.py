@@ -20,7 +20,7 @@ from bench_common import BenchError, Fleet, db_rows, fmt, log, ratio, remove_db,
 from bench_sizes import project_once, sqlite_ddl
 
 TARGET_REFLINK = 1.25  # offline downtime on a reflink filesystem <= 1.25 x the DDL alone (issue 20)
-PHASES = ("stop", "backup", "migrate", "verify", "start")
+PHASES = ("stop", "backup", "backup_check", "backup_check_wait", "migrate", "verify", "start")
 
 
 def ddl_once(ref: Path, scratch: Path, script: str, log_file: Path) -> float:
@@ -141,7 +141,7 @@ def reflink_table(reflink: dict) -> str:
                      f"{spread:>13}  {s['n']}")
     phases = reflink["phases_seconds"]
     parts = ", ".join(f"{k} {fmt(phases[k]['median'])}" for k in
-                      ("stop", "backup", "backup_check", "migrate", "verify", "start") if k in phases)
+                      PHASES if k in phases)
     lines.append(f"{'':>7}  project offline phases_seconds (median; backup_check runs beside migrate): {parts}")
     lines.append(f"{'':>7}  backup copy_method per round: {', '.join(map(str, reflink['copy_methods']))}")
     return "\n".join(lines)

@@ -17,8 +17,10 @@ from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_common import (BIN, DDL_FILES, MIGRATIONS, ONE_TASK, TIME_BIN, BenchError, Fleet, db_rows, local_fleet, log,
-                          playbook, recap_changed, remove_db, run, summary)
+from bench_common import (BIN, DDL_FILES, MIGRATIONS, ONE_TASK, TIME_BIN, WRITER_INTERVAL_MS, BenchError, Fleet, db_rows,
+                          local_fleet, log, playbook, recap_changed, remove_db, run, summary)
+
+FLOOR_SAMPLES = 3  # each floor is the median of at least this many measurements on the same file
 
 # --- the measurements -----------------------------------------------------------------------------
 
@@ -135,7 +137,10 @@ def online_once(fleet: Fleet, work: Path, label: str) -> dict:
     gap, rows_written = longest_write_gap(db, began, stop_at)
     after = db_rows(db)
     lost = {t: before[t] - after.get(t, 0) for t in before if after.get(t, 0) < before[t]}
+    # The stall: what the writer waited beyond its own interval, in the run that measured the transaction.
+    stall = None if gap is None else max(0.0, gap - WRITER_INTERVAL_MS / 1000)
     return {"wall": done.wall, "cpu": done.cpu, "downtime": float(report["downtime_seconds"]), "longest_gap": gap,
+            "stall": stall,
             "rows_during_run": rows_written, "longest_lock": report.get("longest_migration_lock_seconds"),
             "trouble": writer_trouble(log_path, log_offset), "rows_lost": lost, "phases": report["phases_seconds"]}
 
@@ -203,9 +208,10 @@ def bench_size(mb: int, work: Path, repeat: int, script: str, fleets: list) -> t
     scratch = work / f"scratch{mb}"
     scratch.mkdir()
     floor, manual, project = [], [], []
+    per_round = -(-FLOOR_SAMPLES // repeat)  # ceil: at least FLOOR_SAMPLES floors, spread over the rounds
     for i in range(repeat):
-        log(f"{mb} MB: round {i + 1}/{repeat}: floor, seed's manual order, project playbook")
-        floor.append(floor_once(ref, scratch, script, work / "sqlite.log"))
+        log(f"{mb} MB: round {i + 1}/{repeat}: floor x{per_round}, seed's manual order, project playbook")
+        floor += [floor_once(ref, scratch, script, work / "sqlite.log") for _ in range(per_round)]
         manual.append(manual_once(ref, scratch, script, work / "sqlite.log"))
         project.append(project_once(fleet, work, f"size{mb}-migrate-{i + 1}"))
     online, plain = [], []
@@ -248,6 +254,9 @@ def bench_size(mb: int, work: Path, repeat: int, script: str, fleets: list) -> t
         "online_cpu": summary([s["cpu"] for s in online]),
         "online_longest_gap": summary([s["longest_gap"] for s in online]),
         "online_longest_lock": summary([s["longest_lock"] for s in online if s["longest_lock"] not in (None, "")]),
+        "online_stall": summary([s["stall"] for s in online]),
+        "online_runs": [{"stall": s["stall"], "longest_lock": float(s["longest_lock"])
+                         if s["longest_lock"] not in (None, "") else None, "phases": s["phases"]} for s in online],
         "online_rows_during_run": [s["rows_during_run"] for s in online],
         "online_writer_trouble": [line for s in online for line in s["trouble"]],
         "online_rows_lost": [s["rows_lost"] for s in online if s["rows_lost"]],

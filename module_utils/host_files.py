@@ -5,7 +5,8 @@ private temp name (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, handed to the database'
 as root), published under its final name without ever replacing anything, and removed again on
 failure. A database file is copied as cheaply as its filesystem allows: a reflink (FICLONE: the
 copy shares the source's extents, whatever the size) where it has them, else copy_file_range, else a
-byte copy; the last two are hashed on the way, a reflink is hashed later by its caller.
+byte copy; a reflink is hashed later by its caller, the other two on the way or, for a database the
+caller copies with its daemon stopped (hash_later), later too.
 
 Plain Python, no Ansible import.
 """
@@ -221,12 +222,13 @@ def rollback_header(dst_fd: int) -> None:
         raise BackupError(f"unknown file format bytes {header[18:20].hex()} in the database header")
 
 
-def copy_database_file(src_fd: int, dst_fd: int, size: int) -> tuple[str, str | None]:
+def copy_database_file(src_fd: int, dst_fd: int, size: int, hash_later: bool = False) -> tuple[str, str | None]:
     """Copy a SQLite file of size bytes as one self-contained file; (how, sha256 or None).
 
     A reflink costs the same whatever the size, so its sha256 is left to the caller (None), who
     reads it back outside the downtime; a copy_file_range or byte copy is hashed on the way (see
-    copy_hashing). Either way the header ends in rollback-journal format.
+    copy_hashing), unless hash_later: then it is copied alone and hashed by the caller too, beside
+    the migration (the hash reads the copy back either way). The header ends in rollback-journal format.
     """
     if clone_file(src_fd, dst_fd):
         if os.fstat(dst_fd).st_size != size:
@@ -235,7 +237,14 @@ def copy_database_file(src_fd: int, dst_fd: int, size: int) -> tuple[str, str | 
         rollback_header(dst_fd)  # copy-on-write: the source's block stays as it was
         return REFLINK, None
     methods: list[str] = []
-    digest = copy_hashing(src_fd, dst_fd, size, methods)
+    if hash_later:
+        digest = None
+        for offset in range(0, size, COPY_CHUNK):
+            methods.append(copy_range(src_fd, dst_fd, offset, min(COPY_CHUNK, size - offset)))
+        if size:
+            rollback_header(dst_fd)
+    else:
+        digest = copy_hashing(src_fd, dst_fd, size, methods)
     return (BYTE_COPY if BYTE_COPY in methods else KERNEL_COPY), digest
 
 

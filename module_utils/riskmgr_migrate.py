@@ -32,6 +32,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ from ansible.module_utils.sqlite_backups import backup_database, finish_backup
 from ansible.module_utils.sqlite_catalog import Catalog
 from ansible.module_utils.sqlite_common import RiskmgrError, migration_write_problems, sqlite_error_text
 from ansible.module_utils.sqlite_migration import migrate_database, prove_change
+from ansible.module_utils.sqlite_touched import touched_objects
 from ansible.module_utils.sqlite_verification import failure_message, verify_database
 
 # What a lost controller or connection sends: ssh's hangup, Ctrl-C passed on, a closed pipe, and
@@ -124,6 +126,7 @@ class BackupCheck:
     def __init__(self, backup: dict, source: Path, backup_dir: Path, retention_days: int, max_backups: int,
                  busy_timeout_s: float) -> None:
         self.error: BaseException | None = None
+        self.waited = 0.0
         self.thread = threading.Thread(
             target=self.run, name="backup-check", daemon=True,
             args=(backup, source, backup_dir, retention_days, max_backups, busy_timeout_s))
@@ -136,8 +139,14 @@ class BackupCheck:
             self.error = err
 
     def wait(self) -> None:
-        """Block until the check is done; raise what it raised (the caller's transaction then rolls back)."""
+        """Block until the check is done; raise what it raised (the caller's transaction then rolls back).
+
+        The time blocked here is the check standing between the stop and the start (the DDL finished
+        first): the backup's wait_seconds, a phase of its own in the report.
+        """
+        began = time.monotonic()
         self.thread.join()
+        self.waited += time.monotonic() - began
         if self.error is not None:
             raise self.error
 
@@ -234,12 +243,16 @@ def run_downtime(path: str, backup_dir: Path, catalog: Catalog, control: DaemonC
                                                    busy_timeout_s=settings.busy_timeout_s, before_commit=check.wait)
         finally:
             check.thread.join()  # also when the migration failed first: the backup is checked either way
+            result["backup"]["wait_seconds"] = round(check.waited, 4)
         if check.error is not None:
             raise check.error
         phase = "verify"
+        # Only what the change wrote is checked here: the v1 b-trees were checked before the stop, and
+        # again in the byte-identical backup (sqlite_touched; docs/guarantees.md, "What is checked when").
         result["verification"] = verify_database(path, catalog, target, settings.options,
                                                  manifest=result["backup"]["manifest"], integrity=settings.integrity,
-                                                 row_count_mode="equal", busy_timeout_s=settings.busy_timeout_s)
+                                                 row_count_mode="equal", busy_timeout_s=settings.busy_timeout_s,
+                                                 touched=touched_objects(result["migration"]["steps"]))
         if not result["verification"]["ok"]:
             raise RiskmgrError(failure_message(path, result["verification"]))
         phase = "start"

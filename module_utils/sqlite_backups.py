@@ -4,7 +4,7 @@ A backup is one self-contained SQLite file (journal mode DELETE): with the daemo
 snapshot through the online backup API from a read-only connection (consistent while the daemon
 writes in WAL mode, and holding the committed rows that only sit in state.db-wal); with the daemon
 stopped, the file itself copied under SQLite's write lock: a reflink where the filesystem has them
-(hashed afterwards, by finish_backup), else a kernel or byte copy hashed on the way. Where it goes
+else a kernel or byte copy, hashed, counted and fsynced afterwards by finish_backup (beside the migration). Where it goes
 and how it is named, listed and pruned is backup_store; the files themselves, host_files.
 
 Plain Python, no Ansible import: pytest calls these functions on real files, and
@@ -93,6 +93,8 @@ def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | Non
     rollback journal is replayed by SQLite when the lock is taken). Rows still in -wal (a daemon
     that was killed) need the backup API instead, which reads them through SQLite. sha256 is None
     after a reflink (copy_method "reflink"): finish_backup hashes it outside the lock.
+    Only the copy stands in the downtime: its row counts, sha256 and fsync are left to finish_backup
+    (row_counts and sha256 None), which reads them from the copy beside the migration.
     """
     with closing(connect_writable(source, busy_timeout_s)) as conn:
         conn.execute("BEGIN IMMEDIATE")
@@ -100,10 +102,10 @@ def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | Non
             if not wal_is_empty(source):
                 return None
             journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
-            version, counts = current_version(conn), table_row_counts(conn)
+            version, counts = current_version(conn), None
             with open(source, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
-                copy_method, digest = copy_database_file(handle.fileno(), fd, size)
+                copy_method, digest = copy_database_file(handle.fileno(), fd, size, hash_later=True)
         finally:
             conn.execute("ROLLBACK")
     return {"journal_mode": journal_mode, "schema_version": version, "row_counts": counts, "sha256": digest,
@@ -113,6 +115,8 @@ def locked_file_copy(source: Path, fd: int, busy_timeout_s: float) -> dict | Non
 def confirm_backup(result: dict, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
     """quick_check the published backup and match its version and row counts with its manifest."""
     version, counts = check_backup_file(Path(result["backup"]), busy_timeout_s)
+    if result["row_counts"] is None:  # a file copy under the write lock: byte-identical, counted here
+        result["row_counts"] = counts
     if version != result["schema_version"] or counts != result["row_counts"]:
         raise BackupError(f"{result['backup']}: the copy reads v{version} with row counts {counts}, its manifest says "
                           f"v{result['schema_version']} with {result['row_counts']}; do not restore it")
@@ -193,6 +197,7 @@ def finish_backup(result: dict, source: Path, directory: Path, retention_days: i
         started = time.monotonic()
         pending = result.pop("manifest_pending", None)
         if pending is not None:
+            fsync_path(result["backup"])  # durable before the migration may commit over its source
             result["sha256"] = sha256_file(result["backup"])
         confirm_backup(result, busy_timeout_s)
         if pending is not None:
@@ -239,10 +244,10 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
     """Copy, check, hash, publish and describe one backup; on any failure remove what we wrote.
 
     daemon_stopped: the caller stopped the daemon, so the file itself is copied under the write
-    lock (a reflink, else one kernel copy hashed on the way) unless -wal holds rows. That copy is
-    published unchecked (result["confirmed"] false): the caller runs finish_backup() on it, in
-    parallel with the migration, before anything relies on it. A reflink is published without its
-    sha256 and manifest: finish_backup hashes it and writes the manifest once the check passed.
+    lock (a reflink, else one kernel copy) unless -wal holds rows. That copy is published unchecked
+    (result["confirmed"] false) and without its sha256, row counts and manifest: the caller runs
+    finish_backup() on it, in parallel with the migration, before anything relies on it; that fsyncs,
+    hashes, checks and counts it, and writes the manifest once the check passed.
     Otherwise the backup API takes a snapshot that the daemon's writes do not disturb, and it is
     checked before it is published.
     needed (bytes, from the free-space check) is only quoted when the directory fills up meanwhile.
@@ -267,7 +272,6 @@ def write_backup(source: Path, directory: Path, busy_timeout_s: float, clock: Ca
         if copied is not None:
             if not same_file(fd, temp):
                 raise BackupError(f"{temp}: the temporary copy was replaced while it was written")
-            os.fsync(fd)
             journal_mode, version, counts = copied["journal_mode"], copied["schema_version"], copied["row_counts"]
             digest, size, copy_method = copied["sha256"], copied["size"], copied["copy_method"]
         else:

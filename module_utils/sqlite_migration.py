@@ -380,9 +380,10 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
     """
     started = time.monotonic()
     applied: list[Step] = []
+    windows: list[tuple[float, float]] = []  # (began, ended) of each transaction, epoch seconds
     settings = proof_settings(conn)
     try:
-        write_steps(conn, catalog, options, target, path, busy_timeout_s, applied)
+        write_steps(conn, catalog, options, target, path, busy_timeout_s, applied, windows)
     finally:
         put_back(conn, settings)
     result["steps"] = [s.as_dict() for s in applied]
@@ -392,10 +393,11 @@ def write_in_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str
     result["longest_transaction_seconds"] = round(max((s.data.get("transaction_seconds", 0) for s in applied),
                                                       default=0.0), 4)
     result["transactions"] = len({s.data.get("transaction") for s in applied})
+    result["transaction_windows"] = windows
 
 
 def write_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, bool], target: int, path: str,
-                busy_timeout_s: float, applied: list[Step]) -> None:
+                busy_timeout_s: float, applied: list[Step], windows: list) -> None:
     transactions = 0
     while True:
         begun = time.monotonic()
@@ -421,6 +423,7 @@ def write_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, b
                 raise MigrationError(f"{sqlite_error_text(path, err, busy_timeout_s)}{done}") from err
             raise
         transactions += 1
+        windows.append((round(time.time() - (time.monotonic() - begun), 4), round(time.time(), 4)))
         for step in batch:
             step.data = dict(step.data, transaction=transactions, transaction_seconds=time.monotonic() - begun)
         applied.extend(batch)
@@ -430,6 +433,24 @@ def write_steps(conn: sqlite3.Connection, catalog: Catalog, options: dict[str, b
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if not creates:
             break
+        yield_to_writers(conn)
+
+
+WRITER_TURN_S = 0.15  # longer than SQLite's longest busy-handler sleep (100 ms) plus one short write
+
+
+def yield_to_writers(conn: sqlite3.Connection, turn_s: float = WRITER_TURN_S) -> float:
+    """Let a writer that waited for this step's lock commit before the next step takes it (it sleeps in its
+    busy handler, up to 100 ms a time: without this the next BEGIN IMMEDIATE wins, and it waits through
+    several steps in a row). Returns the seconds waited: until another connection committed (PRAGMA
+    data_version moved), or turn_s when nobody writes."""
+    began = time.monotonic()
+    seen = conn.execute("PRAGMA data_version").fetchone()[0]
+    while time.monotonic() - began < turn_s:
+        time.sleep(0.002)
+        if conn.execute("PRAGMA data_version").fetchone()[0] != seen:
+            break
+    return time.monotonic() - began
 
 
 # --- showing what changes ------------------------------------------------------------------------------

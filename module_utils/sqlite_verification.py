@@ -4,14 +4,12 @@ Every check runs, and every failed one is reported, so one run tells the operato
 that is wrong. All of them read one snapshot: a single read transaction on a read-only
 connection, safe while the daemon writes (in WAL mode the daemon is not even slowed down).
 
-The seed's seven checks (schema_version, v1_tables, schema_version_table, optional_table,
-indexes, integrity, sample_queries) plus: definitions (every object has the shape the
-migration files intend, sqlite_schema.inspect), foreign_keys, row_counts (against a backup
-manifest), query_plans (each index is really used for the query named by its `-- used-by:`
-line) and checksums (the applied files recorded in the history are still the files on disk).
+The seed's seven checks (schema_version, v1_tables, schema_version_table, optional_table, indexes,
+integrity, sample_queries) plus: definitions (every object has the shape the migration files intend,
+sqlite_schema.inspect), foreign_keys, row_counts (against a backup manifest), query_plans (each index
+serves its `-- used-by:` query) and checksums (the recorded applied files are still those on disk).
 
-Plain Python, no Ansible import: pytest calls verify_database() on real files, and
-library/sqlite_verify.py only wires it to Ansible.
+Plain Python, no Ansible import: library/sqlite_verify.py only wires verify_database() to Ansible.
 """
 from __future__ import annotations
 
@@ -35,6 +33,7 @@ from ansible.module_utils.sqlite_schema import (
     read_versions)
 from ansible.module_utils.sqlite_proof import foreign_keys_declared, prove_current
 from ansible.module_utils.sqlite_shapes import Names, fold, index_shape
+from ansible.module_utils.sqlite_touched import check_touched
 
 SAMPLE_TABLES = ("enforcement_log", "positions", "orders")
 INTEGRITY_LEVELS = ("integrity", "quick", "none")
@@ -176,9 +175,11 @@ def check_indexes(conn: sqlite3.Connection, wanted: list[str]) -> Check:
     return Check("indexes", True, f"all {len(wanted)} required indexes exist: {', '.join(wanted)}")
 
 
-def check_integrity(conn: sqlite3.Connection, level: str) -> Check:
+def check_integrity(conn: sqlite3.Connection, level: str, touched: dict | None = None) -> Check:
     if level == "none":
         return Check("integrity", True, "not run (integrity: none)")
+    if touched is not None:  # only what a migration just wrote (sqlite_touched): the downtime's check
+        return Check("integrity", *check_touched(conn, level, touched))
     try:
         outcome = integrity_result(conn, level)
     except sqlite3.DatabaseError as err:  # some damage stops the pragma itself before it can list errors
@@ -409,8 +410,8 @@ def schema_checks(conn: sqlite3.Connection, catalog: Catalog, options: dict[str,
 
 def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options: dict[str, bool],
                integrity: str, expected_counts: dict[str, int] | None, row_count_mode: str,
-               manifest: str | None, before: tuple[dict | None, str | None] = (None, None)
-               ) -> tuple[list[Check], Inspection | None, dict[str, int]]:
+               manifest: str | None, before: tuple[dict | None, str | None] = (None, None),
+               touched: dict | None = None) -> tuple[list[Check], Inspection | None, dict[str, int]]:
     baseline = catalog.baseline_version
     indexes = required_indexes(catalog, target, options)
     count_errors: dict[str, str] = {}
@@ -422,7 +423,7 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
         guarded("schema_version_table", check_schema_version_table, conn, target, baseline),
         guarded("optional_table", check_optional_table, conn, catalog, target, options),
         guarded("indexes", check_indexes, conn, [name for name, _ in indexes]),
-        guarded("integrity", check_integrity, conn, integrity),
+        guarded("integrity", check_integrity, conn, integrity, touched),
         guarded("sample_queries", check_sample_queries, conn),
         definitions,
         guarded("foreign_keys", check_foreign_keys, conn, *before),
@@ -437,12 +438,11 @@ def run_checks(conn: sqlite3.Connection, catalog: Catalog, target: int, options:
 def verify_database(path: str, migrations_dir: Catalog | str | Path, target_version: int | None = None,
                     options: dict[str, bool] | None = None, manifest: str | None = None,
                     integrity: str = "integrity", row_count_mode: str = "at_least",
-                    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, baseline_from: str | None = None) -> dict:
-    """Run every check on one read snapshot and return the module result (never writes a byte).
-
-    A failed check is a result (ok false, failed_checks); VerificationError / RiskmgrError means
-    the verification could not run at all (no such file, not SQLite, bad manifest, locked).
-    """
+                    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, baseline_from: str | None = None,
+                    touched: dict | None = None) -> dict:
+    """Run every check on one read snapshot and return the module result (never writes a byte); touched
+    (what a migration wrote, sqlite_touched) limits the integrity check to it. A failed check is a result
+    (ok false, failed_checks); VerificationError / RiskmgrError: it could not run (not SQLite, locked...)."""
     started = time.monotonic()
     options = options or {}
     catalog = as_catalog(migrations_dir)
@@ -462,7 +462,7 @@ def verify_database(path: str, migrations_dir: Catalog | str | Path, target_vers
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 version = current_version(conn)
                 checks, inspection, counts = run_checks(conn, catalog, target, options, integrity, expected,
-                                                        row_count_mode, manifest, before)
+                                                        row_count_mode, manifest, before, touched)
             finally:
                 conn.execute("ROLLBACK")  # read-only: nothing to commit, just end the snapshot
     except sqlite3.Error as err:

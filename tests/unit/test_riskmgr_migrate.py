@@ -138,6 +138,10 @@ def test_upgrade_stops_backs_up_migrates_verifies_and_starts_once(make_host):
     assert not ignored & (1 << (signal.SIGHUP - 1) | 1 << (signal.SIGTERM - 1) | 1 << (signal.SIGINT - 1))
     assert 0 < result["downtime_seconds"] <= result["start"]["healthy_at"] - result["stop"]["stop_requested_at"]
     assert verify_database(str(host.db), host.catalog, 2)["ok"]
+    # While the daemon was down only what the change wrote was checked; the backup's check ran beside the DDL.
+    integrity = next(c for c in result["verification"]["checks"] if c["name"] == "integrity")
+    assert "index idx_orders_state_account" in integrity["detail"] and "trade_history" not in integrity["detail"]
+    assert result["backup"]["wait_seconds"] >= 0 and result["backup"]["confirm_seconds"] > 0
     assert row_counts(host.db)["enforcement_log"] >= manifest["row_counts"]["enforcement_log"]
 
 
@@ -217,6 +221,31 @@ def test_a_backup_that_fails_its_check_stops_the_migration_from_committing(make_
     assert caught.value.fail_result["failed_phase"] == "migrate"
     assert "quick_check of the copy failed" in str(caught.value)
     assert "is v1, as the run left it" in str(caught.value)
+    assert version_of(host.db) == 1 and host.pid() and host.logged_versions()[-1] == 1
+
+
+def test_a_copy_that_fails_its_real_check_later_still_puts_the_host_back(make_host, monkeypatch):
+    host = make_host(rows=2000)
+    host.start()
+    seen = {}
+
+    def corrupt_then_check(result, *args, **kwargs):
+        # The copy was made under the lock and published unchecked, unhashed and uncounted: damage it now.
+        backup = Path(result["backup"])
+        seen.update(copy_method=result["copy_method"], sha256=result["sha256"], counts=result["row_counts"])
+        with open(backup, "r+b") as handle:
+            for offset in range(2 * 4096, backup.stat().st_size - 4096, 3 * 4096):
+                handle.seek(offset + 100)
+                handle.write(os.urandom(4096 - 200))
+        return sqlite_backups.finish_backup(result, *args, **kwargs)
+    monkeypatch.setattr(riskmgr_migrate, "finish_backup", corrupt_then_check)
+    with pytest.raises(MigrateError) as caught:
+        host.upgrade()
+    result = caught.value.fail_result
+    assert seen == {"copy_method": "copy_file_range", "sha256": None, "counts": None}
+    assert result["failed_phase"] == "migrate" and "quick_check of the copy failed" in str(caught.value)
+    assert "is v1, as the run left it" in str(caught.value)
+    assert not result["backup"]["confirmed"] and not Path(result["backup"]["manifest"]).exists()
     assert version_of(host.db) == 1 and host.pid() and host.logged_versions()[-1] == 1
 
 
