@@ -52,6 +52,12 @@ options:
     description: Seconds to wait for the answer (at least 1).
     type: int
     required: true
+  summary:
+    description:
+      - C(dir) and C(run_id) of the run's reports. When given and no host goes on to play 2 (none needs a change,
+        a daemon started or a release switched), the summary of the run is published here, as M(riskmgr_report)
+        with C(summary) does (the preflight reported each host).
+    type: dict
 author: [Risk Platform team]
 """
 
@@ -128,6 +134,7 @@ class ActionModule(ActionBase):
             "target_version": {"type": "int", "default": 2},
             "given": {"type": "bool", "default": False},
             "timeout": {"type": "int", "required": True},
+            "summary": {"type": "dict"},
         })
         lines = plan_lines(args["plans"], args["action"], args["target_version"])
         result.update(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None,
@@ -139,6 +146,9 @@ class ActionModule(ActionBase):
         if args["refused_hosts"]:
             return dict(result, refusal=f"not changed because {', '.join(args['refused_hosts'])} failed the preflight; "
                                         "no daemon was stopped anywhere. Fix them (or leave them out with -l) and rerun.")
+        if args["summary"] and not any(needs_play_2(plan) for plan in args["plans"]):
+            result.update(publish_summary(args["summary"], args["action"], bool(self._task.check_mode),
+                                          [plan["host"] for plan in args["plans"]], (task_vars or {}).get("hostvars", {})))
         asking = [plan["host"] for plan in args["plans"]
                   if (plan.get("change") or release_switch(plan)) and plan.get("require_confirmation")]
         if not asking or args["given"]:
@@ -214,6 +224,29 @@ def plan_lines(plans: list, action: str, target_version: int, full: bool = True)
         if action == "rollback" and plan.get("change") and plan.get("release"):
             lines[-1] += f"; the daemon starts on the v1 release ({plan['release']['paths'].get('1')})"
     return lines
+
+
+def needs_play_2(plan: dict) -> bool:
+    """Whether play 2 has something to do on the host (riskmgr_preflight put it into its group)."""
+    return bool(plan.get("change") or not plan.get("daemon_seen", True) or release_switch(plan))
+
+
+def publish_summary(where: dict, action: str, check_mode: bool, hosts: list, hostvars) -> dict:
+    """The run's summary when no host goes on to play 2, built by riskmgr_report's own functions."""
+    import importlib.util
+    import sys
+    name = "riskmgr_sibling_riskmgr_report"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "riskmgr_report.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    report = sys.modules[name]
+    reports = [r for r in ((hostvars[h] if h in hostvars else {}).get("riskmgr_report") for h in hosts)
+               if r and r.get("run_id") == where["run_id"]]
+    summary = report.build_summary(reports, where["run_id"], action, check_mode, where["dir"])
+    display.display(report.summary_text(summary))
+    return {"summary": summary,
+            "ansible_stats": {"data": {"riskmgr_summary": summary}, "per_host": False, "aggregate": False}}
 
 
 def release_switch(plan: dict) -> bool:
