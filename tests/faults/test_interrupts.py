@@ -72,6 +72,12 @@ def rendered(text: str, scenario: dict) -> str:
     return env.from_string(str(text)).render(**scenario)
 
 
+def holds(when, scenario: dict) -> bool:
+    """Whether a task's when (a condition or a list of them) holds in the scenario."""
+    conditions = when if isinstance(when, list) else [when]
+    return all(rendered(f"{{{{ ({condition}) }}}}", scenario) == "True" for condition in conditions)
+
+
 def task_file_tasks(path: Path, role: str | None, scenario: dict) -> list[str]:
     return walk_tasks(yaml.safe_load(path.read_text(encoding="utf-8")) or [], path.parent, role, scenario)
 
@@ -101,7 +107,9 @@ def walk_tasks(tasks: list, here: Path, role: str | None, scenario: dict) -> lis
             names += task_file_tasks(here / rendered(task[action], scenario), role, scenario)
         elif action in DYNAMIC:
             spec = task[action]
-            names.append(prefix + name)
+            names.append(prefix + name)  # started, even when its condition skips it
+            if not holds(task.get("when", []), scenario):
+                continue
             names += task_file_tasks(here / rendered(spec["file"] if isinstance(spec, dict) else spec, scenario),
                                      role, scenario)
         elif action in ROLE_IMPORTS:
