@@ -417,6 +417,7 @@ class ActionModule(ActionBase):
         report = report_plugin.build_report(host, self._run_id, action, check_mode, settings,
                                             {"facts": facts, "plan": plan})
         display.display(report_plugin.result_line(report))
+        display.v(f"{host}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
         outcome = {"report": report, "ansible_stats": {"data": {"riskmgr_reports": {host: report}},
                                                        "per_host": False, "aggregate": True}}
         if not check_mode:
