@@ -69,6 +69,7 @@ import re
 import sys
 import time
 
+from ansible.errors import AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
@@ -142,8 +143,8 @@ def one_line(host: str, db: str, reason: str) -> str:
     """The one failure line of a host (the preflight's rescue wrote it): the host, its database, the reason and
     what was left as it was."""
     reason = re.sub("^" + re.escape(host) + ": ", "", (reason or "").strip() or "preflight failed, see above")
-    head = "" if db and db in reason else f"{db}: "
-    tail = "" if re.search("nothing was changed|no daemon was stopped", reason) else \
+    head = "" if not db or "{{" in db or db in reason else f"{db}: "
+    tail = "" if re.search("nothing was changed|no daemon was stopped", reason, re.IGNORECASE) else \
         " The daemon was not stopped and nothing was changed."
     return f"{host}: {head}{reason.rstrip('.')}.{tail}"
 
@@ -263,7 +264,11 @@ class ActionModule(ActionBase):
         role_path = self._task._role._role_path if self._task._role else os.path.join(os.getcwd(), "roles", "riskmgr")
         specs = self._loader.load_from_file(os.path.join(role_path, "meta", "argument_specs.yml"))
         spec = specs["argument_specs"][entry_point]["options"]
-        given = self._templar.template({name: self._vars[name] for name in spec if name in self._vars})
+        try:
+            given = self._templar.template({name: self._vars[name] for name in spec if name in self._vars})
+        except AnsibleError as err:  # a setting whose template cannot be rendered (an undefined variable)
+            raise Refused(f"{host}: a setting cannot be read: {str(err).splitlines()[0]}; correct it in the inventory "
+                          "or the -e options. Nothing was changed.") from None
         validated = ArgumentSpecValidator(spec).validate(given, validate_role_argument_spec=True)
         if validated.error_messages:
             raise Refused(f"{host}: the settings are not valid: {'; '.join(validated.error_messages)}; correct them "
