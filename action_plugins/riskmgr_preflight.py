@@ -191,7 +191,7 @@ def plan_summary(host: str, s: dict, action: str, facts: dict, change: bool, reh
         "host": host, "require_confirmation": bool(s["riskmgr_require_confirmation"]), "db": s["riskmgr_db_path"],
         "lock": s["riskmgr_lock_path"], "state": facts.get("state"), "version": facts.get("version"),
         "size_mb": round(((facts.get("size") or 0) + (facts.get("wal_size") or 0)) / 1048576, 1),
-        "journal_mode": facts.get("journal_mode"), "change": change, "daemon_seen": len(facts.get("open_by") or []) > 0,
+        "journal_mode": facts.get("journal_mode"), "migration_mode": s["riskmgr_migration_mode"], "change": change, "daemon_seen": len(facts.get("open_by") or []) > 0,
         "read_at": facts.get("read_at"),
         "steps": [step.get("object") for step in ((facts.get("plan") or {}).get("steps") or [])],
         "adopted": facts.get("adoptable") or [], "rehearsal_seconds": (rehearsal or {}).get("seconds"),
@@ -242,11 +242,12 @@ class ActionModule(ActionBase):
         self._vars = task_vars
         self._warnings: list = []
         self._lock_held = False
+        self._db_given = ""
         host = task_vars["inventory_hostname"]
         db = str(task_vars.get("riskmgr_db_path") or "")
         try:
             s = self._settings(args["entry_point"], host)
-            db = s["riskmgr_db_path"]
+            db = self._db_given or s["riskmgr_db_path"]  # as the inventory says it (a path option expands $VAR, ~)
             outcome = self._check(host, s, args)
         except Refused as err:
             if self._lock_held:
@@ -269,6 +270,7 @@ class ActionModule(ActionBase):
         except AnsibleError as err:  # a setting whose template cannot be rendered (an undefined variable)
             raise Refused(f"{host}: a setting cannot be read: {str(err).splitlines()[0]}; correct it in the inventory "
                           "or the -e options. Nothing was changed.") from None
+        self._db_given = str(given.get("riskmgr_db_path") or "")
         validated = ArgumentSpecValidator(spec).validate(given, validate_role_argument_spec=True)
         if validated.error_messages:
             raise Refused(f"{host}: the settings are not valid: {'; '.join(validated.error_messages)}; correct them "

@@ -59,11 +59,17 @@ options:
     type: bool
     default: false
   host:
-    description:
-      - With I(summary), in a loop delegated to each host of the run after this batch (the first item being
-        the host the task runs on, which publishes the summary) - the host of this item, whose run lock is
-        released when the rollout stops before it. One task, whatever the number of hosts.
+    description: With I(batch), the host of this item of the loop.
     type: str
+  batch:
+    description:
+      - The hosts of this batch, failed ones too. With it the task is one item of a loop run once per batch and
+        delegated to each item's host (I(host)) - the batch's hosts first (each reported from its I(results) and
+        I(settings), its run lock released with I(release)), the summary published after the last one, then the
+        run's hosts after the batch still holding the run's lock, released only when the rollout stops before
+        them. One task per batch in the recap, counted for its first host only.
+    type: list
+    elements: str
   max_fail_percentage:
     description: The play's max_fail_percentage (riskmgr_max_fail_percentage); with I(summary), tells whether
       this batch's failures stop the play.
@@ -133,6 +139,7 @@ class ActionModule(ActionBase):
             "max_fail_percentage": {"type": "int", "default": 0},
             "release": {"type": "dict"},
             "host": {"type": "str"},
+            "batch": {"type": "list", "elements": "str"},
         })
         host = task_vars["inventory_hostname"]
         result.update(changed=False, path=None, stops=False, untouched=[])
@@ -140,6 +147,8 @@ class ActionModule(ActionBase):
             if not SAFE_NAME.match(name):
                 return dict(result, failed=True, msg=f"{host}: {what} {name!r} cannot be a file name; no report written")
         check_mode = bool(self._task.check_mode)
+        if args["batch"] is not None:
+            return self.batch_item(args, task_vars, result, check_mode)
         if args["summary"]:
             hostvars = task_vars["hostvars"]
             play_hosts = list(task_vars.get("ansible_play_hosts_all", []))
@@ -157,16 +166,6 @@ class ActionModule(ActionBase):
             if stops:
                 summary["untouched"] = untouched_hosts(every_host, batch, reports, hostvars)
             untouched = [entry["host"] for entry in summary["untouched"]]
-            if args["host"] and args["host"] != host:
-                # A later item of the summary's loop, delegated to a host after this batch: its run lock is
-                # released when the rollout stops before it.
-                entry = next((e for e in summary["untouched"] if e["host"] == args["host"] and e["lock"]), None)
-                if entry:
-                    released = self._execute_module(module_name="riskmgr_lock", task_vars=task_vars, module_args={
-                        "path": entry["lock"], "state": "absent", "run_id": args["run_id"]})
-                    result.update(released=not released.get("failed"), failed=bool(released.get("failed")),
-                                  msg=released.get("msg"))
-                return dict(result, stops=stops, untouched=untouched)
             result.update(report=summary, stops=stops, untouched=untouched,
                           ansible_facts={"__riskmgr_summarised": args["run_id"], "__riskmgr_stops": stops},
                           ansible_stats={"data": {"riskmgr_summary": summary}, "per_host": False,
@@ -193,6 +192,74 @@ class ActionModule(ActionBase):
             if released.get("failed") and not result.get("failed"):
                 result.update(failed=True, msg=released.get("msg"))
         return result
+
+
+    def batch_item(self, args: dict, task_vars: dict, result: dict, check_mode: bool) -> dict:
+        """One item of the batch's report loop (run once, delegated to each item's host): a host of the batch
+        reported and released, the summary after its last one, or a host after the batch released when the
+        rollout stops before it. The items run in order in one worker, which keeps the batch's reports."""
+        item, batch, run_id = args["host"], args["batch"], args["run_id"]
+        hostvars = task_vars["hostvars"]
+        kept = _BATCHES.setdefault(run_id, {"reports": {}, "stops": False, "untouched": []})
+        warnings = []
+        if item in batch:
+            report = build_report(item, run_id, args["action"], check_mode, args["settings"], args["results"])
+            kept["reports"][item] = report
+            result.update(report=report, ansible_facts={"riskmgr_report": report},
+                          ansible_stats={"data": {"riskmgr_reports": {item: report}}, "per_host": False,
+                                         "aggregate": True})
+            display.display(result_line(report))
+            display.v(f"{item}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
+            if not check_mode:
+                try:
+                    result["path"] = write_report(args["dir"], run_id, item, report)
+                except OSError as err:
+                    warnings.append(f"{item}: the report could not be written to {args['dir']} ({err.strerror}); "
+                                    "set riskmgr_report_dir to a writable directory")
+            if args["release"]:
+                warnings += self.release(item, args["release"]["path"], run_id, task_vars)
+            if item == batch[-1]:
+                result.update(self.batch_summary(args, task_vars, kept, check_mode))
+                result["ansible_facts"]["__riskmgr_stops"] = kept["stops"]
+        else:
+            lock = next((e["lock"] for e in kept["untouched"] if e["host"] == item and e["lock"]), None)
+            if kept["stops"] and lock:
+                warnings += self.release(item, lock, run_id, task_vars)
+        if warnings:
+            result["warnings"] = warnings
+        return result
+
+    def batch_summary(self, args: dict, task_vars: dict, kept: dict, check_mode: bool) -> dict:
+        hostvars = task_vars["hostvars"]
+        play_hosts = list(task_vars.get("ansible_play_hosts_all", []))
+        every_host = play_hosts + [h for h in (task_vars.get("groups") or {}).get("all", []) if h not in play_hosts]
+        earlier = [r for r in (hostvars[name].get("riskmgr_report") for name in every_host
+                               if name in hostvars and name not in kept["reports"])
+                   if r and r.get("run_id") == args["run_id"]]
+        reports = earlier + list(kept["reports"].values())
+        summary = build_summary(reports, args["run_id"], args["action"], check_mode, args["dir"])
+        kept["stops"] = play_stops(reports, list(kept["reports"]), args["max_fail_percentage"])
+        if kept["stops"]:
+            summary["untouched"] = kept["untouched"] = untouched_hosts(every_host, list(kept["reports"]), reports,
+                                                                       hostvars)
+        display.display(summary_text(summary))
+        kept["reports"] = {}
+        return {"summary": summary, "stops": kept["stops"],
+                "untouched": [entry["host"] for entry in summary["untouched"]],
+                "ansible_stats": {"data": {"riskmgr_summary": summary}, "per_host": False, "aggregate": False}}
+
+    def release(self, host: str, path: str, run_id: str, task_vars: dict) -> list:
+        """The run lock of the item's host released (on its connection); a warning when it could not be."""
+        released = self._execute_module(module_name="riskmgr_lock", task_vars=task_vars,
+                                        module_args={"path": path, "state": "absent", "run_id": run_id})
+        if released.get("failed"):
+            return [f"{host}: its run lock {path} could not be released ({released.get('msg')}); remove it once no "
+                    "run is active there"]
+        return []
+
+
+# The reports of the batch being reported, kept between the items of its loop (one worker runs them all).
+_BATCHES: dict = {}
 
 
 # --- the report: pure functions over the raw results ----------------------------------------------

@@ -143,7 +143,7 @@ TASKS = playbook_tasks(ROOT / "migrate_v2.yml")
 LOCK_TASK = TASKS.index("riskmgr : Check the host while its daemon runs (settings, daemon, run lock, database, plan)")
 UNIT_TASK = TASKS.index("riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process")
 WATCH_TASK = TASKS.index("riskmgr : Watch the daemon on its new version, then accept the upgrade")
-RELEASE_TASK = TASKS.index("riskmgr : Report this host, and release its run lock")
+RELEASE_TASK = TASKS.index("riskmgr : Report this batch's hosts and release them, then publish the summary of the run so far")
 
 
 def boundaries() -> list[tuple[int, str, int]]:
