@@ -527,7 +527,8 @@ def test_every_host_stays_in_its_task_budget(tmp_path):
     fleet = Fleet(tmp_path / "fleet")
     fast = ("-e", "riskmgr_confirm=true", "-e", "riskmgr_canary_watch_seconds=1", "-e", "riskmgr_watch_seconds=1")
     try:
-        for migrate, rollback in (("migrate_v2.yml", "rollback_v2.yml"), ("migrate.yml", "rollback.yml")):
+        for migrate, rollback, method in (("migrate_v2.yml", "rollback_v2.yml", "restore"),
+                                          ("migrate.yml", "rollback.yml", "downgrade")):
             upgraded = fleet.playbook(migrate, *fast)
             assert_budget(upgraded, fleet.hosts, migrate, UPGRADED_RUN, most_skipped=UPGRADED_SKIPPED)
             assert all(r["changed"] > 0 for r in upgraded.recap.values()) and all(
@@ -535,8 +536,8 @@ def test_every_host_stays_in_its_task_budget(tmp_path):
             rerun = fleet.playbook(migrate, *fast)
             assert_budget(rerun, fleet.hosts, f"{migrate} again", UNCHANGED_TASKS, most_tasks=UNCHANGED_TASKS)
             assert all(r["changed"] == 0 for r in rerun.recap.values()), rerun.recap
-            back = fleet.playbook(rollback, *fast)
-            assert_budget(back, fleet.hosts, rollback, ROLLBACK_TASKS, most_tasks=ROLLBACK_TASKS)
+            back = fleet.playbook(rollback, *fast, "-e", f"riskmgr_rollback_method={method}")
+            assert_budget(back, fleet.hosts, f"{rollback} by {method}", ROLLBACK_TASKS, most_tasks=ROLLBACK_TASKS)
             assert all(schema_version(fleet.db(h)) == 1 and fleet.alive(h) for h in fleet.hosts), back.recap
     finally:
         fleet.destroy()
