@@ -5,7 +5,9 @@ DOCUMENTATION = r"""
 module: riskmgr_confirm
 short_description: Show the plan of every host, then ask for a yes on the controller's terminal, for a limited time, and only where someone can answer
 description:
-  - Runs once for the play, in the controller process. Shows the plan of every host (I(plans), as the
+  - Runs in the controller process, once for the play (C(run_once)), or on every host with I(run_id) (the first
+    host of I(plans) shows and asks, every other host takes its answer and, with I(fail), fails on its own and
+    releases its run lock). Shows the plan of every host (I(plans), as the
     preflight summarised each one), then, when some host's daemon is to be stopped and the run is not
     already confirmed (I(given)), asks on the terminal of C(ansible-playbook) and waits for a line.
     C(yes) or C(y) confirms; anything else, Ctrl+C, or no line within I(timeout) seconds does not.
@@ -56,6 +58,28 @@ options:
     description: Seconds to wait for the answer (at least 1).
     type: int
     required: true
+  summary:
+    description:
+      - C(dir) and C(run_id) of the run's reports. When given and no host goes on to play 2 (none needs a change,
+        a daemon started or a release switched), the summary of the run is published here, as M(riskmgr_report)
+        with C(summary) does (the preflight reported each host).
+    type: dict
+  run_id:
+    description:
+      - The run. With it the task runs on every host - the first host of I(plans) shows them and asks, the others
+        take its answer; without it, run the task once (C(run_once)).
+    type: str
+  fail:
+    description: Fail the host when the plan is not confirmed, with one line naming it and I(db).
+    type: bool
+    default: false
+  db:
+    description: The host's database, for the line of I(fail).
+    type: str
+    default: ""
+  release:
+    description: C(path) and C(run_id) of the host's run lock, released before I(fail) fails the host.
+    type: dict
 author: [Risk Platform team]
 """
 
@@ -87,6 +111,7 @@ refusal:
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 
@@ -118,8 +143,31 @@ def why_no_one_can_answer(environ: Mapping[str, str], task_vars: Mapping) -> str
     return None
 
 
+def answer_path(run_id: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"riskmgr-confirm-{run_id}.json")
+
+
+def share_answer(run_id: str, answer: dict) -> None:
+    """The first host's answer, for the run's other hosts (a temp file, then a rename: read whole or not)."""
+    keep = {key: answer.get(key) for key in ("confirmed", "asked", "timed_out", "answer", "no_terminal")}
+    with tempfile.NamedTemporaryFile("w", dir=tempfile.gettempdir(), delete=False, encoding="utf-8") as handle:
+        json.dump(keep, handle)
+    os.replace(handle.name, answer_path(run_id))
+
+
+def shared_answer(run_id: str, timeout: int) -> dict:
+    """The first host's answer, waited for (it asks for up to timeout seconds); none is a no."""
+    deadline = time.monotonic() + timeout + 30
+    while time.monotonic() < deadline:
+        try:
+            with open(answer_path(run_id), encoding="utf-8") as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            time.sleep(0.2)
+    return {"asked": True, "timed_out": True}
+
+
 class ActionModule(ActionBase):
-    BYPASS_HOST_LOOP = True
     TRANSFERS_FILES = False
     _requires_connection = False
 
@@ -132,18 +180,45 @@ class ActionModule(ActionBase):
             "target_version": {"type": "int", "default": 2},
             "given": {"type": "bool", "default": False},
             "timeout": {"type": "int", "required": True},
+            "summary": {"type": "dict"},
+            "run_id": {"type": "str"},
+            "fail": {"type": "bool", "default": False},
+            "db": {"type": "str", "default": ""},
+            "release": {"type": "dict"},
         })
-        plans = with_target_versions(args["plans"], args["action"], args["target_version"], task_vars or {})
-        lines = plan_lines(plans, args["action"], args["target_version"])
-        result.update(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None,
+        task_vars = task_vars or {}
+        host = task_vars.get("inventory_hostname", "")
+        # The first host of the plans shows them and asks; every other host takes its answer (the task runs
+        # on each host, so that each one fails, and releases its own run lock, when the plan is refused).
+        first = not args["plans"] or args["plans"][0].get("host") in (host, None) or not args["run_id"]
+        plans = with_target_versions(args["plans"], args["action"], args["target_version"], task_vars)
+        result.update(self.decide(dict(args, plans=plans), task_vars, first))
+        if args["fail"] and not result["confirmed"]:
+            if args["release"]:
+                self._execute_module(module_name="riskmgr_lock", task_vars=task_vars, module_args={
+                    "path": args["release"]["path"], "state": "absent", "run_id": args["release"]["run_id"]})
+            db = f"{args['db']} and its daemon were" if args["db"] else "its daemon was"
+            # Its line alone: a failed task shows its whole result, every host's plan.
+            return {"failed": True, "changed": False, "confirmed": False,
+                    "msg": f"{host}: {db} left as they are. {result['refusal']}"}
+        return result
+
+    def decide(self, args: dict, task_vars: dict, first: bool) -> dict:
+        lines = plan_lines(args["plans"], args["action"], args["target_version"])
+        result = dict(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None,
                       plan=lines, refusal=None)
-        # One short line per host on the screen; every step, path and command with -v or --diff.
-        full = display.verbosity > 0 or bool(self._task.diff)
-        for line in (lines if full else plan_lines(plans, args["action"], args["target_version"], full=False)):
-            display.display(line)
+        if first:
+            # One short line per host on the screen; every step, path and command with -v or --diff.
+            full = display.verbosity > 0 or bool(self._task.diff)
+            for line in (lines if full else plan_lines(args["plans"], args["action"], args["target_version"],
+                                                       full=False)):
+                display.display(line)
         if args["refused_hosts"]:
             return dict(result, refusal=f"not changed because {', '.join(args['refused_hosts'])} failed the preflight; "
                                         "no daemon was stopped anywhere. Fix them (or leave them out with -l) and rerun.")
+        if first and args["summary"] and not any(needs_play_2(plan) for plan in args["plans"]):
+            result.update(publish_summary(args["summary"], args["action"], bool(self._task.check_mode),
+                                          [plan["host"] for plan in args["plans"]], task_vars.get("hostvars", {})))
         asking = [plan["host"] for plan in args["plans"]
                   if (plan.get("change") or release_switch(plan)) and plan.get("require_confirmation")]
         if not asking or args["given"]:
@@ -151,11 +226,16 @@ class ActionModule(ActionBase):
         if args["timeout"] < 1:
             return dict(result, refusal=f"riskmgr_confirm_timeout is {args['timeout']}: give the seconds to wait for "
                                         "an answer (at least 1). Nothing was changed.")
-        result["no_terminal"] = why_no_one_can_answer(os.environ, task_vars or {})
+        result["no_terminal"] = why_no_one_can_answer(os.environ, task_vars)
         if not result["no_terminal"]:
-            prompt = (f"{len(asking)} host(s) will have their daemon stopped for the {args['action']} "
-                      f"({', '.join(asking)}). Type yes to go on")
-            result.update(self.ask(prompt, args["timeout"]))
+            if first:
+                prompt = (f"{len(asking)} host(s) will have their daemon stopped for the {args['action']} "
+                          f"({', '.join(asking)}). Type yes to go on")
+                result.update(self.ask(prompt, args["timeout"]))
+                if args["run_id"]:
+                    share_answer(args["run_id"], result)
+            else:
+                result.update(shared_answer(args["run_id"], args["timeout"]))
         if not result["confirmed"]:
             result["refusal"] = refusal(result, args["timeout"])
         return result
@@ -256,6 +336,29 @@ def plan_lines(plans: list, action: str, target_version: int, full: bool = True)
         if action == "rollback" and plan.get("change") and plan.get("release"):
             lines[-1] += f"; the daemon starts on the v{to} release ({plan['release']['paths'].get(str(to))})"
     return lines
+
+
+def needs_play_2(plan: dict) -> bool:
+    """Whether play 2 has something to do on the host (riskmgr_preflight put it into its group)."""
+    return bool(plan.get("change") or not plan.get("daemon_seen", True) or release_switch(plan))
+
+
+def publish_summary(where: dict, action: str, check_mode: bool, hosts: list, hostvars) -> dict:
+    """The run's summary when no host goes on to play 2, built by riskmgr_report's own functions."""
+    import importlib.util
+    import sys
+    name = "riskmgr_sibling_riskmgr_report"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "riskmgr_report.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    report = sys.modules[name]
+    reports = [r for r in ((hostvars[h] if h in hostvars else {}).get("riskmgr_report") for h in hosts)
+               if r and r.get("run_id") == where["run_id"]]
+    summary = report.build_summary(reports, where["run_id"], action, check_mode, where["dir"])
+    display.display(report.summary_text(summary))
+    return {"summary": summary,
+            "ansible_stats": {"data": {"riskmgr_summary": summary}, "per_host": False, "aggregate": False}}
 
 
 def release_switch(plan: dict) -> bool:

@@ -36,7 +36,8 @@ options:
     required: true
   results:
     description:
-      - The raw results, by name - C(facts) and C(plan) (the preflight), C(upgrade) (M(riskmgr_migrate)),
+      - The raw results, by name - C(facts) and C(plan) (the preflight), C(unit) (M(riskmgr_migrate), the
+        offline unit; C(upgrade) is its earlier key),
         C(backup), C(migrate), C(verify), C(stop), C(start) (the step roles), C(restore), C(recover)
         (M(riskmgr_recover)), C(watch) (the C(riskmgr_watch) action), C(failure) (what failed, when something
         did). Missing ones are empty.
@@ -46,10 +47,29 @@ options:
     description: The settings the report names (C(db), C(migration_mode)).
     type: dict
     default: {}
+  release:
+    description:
+      - C(path) and C(run_id) of this host's run lock, released (M(riskmgr_lock) C(state=absent)) once the
+        report is written. Without it no lock is touched.
+    type: dict
   summary:
-    description: Publish the summary of the play's hosts instead of one host's report.
+    description:
+      - Publish the summary of the run's hosts so far instead of one host's report - those of the play and
+        those the preflight reported (they needed nothing and never entered the play).
     type: bool
     default: false
+  host:
+    description: With I(batch), the host of this item of the loop.
+    type: str
+  batch:
+    description:
+      - The hosts of this batch, failed ones too. With it the task is one item of a loop run once per batch and
+        delegated to each item's host (I(host)) - the batch's hosts first (each reported from its I(results) and
+        I(settings), its run lock released with I(release)), the summary published after the last one, then the
+        run's hosts after the batch still holding the run's lock, released only when the rollout stops before
+        them. One task per batch in the recap, counted for its first host only.
+    type: list
+    elements: str
   max_fail_percentage:
     description: The play's max_fail_percentage (riskmgr_max_fail_percentage); with I(summary), tells whether
       this batch's failures stop the play.
@@ -67,7 +87,8 @@ EXAMPLES = r"""
     settings: {db: "{{ riskmgr_db_path }}", migration_mode: "{{ riskmgr_migration_mode }}"}
     results:
       facts: "{{ __riskmgr_facts }}"
-      upgrade: "{{ __riskmgr_migrate | default({}) }}"
+      unit: "{{ __riskmgr_migrate | default({}) }}"
+    release: {path: "{{ riskmgr_lock_path }}", run_id: "{{ __riskmgr_run_id }}"}
 """
 
 RETURN = r"""
@@ -96,7 +117,7 @@ from ansible.utils.display import Display
 display = Display()
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-RESULT_NAMES = ("facts", "plan", "upgrade", "backup", "migrate", "verify", "stop", "start", "restore", "recover",
+RESULT_NAMES = ("facts", "plan", "unit", "backup", "migrate", "verify", "stop", "start", "restore", "recover",
                 "watch", "failure")
 # What Ansible adds to a result (a skipped task's reason, a failed_when's verdict): not the run's record.
 ANSIBLE_KEYS = frozenset(("invocation", "false_condition", "skip_reason", "skipped", "failed_when_result",
@@ -105,7 +126,6 @@ ANSIBLE_KEYS = frozenset(("invocation", "false_condition", "skip_reason", "skipp
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -117,6 +137,9 @@ class ActionModule(ActionBase):
             "settings": {"type": "dict", "default": {}},
             "summary": {"type": "bool", "default": False},
             "max_fail_percentage": {"type": "int", "default": 0},
+            "release": {"type": "dict"},
+            "host": {"type": "str"},
+            "batch": {"type": "list", "elements": "str"},
         })
         host = task_vars["inventory_hostname"]
         result.update(changed=False, path=None, stops=False, untouched=[])
@@ -124,21 +147,27 @@ class ActionModule(ActionBase):
             if not SAFE_NAME.match(name):
                 return dict(result, failed=True, msg=f"{host}: {what} {name!r} cannot be a file name; no report written")
         check_mode = bool(self._task.check_mode)
+        if args["batch"] is not None:
+            return self.batch_item(args, task_vars, result, check_mode)
         if args["summary"]:
             hostvars = task_vars["hostvars"]
             play_hosts = list(task_vars.get("ansible_play_hosts_all", []))
-            reports = [r for r in (hostvars[name].get("riskmgr_report") for name in play_hosts if name in hostvars)
+            # The play's hosts and the run's others: those the preflight reported (they needed nothing) and
+            # those of its other plays.
+            every_host = play_hosts + [h for h in (task_vars.get("groups") or {}).get("all", []) if h not in play_hosts]
+            reports = [r for r in (hostvars[name].get("riskmgr_report") for name in every_host if name in hostvars)
                        if r and r.get("run_id") == args["run_id"]]
             summary = build_summary(reports, args["run_id"], args["action"], check_mode, args["dir"])
-            # This batch: the hosts reported since the last summary, which registered itself on the hosts of
-            # its batch (ansible_play_batch leaves out the hosts that failed).
-            batch = [r["host"] for r in reports
-                     if ((hostvars[r["host"]].get("__riskmgr_summary") or {}).get("report") or {}).get("run_id")
-                     != args["run_id"]]
+            # This batch: the play's hosts reported since the last summary, which marked the hosts of its batch
+            # (ansible_play_batch leaves out the hosts that failed).
+            batch = [r["host"] for r in reports if r["host"] in play_hosts
+                     and hostvars[r["host"]].get("__riskmgr_summarised") != args["run_id"]]
             stops = play_stops(reports, batch, args["max_fail_percentage"])
             if stops:
-                summary["untouched"] = untouched_hosts(play_hosts, batch, reports, hostvars)
-            result.update(report=summary, stops=stops, untouched=[entry["host"] for entry in summary["untouched"]],
+                summary["untouched"] = untouched_hosts(every_host, batch, reports, hostvars)
+            untouched = [entry["host"] for entry in summary["untouched"]]
+            result.update(report=summary, stops=stops, untouched=untouched,
+                          ansible_facts={"__riskmgr_summarised": args["run_id"], "__riskmgr_stops": stops},
                           ansible_stats={"data": {"riskmgr_summary": summary}, "per_host": False,
                                          "aggregate": False})
             display.display(summary_text(summary))
@@ -149,14 +178,88 @@ class ActionModule(ActionBase):
                                      "aggregate": True})
         display.display(result_line(report))
         display.v(f"{host}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
-        if check_mode:
-            return result
-        try:
-            result["path"] = write_report(args["dir"], args["run_id"], host, report)
-        except OSError as err:
-            return dict(result, failed=True, msg=f"{host}: the report could not be written to {args['dir']} "
-                                                 f"({err.strerror}); set riskmgr_report_dir to a writable directory")
+        if not check_mode:
+            try:
+                result["path"] = write_report(args["dir"], args["run_id"], host, report)
+            except OSError as err:
+                result.update(failed=True, msg=f"{host}: the report could not be written to {args['dir']} "
+                                               f"({err.strerror}); set riskmgr_report_dir to a writable directory")
+        if args["release"]:
+            # The run lock, released whether or not the report could be written.
+            released = self._execute_module(module_name="riskmgr_lock", task_vars=task_vars, module_args={
+                "path": args["release"]["path"], "state": "absent", "run_id": args["release"]["run_id"]})
+            result["released"] = not released.get("failed")
+            if released.get("failed") and not result.get("failed"):
+                result.update(failed=True, msg=released.get("msg"))
         return result
+
+
+    def batch_item(self, args: dict, task_vars: dict, result: dict, check_mode: bool) -> dict:
+        """One item of the batch's report loop (run once, delegated to each item's host): a host of the batch
+        reported and released, the summary after its last one, or a host after the batch released when the
+        rollout stops before it. The items run in order in one worker, which keeps the batch's reports."""
+        item, batch, run_id = args["host"], args["batch"], args["run_id"]
+        hostvars = task_vars["hostvars"]
+        kept = _BATCHES.setdefault(run_id, {"reports": {}, "stops": False, "untouched": []})
+        warnings = []
+        if item in batch:
+            report = build_report(item, run_id, args["action"], check_mode, args["settings"], args["results"])
+            kept["reports"][item] = report
+            result.update(report=report, ansible_facts={"riskmgr_report": report},
+                          ansible_stats={"data": {"riskmgr_reports": {item: report}}, "per_host": False,
+                                         "aggregate": True})
+            display.display(result_line(report))
+            display.v(f"{item}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
+            if not check_mode:
+                try:
+                    result["path"] = write_report(args["dir"], run_id, item, report)
+                except OSError as err:
+                    warnings.append(f"{item}: the report could not be written to {args['dir']} ({err.strerror}); "
+                                    "set riskmgr_report_dir to a writable directory")
+            if args["release"]:
+                warnings += self.release(item, args["release"]["path"], run_id, task_vars)
+            if item == batch[-1]:
+                result.update(self.batch_summary(args, task_vars, kept, check_mode))
+                result["ansible_facts"]["__riskmgr_stops"] = kept["stops"]
+        else:
+            lock = next((e["lock"] for e in kept["untouched"] if e["host"] == item and e["lock"]), None)
+            if kept["stops"] and lock:
+                warnings += self.release(item, lock, run_id, task_vars)
+        if warnings:
+            result["warnings"] = warnings
+        return result
+
+    def batch_summary(self, args: dict, task_vars: dict, kept: dict, check_mode: bool) -> dict:
+        hostvars = task_vars["hostvars"]
+        play_hosts = list(task_vars.get("ansible_play_hosts_all", []))
+        every_host = play_hosts + [h for h in (task_vars.get("groups") or {}).get("all", []) if h not in play_hosts]
+        earlier = [r for r in (hostvars[name].get("riskmgr_report") for name in every_host
+                               if name in hostvars and name not in kept["reports"])
+                   if r and r.get("run_id") == args["run_id"]]
+        reports = earlier + list(kept["reports"].values())
+        summary = build_summary(reports, args["run_id"], args["action"], check_mode, args["dir"])
+        kept["stops"] = play_stops(reports, list(kept["reports"]), args["max_fail_percentage"])
+        if kept["stops"]:
+            summary["untouched"] = kept["untouched"] = untouched_hosts(every_host, list(kept["reports"]), reports,
+                                                                       hostvars)
+        display.display(summary_text(summary))
+        kept["reports"] = {}
+        return {"summary": summary, "stops": kept["stops"],
+                "untouched": [entry["host"] for entry in summary["untouched"]],
+                "ansible_stats": {"data": {"riskmgr_summary": summary}, "per_host": False, "aggregate": False}}
+
+    def release(self, host: str, path: str, run_id: str, task_vars: dict) -> list:
+        """The run lock of the item's host released (on its connection); a warning when it could not be."""
+        released = self._execute_module(module_name="riskmgr_lock", task_vars=task_vars,
+                                        module_args={"path": path, "state": "absent", "run_id": run_id})
+        if released.get("failed"):
+            return [f"{host}: its run lock {path} could not be released ({released.get('msg')}); remove it once no "
+                    "run is active there"]
+        return []
+
+
+# The reports of the batch being reported, kept between the items of its loop (one worker runs them all).
+_BATCHES: dict = {}
 
 
 # --- the report: pure functions over the raw results ----------------------------------------------
@@ -200,9 +303,11 @@ def record(value, key: str = ""):
 
 def raw_report(host: str, run_id: str, action: str, check_mode: bool, settings: dict, results: dict) -> dict:
     """One host's report; each field says where it comes from, whichever path the run took."""
+    results = dict(results)
+    results.setdefault("unit", results.get("upgrade"))  # the unit's result under its earlier key
     raw = {name: plain_result(results.get(name)) for name in RESULT_NAMES if name != "failure"}
     raw["failure"] = results.get("failure") or {}
-    facts, plan, unit = raw["facts"], raw["plan"], raw["upgrade"]
+    facts, plan, unit = raw["facts"], raw["plan"], raw["unit"]
     recover, failure = raw["recover"], raw["failure"] or None
     unit_backup, unit_stop, unit_start = unit.get("backup") or {}, unit.get("stop") or {}, unit.get("start") or {}
     unit_migration, unit_verify = unit.get("migration") or {}, unit.get("verification") or {}
@@ -315,8 +420,8 @@ def play_stops(reports: list[dict], batch: list[str], max_fail_percentage: int) 
 
 
 def untouched_hosts(play_hosts: list[str], batch: list[str], reports: list[dict], hostvars) -> list[dict]:
-    """The play's hosts after this batch that no batch reached: each with the version its preflight read
-    and whether this run holds its lock."""
+    """The run's hosts after this batch that no batch reached (the preflight planned a change or a start for
+    them): each with the version its preflight read and whether this run holds its lock."""
     reported = {r["host"] for r in reports}
     left = []
     for host in play_hosts:
@@ -324,6 +429,8 @@ def untouched_hosts(play_hosts: list[str], batch: list[str], reports: list[dict]
             continue
         seen = hostvars[host] if host in hostvars else {}
         plan = seen.get("__riskmgr_plan") or {}
+        if not plan:
+            continue  # not in this run (left out with -l, or failed before its plan)
         left.append({"host": host, "version": plan.get("version"), "db": plan.get("db"),
                      "lock": plan.get("lock") if seen.get("__riskmgr_lock") is not None else None})
     return left

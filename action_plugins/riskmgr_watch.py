@@ -67,6 +67,13 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
+        # The offline unit's result (migrate.yml): a unit that failed has put the host back itself; the host
+        # fails here with its message alone, not its whole result (every step of the plan with its SQL).
+        unit = args.pop("unit", None) or {}
+        if unit.get("msg"):
+            result.update(failed=True, msg=unit["msg"], served=bool(unit.get("served")),
+                          recovery=unit.get("recovery"), failed_phase=unit.get("failed_phase"))
+            return result
         if args.get("state") == "pending":  # the earlier way to write the record (now riskmgr_pending): no window
             result.update(self._execute_module(module_name="riskmgr_watch", module_args=args, task_vars=task_vars))
             return result

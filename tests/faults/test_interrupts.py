@@ -37,6 +37,7 @@ from pathlib import Path
 
 import local_fleet
 import pytest
+import yaml
 from fault_fleet import (
     CONFIRM, HOST, RUN_END, Fleet, assert_end_state, assert_rows_kept, assert_v1_or_v2, capture, descendants, interrupt_env,
     freeze_and_kill, kill_tree, playbook_with_env, process_table, query, recorded_tasks, running, schema_state, start_playbook_with_env,
@@ -47,47 +48,102 @@ pytestmark = pytest.mark.slow
 JOBS = max(1, int(os.environ.get("RISKMGR_INTERRUPT_JOBS", "3")))
 UNIT_FINISH_S = 60  # the unit finishing on its own after its controller is gone
 
-# Every task a run of migrate_v2.yml starts on a v1 host that needs the upgrade, in order, as
-# Ansible names them (skipped ones too: each is a boundary where the controller can die).
-# test_the_boundary_list_is_every_task_a_real_run_starts fails, printing the new list, when
-# the playbook changes.
-TASKS = [
-    "Check the host while its daemon runs (settings, daemon, run lock, database, plan)",
-    "riskmgr : Validating arguments against arg spec 'preflight' - Check a host while its daemon still runs, and plan its change",
-    "riskmgr : Name this run",
-    "riskmgr : Refuse settings that cannot work",
-    "riskmgr : Read the database state while the daemon still runs",
-    "riskmgr : Take the target version from the database and the migrations (migrate.yml, rollback.yml)",
-    "riskmgr : Refuse a database this tool cannot recognise",
-    "riskmgr : Check the daemon, lock the host, check its integrity and plan its change",
-    "riskmgr : Check that the daemon can be stopped and started again",
-    "riskmgr : Refuse a daemon the run could not stop and start again",
-    "riskmgr : Take the run lock for this host",
-    "riskmgr : Read the database state again under the lock, check everything that can refuse it and plan its change",
-    "riskmgr : Refuse a database the run cannot change",
-    "riskmgr : Rehearse the migration on a temporary copy to measure it",
-    "riskmgr : Choose the backup to restore and count what it lacks",
-    "riskmgr : Summarise this host's plan for the confirmation and the report",
-    "Show the plan of every host and confirm it",
-    "riskmgr : Show the plan of every host and ask for confirmation",
-    "riskmgr : Stop here unless the plan was confirmed",
-    "End the rollout if an earlier batch stopped it",
-    "Migrate the host (offline or online), or put it back, then report it",
-    "riskmgr : Validating arguments against arg spec 'migrate' - Migrate one host (offline as one host-side unit, or online), or put it back, then report it",
-    "riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process",
-    "riskmgr : Fail the host with what the unit says (it has put the host back)",
-    "riskmgr : Migrate the host online (the daemon runs through it, one restart)",
-    "riskmgr : Watch the daemon on its new version, then accept the upgrade",
-    "riskmgr : Start the daemon if it is down on a database that needs no change",
-    "riskmgr : Report this host",
-    "riskmgr : Publish the summary of every host reported so far",
-    "riskmgr : Release the run lock of every host the run stops before",
-    "riskmgr : Release the run lock of this host",
-]
-LOCK_TASK = TASKS.index("riskmgr : Take the run lock for this host")
+# Every task a run of migrate_v2.yml starts on a v1 host that needs the upgrade, in order, as Ansible
+# names them (skipped ones too: each is a boundary where the controller can die), generated from the
+# playbooks: import_playbook, import_role, import_tasks and include_tasks followed statically, the
+# plays the host enters (play 1, and the later plays of its group), the rescue sections left out (a
+# run that goes well never starts them). A new task is a new boundary by itself;
+# test_the_boundary_list_is_every_task_a_real_run_starts checks the walk against a recorded real run.
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = ROOT / "roles"
+# What the walk needs of the run: a v1 host to migrate offline, one batch.
+SCENARIO = {"riskmgr_migration_mode": "offline", "riskmgr_action": "migrate", "riskmgr_rollback_method": "restore",
+            "__riskmgr_plan": {"change": True}, "__riskmgr_summary": {"stops": False}, "group": "change"}
+DYNAMIC = ("ansible.builtin.include_tasks", "include_tasks")
+STATIC = ("ansible.builtin.import_tasks", "import_tasks")
+ROLE_IMPORTS = ("ansible.builtin.import_role", "import_role", "ansible.builtin.include_role", "include_role")
+
+
+def rendered(text: str, scenario: dict) -> str:
+    """A task name or file name as Ansible templates it, with the scenario's values."""
+    import jinja2
+    env = jinja2.Environment()
+    env.filters["bool"] = lambda value: value in (True, "true", "True", "yes", 1, "1")
+    return env.from_string(str(text)).render(**scenario)
+
+
+def holds(when, scenario: dict) -> bool:
+    """Whether a task's when (a condition or a list of them) holds in the scenario."""
+    conditions = when if isinstance(when, list) else [when]
+    return all(rendered(f"{{{{ ({condition}) }}}}", scenario) == "True" for condition in conditions)
+
+
+def task_file_tasks(path: Path, role: str | None, scenario: dict) -> list[str]:
+    return walk_tasks(yaml.safe_load(path.read_text(encoding="utf-8")) or [], path.parent, role, scenario)
+
+
+def role_entry(role: str, tasks_from: str, validate: bool, scenario: dict) -> list[str]:
+    names = []
+    specs = ROLES / role / "meta" / "argument_specs.yml"
+    if validate and specs.exists():
+        entry = (yaml.safe_load(specs.read_text(encoding="utf-8"))["argument_specs"]).get(tasks_from)
+        if entry:
+            names.append(f"{role} : Validating arguments against arg spec '{tasks_from}' - "
+                         f"{entry.get('short_description', '')}".rstrip(" -"))
+    return names + task_file_tasks(ROLES / role / "tasks" / f"{tasks_from}.yml", role, scenario)
+
+
+def walk_tasks(tasks: list, here: Path, role: str | None, scenario: dict) -> list[str]:
+    names: list[str] = []
+    prefix = f"{role} : " if role else ""
+    for task in tasks:
+        if "block" in task:
+            names += walk_tasks(task["block"], here, role, scenario) + walk_tasks(task.get("always", []), here, role,
+                                                                                  scenario)
+            continue
+        action = next((key for key in task if key in DYNAMIC + STATIC + ROLE_IMPORTS), None)
+        name = rendered(task.get("name", ""), scenario)
+        if action in STATIC:
+            names += task_file_tasks(here / rendered(task[action], scenario), role, scenario)
+        elif action in DYNAMIC:
+            spec = task[action]
+            names.append(prefix + name)  # started, even when its condition skips it
+            if not holds(task.get("when", []), scenario):
+                continue
+            names += task_file_tasks(here / rendered(spec["file"] if isinstance(spec, dict) else spec, scenario),
+                                     role, scenario)
+        elif action in ROLE_IMPORTS:
+            spec = task[action]
+            if "include_role" in action:
+                names.append(prefix + name)
+            names += role_entry(spec["name"], spec.get("tasks_from", "main"), spec.get("rolespec_validate", True),
+                                scenario)
+        else:
+            names.append(prefix + name)
+    return names
+
+
+def playbook_tasks(path: Path, scenario: dict = SCENARIO) -> list[str]:
+    """Every task a run of the playbook starts on the scenario's host, in order."""
+    names: list[str] = []
+    for entry in yaml.safe_load(path.read_text(encoding="utf-8")):
+        imported = entry.get("ansible.builtin.import_playbook") or entry.get("import_playbook")
+        if imported:
+            names += playbook_tasks(path.parent / imported, scenario)
+            continue
+        hosts = str(entry.get("hosts", ""))
+        if "riskmgr_to_" in hosts and f"riskmgr_to_{scenario['group']}'" not in hosts:
+            continue  # a later play of another group: the host never enters it
+        names += walk_tasks(entry.get("tasks", []), path.parent, None, scenario)
+    return names
+
+
+TASKS = playbook_tasks(ROOT / "migrate_v2.yml")
+# The preflight takes the lock (a kill before it: none yet; after it: held until the report releases it).
+LOCK_TASK = TASKS.index("riskmgr : Check the host while its daemon runs (settings, daemon, run lock, database, plan)")
 UNIT_TASK = TASKS.index("riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process")
 WATCH_TASK = TASKS.index("riskmgr : Watch the daemon on its new version, then accept the upgrade")
-RELEASE_TASK = TASKS.index("riskmgr : Release the run lock of this host")
+RELEASE_TASK = TASKS.index("riskmgr : Report this batch's hosts and release them, then publish the summary of the run so far")
 
 
 def boundaries() -> list[tuple[int, str, int]]:

@@ -34,7 +34,8 @@ NEW_INDEXES = ["idx_schema_version_applied", "idx_enforcement_log_success", "idx
 HISTORY_TABLES = ("schema_version", "schema_migration_files", "schema_migration_objects")
 V2_OBJECTS = [*HISTORY_TABLES, *NEW_INDEXES]
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-                      r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.MULTILINE)
+                      r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)",
+                      re.MULTILINE)
 STOPPED_RE = re.compile(r"INFO stopped after \d+ rows; last id (\d+)")
 RELEASE_RE = re.compile(r"INFO riskmgr release (\d+) starting")
 VERSION_LINE = "Database schema version:"
@@ -499,5 +500,44 @@ def test_the_same_playbooks_take_a_fleet_to_a_v4_of_the_tests_and_back_one_versi
         run = fleet.playbook("rollback.yml", "-e", settings, "-e", "riskmgr_rollback_method=downgrade")
         assert_ran(run, fleet.hosts)
         assert all(master_entries(fleet.db(h)) == v1_text[h] and fleet.linked_release(h) == "1" for h in fleet.hosts)
+    finally:
+        fleet.destroy()
+
+
+# --- the task budget (#20) -------------------------------------------------------------------------
+
+# Tasks per host as the PLAY RECAP counts them: ok (changed ones included) are run, skipped apart. They
+# hold for every host, the first one too (it runs the run_once tasks).
+UPGRADED_RUN, UPGRADED_SKIPPED = 8, 2
+UNCHANGED_TASKS = 2
+ROLLBACK_TASKS = 8
+
+
+def assert_budget(run: subprocess.CompletedProcess, hosts, what: str, most_run: int, most_skipped: int | None = None,
+                  most_tasks: int | None = None) -> None:
+    assert_ran(run, hosts)
+    for host, counts in run.recap.items():
+        if most_skipped is not None:
+            assert counts["ok"] <= most_run and counts["skipped"] <= most_skipped, (what, host, counts)
+        if most_tasks is not None:
+            assert counts["ok"] + counts["skipped"] <= most_tasks, (what, host, counts)
+
+
+def test_every_host_stays_in_its_task_budget(tmp_path):
+    fleet = Fleet(tmp_path / "fleet")
+    fast = ("-e", "riskmgr_confirm=true", "-e", "riskmgr_canary_watch_seconds=1", "-e", "riskmgr_watch_seconds=1")
+    try:
+        for migrate, rollback, method in (("migrate_v2.yml", "rollback_v2.yml", "restore"),
+                                          ("migrate.yml", "rollback.yml", "downgrade")):
+            upgraded = fleet.playbook(migrate, *fast)
+            assert_budget(upgraded, fleet.hosts, migrate, UPGRADED_RUN, most_skipped=UPGRADED_SKIPPED)
+            assert all(r["changed"] > 0 for r in upgraded.recap.values()) and all(
+                schema_version(fleet.db(h)) == 2 for h in fleet.hosts), upgraded.recap
+            rerun = fleet.playbook(migrate, *fast)
+            assert_budget(rerun, fleet.hosts, f"{migrate} again", UNCHANGED_TASKS, most_tasks=UNCHANGED_TASKS)
+            assert all(r["changed"] == 0 for r in rerun.recap.values()), rerun.recap
+            back = fleet.playbook(rollback, *fast, "-e", f"riskmgr_rollback_method={method}")
+            assert_budget(back, fleet.hosts, f"{rollback} by {method}", ROLLBACK_TASKS, most_tasks=ROLLBACK_TASKS)
+            assert all(schema_version(fleet.db(h)) == 1 and fleet.alive(h) for h in fleet.hosts), back.recap
     finally:
         fleet.destroy()

@@ -46,7 +46,7 @@ def test_an_offline_upgrade_reports_its_phases_and_the_downtime_window(host):
     facts = preflight(host)
     unit = host.upgrade()
     report = report_action.build_report("h1", "run-1", "migrate", False, SETTINGS,
-                                        {"facts": facts, "plan": {"change": True}, "upgrade": unit})
+                                        {"facts": facts, "plan": {"change": True}, "unit": unit})
     assert (report["outcome"], report["from_version"], report["to_version"]) == ("changed", 1, 2)
     assert report["backup"] == unit["backup"]["backup"] and report["backup_method"] == "file copy"
     # a reflink where tmp_path's filesystem has them, else the kernel copy (test_reflink_backups: XFS)
@@ -107,7 +107,7 @@ def test_a_failed_upgrade_put_back_reports_the_version_it_ended_on_and_the_recov
         unit = caught.value.fail_result
         report = report_action.build_report(
             "h1", "run-3", "migrate", False, SETTINGS,
-            {"facts": facts, "plan": {"change": True}, "upgrade": unit,
+            {"facts": facts, "plan": {"change": True}, "unit": unit,
              "failure": {"phase": unit["failed_phase"], "msg": str(caught.value)}})
         assert report["outcome"] == "failed" and report["failure"]["phase"] == "start"
         assert report["to_version"] == 1  # put back: not the version it aimed at
