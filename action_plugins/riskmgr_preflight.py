@@ -76,6 +76,9 @@ from ansible.utils.display import Display
 
 display = Display()
 
+# A migration file's name in the migrations the lookup read: vN/NNN_name.sql.
+VERSION_NAME = re.compile(r"^v(\d+)/")
+
 
 def sibling(name: str):
     """Another action plugin of this directory, as a module (its plain functions)."""
@@ -156,6 +159,12 @@ def needs_change(action: str, facts: dict, to: int) -> bool:
         return bool(facts.get("migration_needed") or is_pending(facts)
                     or (facts.get("release") or {}).get("switch_needed"))
     return facts.get("state") != f"v{to}"
+
+
+def newest_version(migrations: dict) -> int | None:
+    """The highest vN among the migration files' names (vN/NNN_name.sql), None when there are none."""
+    versions = [int(m.group(1)) for m in (VERSION_NAME.match(name) for name in migrations) if m]
+    return max(versions) if versions else None
 
 
 def is_pending(facts: dict) -> bool:
@@ -379,6 +388,11 @@ class ActionModule(ActionBase):
         return outcome
 
     def _target(self, s: dict, args: dict) -> int:
+        if args["action"] == "migrate" and args["any_version"] and not self._target_given():
+            # migrate.yml: the first read already judges the host against the newest version, so that a host
+            # at an older one is never read as needing nothing.
+            return newest_version(self._role_var("__riskmgr_migration_args").get("migrations") or {}) \
+                or int(s["riskmgr_target_version"])
         if args["action"] == "migrate" or args["any_version"]:
             return int(s["riskmgr_target_version"])
         return 1  # rollback_v2.yml without a pin: the design card's v1

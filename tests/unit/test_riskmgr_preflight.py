@@ -128,3 +128,13 @@ def test_every_worker_of_one_run_names_it_alike_and_another_run_otherwise():
     finally:
         child.kill()
         child.wait()
+
+
+def test_migrate_yml_reads_a_host_against_the_newest_version_of_the_migrations():
+    # The first read of migrate.yml judges each host against this version: against the role's default (2) a
+    # v2 host with a v3 shipped read "nothing to do" (a silent no-op, #19).
+    shipped = {"v1/000_baseline.sql": "", "v2/001_risk_limits.sql": "", "v2/002_indexes.sql": "",
+               "v3/001_trailing.sql": "", "v10/001_later.sql": ""}
+    assert action.newest_version(shipped) == 10
+    assert action.newest_version({"v1/000_baseline.sql": ""}) == 1
+    assert action.newest_version({}) is None
