@@ -111,11 +111,12 @@ refusal:
 
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Mapping
 
-from ansible.errors import AnsiblePromptInterrupt, AnsiblePromptNoninteractive
+from ansible.errors import AnsibleError, AnsiblePromptInterrupt, AnsiblePromptNoninteractive
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
@@ -143,14 +144,34 @@ def why_no_one_can_answer(environ: Mapping[str, str], task_vars: Mapping) -> str
     return None
 
 
+def answer_dir() -> str:
+    """This user's private directory for the answers: in a shared temp directory, anyone else could otherwise
+    write a run's "yes" before its first host does."""
+    path = os.path.join(tempfile.gettempdir(), f"riskmgr-confirm-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    found = os.lstat(path)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise AnsibleError(f"{path} is not a directory that only this user can read and write; remove it (it holds "
+                           "only the answers of earlier runs' confirmations) and rerun. Nothing was changed.")
+    return path
+
+
 def answer_path(run_id: str) -> str:
-    return os.path.join(tempfile.gettempdir(), f"riskmgr-confirm-{run_id}.json")
+    return os.path.join(answer_dir(), f"{run_id}.json")
 
 
 def share_answer(run_id: str, answer: dict) -> None:
-    """The first host's answer, for the run's other hosts (a temp file, then a rename: read whole or not)."""
+    """The first host's answer, for the run's other hosts (a temp file, then a rename: read whole or not).
+    The answers of runs older than a day go: no later run reads them."""
     keep = {key: answer.get(key) for key in ("confirmed", "asked", "timed_out", "answer", "no_terminal")}
-    with tempfile.NamedTemporaryFile("w", dir=tempfile.gettempdir(), delete=False, encoding="utf-8") as handle:
+    directory = answer_dir()
+    for old in os.scandir(directory):
+        if old.name.endswith(".json") and time.time() - old.stat().st_mtime > 86400:
+            os.unlink(old.path)
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8") as handle:
         json.dump(keep, handle)
     os.replace(handle.name, answer_path(run_id))
 
