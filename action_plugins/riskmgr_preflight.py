@@ -46,6 +46,11 @@ options:
     description: The entry point of C(meta/argument_specs.yml) whose options are validated.
     type: str
     default: preflight
+  settings_only:
+    description: Validate and check the settings only, and read nothing on the host (the role's plain entry
+      point).
+    type: bool
+    default: false
 author: [Risk Platform team]
 """
 
@@ -106,7 +111,7 @@ def is_regex(text) -> bool:
 
 
 def settings_problems(s: dict, host: str) -> str | None:
-    """The settings' own checks beyond types and choices (check_settings.yml did them): None, or the message."""
+    """The settings' own checks beyond types and choices (the role's plain entry point makes them too): None, or the message."""
     command = s["riskmgr_service_manager"] == "command"
     watch_ok = (int(s["riskmgr_canary_watch_seconds"]) >= 0 and int(s["riskmgr_watch_seconds"]) >= 0
                 and int(s["riskmgr_smoke_timeout"]) > 0)
@@ -247,6 +252,7 @@ class ActionModule(ActionBase):
             "any_version": {"type": "bool", "default": False},
             "group_prefix": {"type": "str", "default": "riskmgr_to_"},
             "entry_point": {"type": "str", "default": "preflight"},
+            "settings_only": {"type": "bool", "default": False},
         })
         self._vars = task_vars
         self._warnings: list = []
@@ -257,6 +263,8 @@ class ActionModule(ActionBase):
         try:
             s = self._settings(args["entry_point"], host)
             db = self._db_given or s["riskmgr_db_path"]  # as the inventory says it (a path option expands $VAR, ~)
+            if args["settings_only"]:
+                return dict(result, changed=False, msg=f"{host}: the settings are valid")
             outcome = self._check(host, s, args)
         except Refused as err:
             if self._lock_held:
