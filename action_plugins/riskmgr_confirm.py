@@ -166,7 +166,7 @@ def answer_path(run_id: str) -> str:
 def share_answer(run_id: str, answer: dict) -> None:
     """The first host's answer, for the run's other hosts (a temp file, then a rename: read whole or not).
     The answers of runs older than a day go: no later run reads them."""
-    keep = {key: answer.get(key) for key in ("confirmed", "asked", "timed_out", "answer", "no_terminal")}
+    keep = {key: answer.get(key) for key in ("confirmed", "asked", "timed_out", "answer", "no_terminal", "refusal")}
     directory = answer_dir()
     for old in os.scandir(directory):
         if old.name.endswith(".json") and time.time() - old.stat().st_mtime > 86400:
@@ -209,11 +209,20 @@ class ActionModule(ActionBase):
         })
         task_vars = task_vars or {}
         host = task_vars.get("inventory_hostname", "")
-        # The first host of the plans shows them and asks; every other host takes its answer (the task runs
-        # on each host, so that each one fails, and releases its own run lock, when the plan is refused).
-        first = not args["plans"] or args["plans"][0].get("host") in (host, None) or not args["run_id"]
-        plans = with_target_versions(args["plans"], args["action"], args["target_version"], task_vars)
-        result.update(self.decide(dict(args, plans=plans), task_vars, first))
+        # The first host shows the plans, asks and decides; every other host takes its decision (the task runs
+        # on each host, so that each one fails, and releases its own run lock, when the plan is refused). Only
+        # the first one is given the plans: each host's variables are looked at once, not once per host.
+        first_host = args["plans"][0].get("host") if args["plans"] else (task_vars.get("ansible_play_hosts") or [host])[0]
+        if not args["run_id"] or first_host in (host, None):
+            plans = with_target_versions(args["plans"], args["action"], args["target_version"], task_vars)
+            result.update(self.decide(dict(args, plans=plans), task_vars))
+            if args["run_id"]:
+                share_answer(args["run_id"], result)
+        else:
+            result.update(confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None, refusal=None)
+            result.update(shared_answer(args["run_id"], args["timeout"]))
+            if not result["confirmed"] and not result["refusal"]:
+                result["refusal"] = refusal(result, args["timeout"])
         if args["fail"] and not result["confirmed"]:
             if args["release"]:
                 self._execute_module(module_name="riskmgr_lock", task_vars=task_vars, module_args={
@@ -224,20 +233,18 @@ class ActionModule(ActionBase):
                     "msg": f"{host}: {db} left as they are. {result['refusal']}"}
         return result
 
-    def decide(self, args: dict, task_vars: dict, first: bool) -> dict:
+    def decide(self, args: dict, task_vars: dict) -> dict:
         lines = plan_lines(args["plans"], args["action"], args["target_version"])
         result = dict(changed=False, confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None,
                       plan=lines, refusal=None)
-        if first:
-            # One short line per host on the screen; every step, path and command with -v or --diff.
-            full = display.verbosity > 0 or bool(self._task.diff)
-            for line in (lines if full else plan_lines(args["plans"], args["action"], args["target_version"],
-                                                       full=False)):
-                display.display(line)
+        # One short line per host on the screen; every step, path and command with -v or --diff.
+        full = display.verbosity > 0 or bool(self._task.diff)
+        for line in (lines if full else plan_lines(args["plans"], args["action"], args["target_version"], full=False)):
+            display.display(line)
         if args["refused_hosts"]:
             return dict(result, refusal=f"not changed because {', '.join(args['refused_hosts'])} failed the preflight; "
                                         "no daemon was stopped anywhere. Fix them (or leave them out with -l) and rerun.")
-        if first and args["summary"] and not any(needs_play_2(plan) for plan in args["plans"]):
+        if args["summary"] and not any(needs_play_2(plan) for plan in args["plans"]):
             result.update(publish_summary(args["summary"], args["action"], bool(self._task.check_mode),
                                           [plan["host"] for plan in args["plans"]], task_vars.get("hostvars", {})))
         asking = [plan["host"] for plan in args["plans"]
@@ -249,14 +256,9 @@ class ActionModule(ActionBase):
                                         "an answer (at least 1). Nothing was changed.")
         result["no_terminal"] = why_no_one_can_answer(os.environ, task_vars)
         if not result["no_terminal"]:
-            if first:
-                prompt = (f"{len(asking)} host(s) will have their daemon stopped for the {args['action']} "
-                          f"({', '.join(asking)}). Type yes to go on")
-                result.update(self.ask(prompt, args["timeout"]))
-                if args["run_id"]:
-                    share_answer(args["run_id"], result)
-            else:
-                result.update(shared_answer(args["run_id"], args["timeout"]))
+            prompt = (f"{len(asking)} host(s) will have their daemon stopped for the {args['action']} "
+                      f"({', '.join(asking)}). Type yes to go on")
+            result.update(self.ask(prompt, args["timeout"]))
         if not result["confirmed"]:
             result["refusal"] = refusal(result, args["timeout"])
         return result
