@@ -55,13 +55,13 @@ options:
     # riskmgr_recovery_method
     RECOVERY_METHOD = r"""
 options:
-  recovery_method: {default: auto, type: str, choices: [auto, downgrade, restore], description: ['How a failed upgrade (or rollback) puts a changed database back. auto downgrades in place, every row kept, once the daemon has served on v2 (a failed smoke test or watch), and restores the run''s backup when it never did and nothing was written since; downgrade or restore is tried first, the other after.', 'The default is the role''s, C(riskmgr_recovery_method) (roles/riskmgr/defaults/main.yml).']}
+  recovery_method: {default: auto, type: str, choices: [auto, downgrade, restore], description: ['How a failed upgrade (or rollback) puts a changed database back. auto downgrades in place, every row kept, once the daemon has served on the new version (a failed smoke test or watch), and restores the run''s backup when it never did and nothing was written since; downgrade or restore is tried first, the other after.', 'The default is the role''s, C(riskmgr_recovery_method) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_recovery_method
     RECOVER_METHOD = r"""
 options:
-  method: {default: auto, type: str, choices: [auto, downgrade, restore], description: ['How a failed upgrade (or rollback) puts a changed database back. auto downgrades in place, every row kept, once the daemon has served on v2 (a failed smoke test or watch), and restores the run''s backup when it never did and nothing was written since; downgrade or restore is tried first, the other after.', 'The default is the role''s, C(riskmgr_recovery_method) (roles/riskmgr/defaults/main.yml).']}
+  method: {default: auto, type: str, choices: [auto, downgrade, restore], description: ['How a failed upgrade (or rollback) puts a changed database back. auto downgrades in place, every row kept, once the daemon has served on the new version (a failed smoke test or watch), and restores the run''s backup when it never did and nothing was written since; downgrade or restore is tried first, the other after.', 'The default is the role''s, C(riskmgr_recovery_method) (roles/riskmgr/defaults/main.yml).']}
 """
 
     # riskmgr_break_lock
