@@ -172,18 +172,10 @@ class ActionModule(ActionBase):
                                          "aggregate": False})
             display.display(summary_text(summary))
             return result
-        report = build_report(host, args["run_id"], args["action"], check_mode, args["settings"], args["results"])
-        result.update(report=report, ansible_facts={"riskmgr_report": report},
-                      ansible_stats={"data": {"riskmgr_reports": {host: report}}, "per_host": False,
-                                     "aggregate": True})
-        display.display(result_line(report))
-        display.v(f"{host}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
-        if not check_mode:
-            try:
-                result["path"] = write_report(args["dir"], args["run_id"], host, report)
-            except OSError as err:
-                result.update(failed=True, msg=f"{host}: the report could not be written to {args['dir']} "
-                                               f"({err.strerror}); set riskmgr_report_dir to a writable directory")
+        fields, unwritten = self.report_host(host, args, check_mode)
+        result.update(fields)
+        if unwritten:
+            result.update(failed=True, msg=unwritten)
         if args["release"]:
             # The run lock, released whether or not the report could be written.
             released = self._execute_module(module_name="riskmgr_lock", task_vars=task_vars, module_args={
@@ -203,19 +195,10 @@ class ActionModule(ActionBase):
         kept = _BATCHES.setdefault(run_id, {"reports": {}, "stops": False, "untouched": []})
         warnings = []
         if item in batch:
-            report = build_report(item, run_id, args["action"], check_mode, args["settings"], args["results"])
-            kept["reports"][item] = report
-            result.update(report=report, ansible_facts={"riskmgr_report": report},
-                          ansible_stats={"data": {"riskmgr_reports": {item: report}}, "per_host": False,
-                                         "aggregate": True})
-            display.display(result_line(report))
-            display.v(f"{item}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
-            if not check_mode:
-                try:
-                    result["path"] = write_report(args["dir"], run_id, item, report)
-                except OSError as err:
-                    warnings.append(f"{item}: the report could not be written to {args['dir']} ({err.strerror}); "
-                                    "set riskmgr_report_dir to a writable directory")
+            fields, unwritten = self.report_host(item, args, check_mode)
+            kept["reports"][item] = fields["report"]
+            result.update(fields)
+            warnings += [unwritten] if unwritten else []
             if args["release"]:
                 warnings += self.release(item, args["release"]["path"], run_id, task_vars)
             if item == batch[-1]:
@@ -247,6 +230,23 @@ class ActionModule(ActionBase):
         return {"summary": summary, "stops": kept["stops"],
                 "untouched": [entry["host"] for entry in summary["untouched"]],
                 "ansible_stats": {"data": {"riskmgr_summary": summary}, "per_host": False, "aggregate": False}}
+
+    def report_host(self, host: str, args: dict, check_mode: bool) -> tuple[dict, str | None]:
+        """One host's report built from its raw results, shown as one line (whole with -v) and written: the
+        result's fields, and what to do when the file could not be written."""
+        report = build_report(host, args["run_id"], args["action"], check_mode, args["settings"], args["results"])
+        fields = dict(report=report, ansible_facts={"riskmgr_report": report},
+                      ansible_stats={"data": {"riskmgr_reports": {host: report}}, "per_host": False, "aggregate": True})
+        display.display(result_line(report))
+        display.v(f"{host}: run report\n{json.dumps(report, indent=2, sort_keys=True, default=str)}")
+        if check_mode:
+            return fields, None
+        try:
+            fields["path"] = write_report(args["dir"], args["run_id"], host, report)
+        except OSError as err:
+            return fields, (f"{host}: the report could not be written to {args['dir']} ({err.strerror}); set "
+                            "riskmgr_report_dir to a writable directory")
+        return fields, None
 
     def release(self, host: str, path: str, run_id: str, task_vars: dict) -> list:
         """The run lock of the item's host released (on its connection); a warning when it could not be."""
