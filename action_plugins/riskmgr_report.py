@@ -117,8 +117,7 @@ from ansible.utils.display import Display
 display = Display()
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-RESULT_NAMES = ("facts", "plan", "unit", "backup", "migrate", "verify", "stop", "start", "restore", "recover",
-                "watch", "failure")
+RESULT_NAMES = ("facts", "plan", "unit", "backup", "migrate", "verify", "stop", "start", "restore", "recover", "watch", "failure")
 # What Ansible adds to a result (a skipped task's reason, a failed_when's verdict): not the run's record.
 ANSIBLE_KEYS = frozenset(("invocation", "false_condition", "skip_reason", "skipped", "failed_when_result",
                           "changed_when_result", "ansible_facts", "warnings", "deprecations", "exception"))
@@ -185,7 +184,6 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg=released.get("msg"))
         return result
 
-
     def batch_item(self, args: dict, task_vars: dict, result: dict, check_mode: bool) -> dict:
         """One item of the batch's report loop (run once, delegated to each item's host): a host of the batch
         reported and released, the summary after its last one, or a host after the batch released when the
@@ -202,7 +200,11 @@ class ActionModule(ActionBase):
             if args["release"]:
                 warnings += self.release(item, args["release"]["path"], run_id, task_vars)
             if item == batch[-1]:
+                reported = result["ansible_stats"]["data"]
                 result.update(self.batch_summary(args, task_vars, kept, check_mode))
+                # One ansible_stats per result: the report and the summary (which only grows) merged into the run's.
+                result["ansible_stats"] = {"data": dict(reported, **result["ansible_stats"]["data"]),
+                                           "per_host": False, "aggregate": True}
                 result["ansible_facts"]["__riskmgr_stops"] = kept["stops"]
         else:
             lock = next((e["lock"] for e in kept["untouched"] if e["host"] == item and e["lock"]), None)
@@ -232,8 +234,7 @@ class ActionModule(ActionBase):
                 "ansible_stats": {"data": {"riskmgr_summary": summary}, "per_host": False, "aggregate": False}}
 
     def report_host(self, host: str, args: dict, check_mode: bool) -> tuple[dict, str | None]:
-        """One host's report built from its raw results, shown as one line (whole with -v) and written: the
-        result's fields, and what to do when the file could not be written."""
+        """One host's report built, shown as one line (whole with -v) and written; the error when it was not."""
         report = build_report(host, args["run_id"], args["action"], check_mode, args["settings"], args["results"])
         fields = dict(report=report, ansible_facts={"riskmgr_report": report},
                       ansible_stats={"data": {"riskmgr_reports": {host: report}}, "per_host": False, "aggregate": True})
