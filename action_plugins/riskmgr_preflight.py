@@ -346,7 +346,7 @@ class ActionModule(ActionBase):
         migration_args = self._role_var("__riskmgr_migration_args")
         release_args = self._role_var("__riskmgr_release_args")
         process = {"process_match": s["riskmgr_process_match"]} if s.get("riskmgr_process_match") else {}
-        to = self._target(s, args)
+        to = self._target(s, args, migration_args["migrations"])
         facts = self._must("sqlite_schema_facts", dict(
             migration_args, **release_args, **process, path=s["riskmgr_db_path"], target_version=to,
             count_rows=False, lock_path=s["riskmgr_lock_path"]))
@@ -395,12 +395,11 @@ class ActionModule(ActionBase):
             set_facts["riskmgr_report"] = outcome["report"]
         return outcome
 
-    def _target(self, s: dict, args: dict) -> int:
+    def _target(self, s: dict, args: dict, migrations: dict) -> int:
         if args["action"] == "migrate" and args["any_version"] and not self._target_given():
             # migrate.yml: the first read already judges the host against the newest version, so that a host
             # at an older one is never read as needing nothing.
-            return newest_version(self._role_var("__riskmgr_migration_args").get("migrations") or {}) \
-                or int(s["riskmgr_target_version"])
+            return newest_version(migrations or {}) or int(s["riskmgr_target_version"])
         if args["action"] == "migrate" or args["any_version"]:
             return int(s["riskmgr_target_version"])
         return 1  # rollback_v2.yml without a pin: the design card's v1
