@@ -5,9 +5,10 @@ DOCUMENTATION = r"""
 module: riskmgr_confirm
 short_description: Show the plan of every host, then ask for a yes on the controller's terminal, for a limited time, and only where someone can answer
 description:
-  - Runs in the controller process, once for the play (C(run_once)), or on every host with I(run_id) (the first
-    host of I(plans) shows and asks, every other host takes its answer and, with I(fail), fails on its own and
-    releases its run lock). Shows the plan of every host (I(plans), as the
+  - Runs in the controller process, once for the play (C(run_once)). With I(run_id), in a C(run_once) loop
+    delegated to the first host and then to each host that holds its run lock (I(host) is the item) - the first
+    item shows the plans, asks and decides, every other item takes its decision and, with I(fail), releases its
+    host's run lock on that host and fails with that host's own line. Shows the plan of every host (I(plans), as the
     preflight summarised each one), then, when some host's daemon is to be stopped and the run is not
     already confirmed (I(given)), asks on the terminal of C(ansible-playbook) and waits for a line.
     C(yes) or C(y) confirms; anything else, Ctrl+C, or no line within I(timeout) seconds does not.
@@ -66,20 +67,18 @@ options:
     type: dict
   run_id:
     description:
-      - The run. With it the task runs on every host - the first host of I(plans) shows them and asks, the others
-        take its answer; without it, run the task once (C(run_once)).
+      - The run. With it the task is an item of a C(run_once) loop (I(host)) - the first item decides, the others take
+        its decision.
+    type: str
+  host:
+    description: The loop's item, the host this item is for (default the task's host, which decides).
     type: str
   fail:
-    description: Fail the host when the plan is not confirmed, with one line naming it and I(db).
+    description:
+      - Fail the item's host when the plan is not confirmed, with one line naming it and its database, after
+        releasing its run lock when it holds one for I(run_id).
     type: bool
     default: false
-  db:
-    description: The host's database, for the line of I(fail).
-    type: str
-    default: ""
-  release:
-    description: C(path) and C(run_id) of the host's run lock, released before I(fail) fails the host.
-    type: dict
 author: [Risk Platform team]
 """
 
@@ -111,12 +110,10 @@ refusal:
 
 import json
 import os
-import stat
-import tempfile
 import time
 from collections.abc import Mapping
 
-from ansible.errors import AnsibleError, AnsiblePromptInterrupt, AnsiblePromptNoninteractive
+from ansible.errors import AnsiblePromptInterrupt, AnsiblePromptNoninteractive
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
@@ -124,6 +121,7 @@ from ansible.utils.display import Display
 display = Display()
 
 YES = ("yes", "y")
+DECISION_KEYS = ("confirmed", "asked", "timed_out", "answer", "no_terminal", "refusal")
 # Set by ansible-runner's RunnerConfig for every playbook it runs on its pseudo-terminal: `ansible-runner
 # run`, ansible_runner.run() and AWX's jobs. Its run_command() interface, which ansible-navigator uses,
 # sets neither (navigator's interactive mode then waits for the timeout).
@@ -144,53 +142,12 @@ def why_no_one_can_answer(environ: Mapping[str, str], task_vars: Mapping) -> str
     return None
 
 
-def answer_dir() -> str:
-    """This user's private directory for the answers: in a shared temp directory, anyone else could otherwise
-    write a run's "yes" before its first host does."""
-    path = os.path.join(tempfile.gettempdir(), f"riskmgr-confirm-{os.getuid()}")
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    found = os.lstat(path)
-    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
-        raise AnsibleError(f"{path} is not a directory that only this user can read and write; remove it (it holds "
-                           "only the answers of earlier runs' confirmations) and rerun. Nothing was changed.")
-    return path
-
-
-def answer_path(run_id: str) -> str:
-    return os.path.join(answer_dir(), f"{run_id}.json")
-
-
-def share_answer(run_id: str, answer: dict) -> None:
-    """The first host's answer, for the run's other hosts (a temp file, then a rename: read whole or not).
-    The answers of runs older than a day go: no later run reads them."""
-    keep = {key: answer.get(key) for key in ("confirmed", "asked", "timed_out", "answer", "no_terminal", "refusal")}
-    directory = answer_dir()
-    for old in os.scandir(directory):
-        if old.name.endswith(".json") and time.time() - old.stat().st_mtime > 86400:
-            os.unlink(old.path)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8") as handle:
-        json.dump(keep, handle)
-    os.replace(handle.name, answer_path(run_id))
-
-
-def shared_answer(run_id: str, timeout: int) -> dict:
-    """The first host's answer, waited for (it asks for up to timeout seconds); none is a no."""
-    deadline = time.monotonic() + timeout + 30
-    while time.monotonic() < deadline:
-        try:
-            with open(answer_path(run_id), encoding="utf-8") as handle:
-                return json.load(handle)
-        except (OSError, ValueError):
-            time.sleep(0.2)
-    return {"asked": True, "timed_out": True}
+# The first item's decision, for the loop's other items: one worker runs them all, in order.
+_DECISIONS: dict = {}
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -204,34 +161,47 @@ class ActionModule(ActionBase):
             "summary": {"type": "dict"},
             "run_id": {"type": "str"},
             "fail": {"type": "bool", "default": False},
-            "db": {"type": "str", "default": ""},
-            "release": {"type": "dict"},
+            "host": {"type": "str"},
         })
         task_vars = task_vars or {}
         host = task_vars.get("inventory_hostname", "")
-        # The first host shows the plans, asks and decides; every other host takes its decision (the task runs
-        # on each host, so that each one fails, and releases its own run lock, when the plan is refused). Only
-        # the first one is given the plans: each host's variables are looked at once, not once per host.
-        first_host = args["plans"][0].get("host") if args["plans"] else (task_vars.get("ansible_play_hosts") or [host])[0]
-        if not args["run_id"] or first_host in (host, None):
+        # Run once, in a loop over the first host then the hosts that hold their run lock (delegated to each): the
+        # first item shows the plans, asks and decides; every other item takes its decision and, when the plan is
+        # refused, releases its host's run lock on that host's connection and fails with the host's own line. The
+        # hosts that need nothing more of the run run no task here at all.
+        item = args["host"] or host
+        if item == host or not args["run_id"]:
             plans = with_target_versions(args["plans"], args["action"], args["target_version"], task_vars)
             result.update(self.decide(dict(args, plans=plans), task_vars))
-            if args["run_id"]:
-                share_answer(args["run_id"], result)
+            _DECISIONS[args["run_id"]] = {key: result.get(key) for key in DECISION_KEYS}
         else:
-            result.update(confirmed=False, asked=False, timed_out=False, answer="", no_terminal=None, refusal=None)
-            result.update(shared_answer(args["run_id"], args["timeout"]))
-            if not result["confirmed"] and not result["refusal"]:
-                result["refusal"] = refusal(result, args["timeout"])
+            result.update(_DECISIONS.get(args["run_id"]) or {
+                "confirmed": False, "asked": False, "timed_out": False, "answer": "", "no_terminal": None,
+                "refusal": "Not confirmed: the first host's decision was not found. Nothing was changed on any host."})
         if args["fail"] and not result["confirmed"]:
-            if args["release"]:
+            lock = self.held_lock(item, args["run_id"], task_vars)
+            if lock:
                 self._execute_module(module_name="riskmgr_lock", task_vars=task_vars, module_args={
-                    "path": args["release"]["path"], "state": "absent", "run_id": args["release"]["run_id"]})
-            db = f"{args['db']} and its daemon were" if args["db"] else "its daemon was"
+                    "path": lock, "state": "absent", "run_id": args["run_id"]})
+            db = self.db_of(item, task_vars)
+            db = f"{db} and its daemon were" if db else "its daemon was"
             # Its line alone: a failed task shows its whole result, every host's plan.
             return {"failed": True, "changed": False, "confirmed": False,
-                    "msg": f"{host}: {db} left as they are. {result['refusal']}"}
+                    "msg": f"{item}: {db} left as they are. {result['refusal']}"}
         return result
+
+    @staticmethod
+    def held_lock(item: str, run_id: str | None, task_vars: dict) -> str | None:
+        """The path of the run lock the item's host holds for this run (its variables looked at only on a refusal)."""
+        seen = (task_vars.get("hostvars") or {}).get(item) or {}
+        if not run_id or seen.get("__riskmgr_lock") is None:
+            return None
+        return (seen.get("__riskmgr_plan") or {}).get("lock")
+
+    @staticmethod
+    def db_of(item: str, task_vars: dict) -> str:
+        seen = (task_vars.get("hostvars") or {}).get(item) or {}
+        return str((seen.get("__riskmgr_plan") or {}).get("db") or seen.get("riskmgr_db_path") or "")
 
     def decide(self, args: dict, task_vars: dict) -> dict:
         lines = plan_lines(args["plans"], args["action"], args["target_version"])

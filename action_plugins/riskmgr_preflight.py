@@ -15,6 +15,8 @@ description:
     C(riskmgr_lock) action does), the database read again under the lock with its integrity checked, every
     refusal, the exact plan and the write proof; the rehearsal on a copy (C(riskmgr_rehearse)) and, for a
     rollback by restore, the backup chosen. Such a host joins a group of I(group_prefix) so that a later play takes it.
+  - The reads, the daemon check and the lock run in one module process on the host (M(riskmgr_preflight_read)),
+    since each module process costs the controller a fork, an ssh command and a payload.
   - A host that needs nothing is reported here (its run report, as M(riskmgr_report) writes it) and never
     enters play 2.
   - Any failure releases the run lock this task took and fails the host with one line naming the host, its
@@ -81,19 +83,35 @@ from ansible.utils.display import Display
 
 display = Display()
 
+# What the later plays keep of the read (the report's "before"): a host's facts are copied at every look at its
+# variables, and the whole read is tens of kilobytes per host.
+REPORTED_FACTS = ("version", "state", "pending_upgrade", "integrity", "open_by", "release")
+
 # A migration file's name in the migrations the lookup read: vN/NNN_name.sql.
 VERSION_NAME = re.compile(r"^v(\d+)/")
 
 
-def sibling(name: str):
-    """Another action plugin of this directory, as a module (its plain functions)."""
-    key = f"riskmgr_sibling_{name}"
+def project_file(directory: str, name: str):
+    """A Python file of this project (an action plugin's plain functions, or a module_utils file that imports
+    nothing of its own), loaded on the controller as a module."""
+    key = f"riskmgr_{directory}_{name}"
     if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+        path = os.path.join(os.path.dirname(__file__), os.pardir, directory, f"{name}.py")
+        spec = importlib.util.spec_from_file_location(key, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[key] = module
         spec.loader.exec_module(module)
     return sys.modules[key]
+
+
+def sibling(name: str):
+    """Another action plugin of this directory, as a module (its plain functions)."""
+    return project_file("action_plugins", name)
+
+
+# What the first read decides, judged by the same functions on the host (riskmgr_preflight_read) and here.
+_decisions = project_file("module_utils", "preflight_decisions")
+needs_change, needs_more_checks, is_pending = _decisions.needs_change, _decisions.needs_more_checks, _decisions.is_pending
 
 
 class Refused(Exception):
@@ -157,31 +175,10 @@ def one_line(host: str, db: str, reason: str) -> str:
     return f"{host}: {head}{reason.rstrip('.')}.{tail}"
 
 
-def needs_change(action: str, facts: dict, to: int) -> bool:
-    """Whether the host needs the change this run makes; a migrate also finishes an upgrade whose database is done
-    (never accepted, or its link still on the earlier release)."""
-    if action == "migrate":
-        return bool(facts.get("migration_needed") or is_pending(facts)
-                    or (facts.get("release") or {}).get("switch_needed"))
-    return facts.get("state") != f"v{to}"
-
-
 def newest_version(migrations: dict) -> int | None:
     """The highest vN among the migration files' names (vN/NNN_name.sql), None when there are none."""
     versions = [int(m.group(1)) for m in (VERSION_NAME.match(name) for name in migrations) if m]
     return max(versions) if versions else None
-
-
-def is_pending(facts: dict) -> bool:
-    pending = facts.get("pending_upgrade")
-    return isinstance(pending, dict) and pending.get("to_version") == facts.get("version")
-
-
-def needs_more_checks(facts: dict, change: bool) -> bool:
-    """Whether the host needs more than the first read: anything but a database needing nothing, open by its
-    running daemon, with no lock left behind and its link where it belongs."""
-    return bool(change or not facts.get("open_by") or facts.get("lock_present")
-                or (facts.get("release") or {}).get("switch_needed"))
 
 
 def needs_play_2(plan: dict) -> bool:
@@ -280,7 +277,8 @@ class ActionModule(ActionBase):
 
     def _settings(self, entry_point: str, host: str) -> dict:
         role_path = self._task._role._role_path if self._task._role else os.path.join(os.getcwd(), "roles", "riskmgr")
-        specs = self._loader.load_from_file(os.path.join(role_path, "meta", "argument_specs.yml"))
+        # Read only, never changed: not the deep copy the loader makes by default (most of this task's time).
+        specs = self._loader.load_from_file(os.path.join(role_path, "meta", "argument_specs.yml"), unsafe=True)
         spec = specs["argument_specs"][entry_point]["options"]
         try:
             given = self._templar.template({name: self._vars[name] for name in spec if name in self._vars})
@@ -324,20 +322,6 @@ class ActionModule(ActionBase):
         self._module("riskmgr_lock", {"path": s["riskmgr_lock_path"], "state": "absent", "run_id": self._run_id})
         self._lock_held = False
 
-    def _take_lock(self, s: dict, owner: dict) -> dict:
-        args = {"path": s["riskmgr_lock_path"], "state": "present", "run_id": self._run_id, "owner": owner,
-                "break_stale": s["riskmgr_break_lock"]}
-        outcome = self._module("riskmgr_lock", args)
-        if not outcome.get("acquired") and not args["break_stale"] and sibling("riskmgr_lock").holder_is_dead_here(
-                outcome.get("holder"), owner["controller"]):
-            dead = outcome.get("holder")
-            outcome = self._module("riskmgr_lock", dict(args, break_stale=True))
-            outcome["taken_over_from_dead_run"] = dead
-        if outcome.get("failed"):
-            raise Refused(outcome.get("msg") or "the run lock could not be taken")
-        self._lock_held = bool(outcome.get("acquired", True))
-        return outcome
-
     # the checks -------------------------------------------------------------------------------------
 
     def _check(self, host: str, s: dict, args: dict) -> dict:
@@ -347,39 +331,50 @@ class ActionModule(ActionBase):
         release_args = self._role_var("__riskmgr_release_args")
         process = {"process_match": s["riskmgr_process_match"]} if s.get("riskmgr_process_match") else {}
         to = self._target(s, args, migration_args["migrations"])
-        facts = self._must("sqlite_schema_facts", dict(
-            migration_args, **release_args, **process, path=s["riskmgr_db_path"], target_version=to,
-            count_rows=False, lock_path=s["riskmgr_lock_path"]))
-        if args["any_version"] and isinstance(facts.get("newest_version"), int) and not self._target_given():
-            to = facts["newest_version"] if action == "migrate" else max(int(facts.get("version") or 1) - 1, 1)
-        if facts.get("refusals"):
-            raise Refused(" | ".join(facts["refusals"]))
-        change = needs_change(action, facts, to)
-        lock = rehearsal = restore = None
-        if needs_more_checks(facts, change):
-            daemon = self._must("riskmgr_daemon", dict(
-                self._role_var("__riskmgr_daemon_args"), state="checked",
-                smoke_command=s["riskmgr_smoke_command"] if action == "migrate" else [],
-                smoke_timeout=s["riskmgr_smoke_timeout"]))
-            if daemon.get("problems"):
-                raise Refused(" | ".join(daemon["problems"]))
-            lock = self._take_lock(s, owner)
-            backup_taken = action == "migrate" or s["riskmgr_rollback_method"] == "downgrade"
-            extra = {"backup_dir": s["riskmgr_backup_dir"]} if backup_taken else {}
-            facts = self._must("sqlite_schema_facts", dict(
-                migration_args, **release_args, **process, **extra, path=s["riskmgr_db_path"], target_version=to,
-                integrity=s["riskmgr_integrity_preflight"], plan=True, prove_writes=True,
-                require_wal=action == "migrate" and s["riskmgr_migration_mode"] == "online"))
+        backup_taken = action == "migrate" or s["riskmgr_rollback_method"] == "downgrade"
+        source = dict(migration_args, **release_args, **process, path=s["riskmgr_db_path"])
+        lock_args = {"path": s["riskmgr_lock_path"], "state": "present", "run_id": self._run_id, "owner": owner,
+                     "break_stale": s["riskmgr_break_lock"]}
+        full_args = dict(source, integrity=s["riskmgr_integrity_preflight"], plan=True, prove_writes=True,
+                         require_wal=action == "migrate" and s["riskmgr_migration_mode"] == "online",
+                         **({"backup_dir": s["riskmgr_backup_dir"]} if backup_taken else {}))
+        # One module process for the reads, the daemon check and the lock (module_utils/preflight_read.py).
+        read = self._module("riskmgr_preflight_read", {
+            "action": action, "target_version": to, "any_version": args["any_version"],
+            "target_given": self._target_given(),
+            "first": dict(source, count_rows=False, lock_path=s["riskmgr_lock_path"]), "full": full_args,
+            "daemon": dict(self._role_var("__riskmgr_daemon_args"),
+                           smoke_command=s["riskmgr_smoke_command"] if action == "migrate" else [],
+                           smoke_timeout=s["riskmgr_smoke_timeout"]),
+            "lock": lock_args})
+        lock = read.get("lock")
+        self._lock_held = bool(lock and lock.get("acquired"))
+        if lock and not lock.get("acquired") and not lock_args["break_stale"] and sibling(
+                "riskmgr_lock").holder_is_dead_here(lock.get("holder"), owner["controller"]):
+            # A run of this controller that died holding the lock: taken over, then the read under it.
+            dead = lock.get("holder")
+            lock = self._must("riskmgr_lock", dict(lock_args, break_stale=True))
+            lock["taken_over_from_dead_run"] = dead
+            self._lock_held = bool(lock.get("acquired"))
+            facts = self._must("sqlite_schema_facts", dict(full_args, target_version=read["to"]))
             if facts.get("refusals"):
                 raise Refused(" | ".join(facts["refusals"]))
-            change = needs_change(action, facts, to)
+            change = needs_change(action, facts, read["to"])
+        elif read.get("msg"):
+            raise Refused(read["msg"])
+        else:
+            facts, change = read["facts"], read["change"]
+        to = read["to"]
+        rehearsal = restore = None
+        if lock is not None:
             if action == "migrate" and s["riskmgr_rehearse"] and change and not self._task.check_mode:
                 rehearsal = self._rehearse(s, migration_args, to)
             if action == "rollback" and s["riskmgr_rollback_method"] == "restore" and change:
                 restore = self._plan_restore(host, s, migration_args, to)
         plan = plan_summary(host, s, action, facts, change, rehearsal, restore)
         play_2 = needs_play_2(plan)
-        set_facts = {"__riskmgr_run_id": self._run_id, "__riskmgr_run_owner": owner, "__riskmgr_facts": facts,
+        set_facts = {"__riskmgr_run_id": self._run_id, "__riskmgr_run_owner": owner,
+                     "__riskmgr_facts": {key: facts.get(key) for key in REPORTED_FACTS},
                      "__riskmgr_plan": plan}
         if lock is not None and play_2:
             set_facts["__riskmgr_lock"] = lock

@@ -13,11 +13,12 @@ description:
     whole report too. Times in the report are ISO 8601 UTC; skipped results and Ansible's own keys are
     left out.
   - Publishes the report as the run-wide stat C(riskmgr_reports) (host to report), which AWX / Automation
-    Platform keep as the job's artifacts. With I(summary) it instead publishes C(riskmgr_summary), built
-    from the reports of every host of the play so far (run it once per batch, after the reports).
+    Platform keep as the job's artifacts, and after the batch's last host the summary of the run so far as
+    C(riskmgr_summary).
   - When this batch's failed hosts are more than I(max_fail_percentage) of it, the rollout stops (C(stops)) and
-    the summary names the play's hosts the run never reached (C(untouched)), still on their version, their
-    daemon never stopped. The caller releases their run locks and ends the play.
+    the summary names the run's hosts it never reached (C(untouched)), still on their version, their daemon
+    never stopped; the loop's items for them release their run locks and mark them (C(__riskmgr_stops)) so
+    that the playbooks end the play at the next batch.
   - A report is a record of the run, not managed state, so the task never reports a change (a rerun must
     report C(changed=0)). In check mode the report is built and shown, nothing is written.
 options:
@@ -34,72 +35,54 @@ options:
     type: str
     choices: [migrate, rollback]
     required: true
-  results:
-    description:
-      - The raw results, by name - C(facts) and C(plan) (the preflight), C(unit) (M(riskmgr_migrate), the
-        offline unit; C(upgrade) is its earlier key),
-        C(backup), C(migrate), C(verify), C(stop), C(start) (the step roles), C(restore), C(recover)
-        (M(riskmgr_recover)), C(watch) (the C(riskmgr_watch) action), C(failure) (what failed, when something
-        did). Missing ones are empty.
-    type: dict
-    default: {}
-  settings:
-    description: The settings the report names (C(db), C(migration_mode)).
-    type: dict
-    default: {}
-  release:
-    description:
-      - C(path) and C(run_id) of this host's run lock, released (M(riskmgr_lock) C(state=absent)) once the
-        report is written. Without it no lock is touched.
-    type: dict
-  summary:
-    description:
-      - Publish the summary of the run's hosts so far instead of one host's report - those of the play and
-        those the preflight reported (they needed nothing and never entered the play).
-    type: bool
-    default: false
   host:
-    description: With I(batch), the host of this item of the loop.
+    description: The host of this item of the loop.
     type: str
+    required: true
   batch:
     description:
-      - The hosts of this batch, failed ones too. With it the task is one item of a loop run once per batch and
-        delegated to each item's host (I(host)) - the batch's hosts first (each reported from its I(results) and
-        I(settings), its run lock released with I(release)), the summary published after the last one, then the
-        run's hosts after the batch still holding the run's lock, released only when the rollout stops before
-        them. One task per batch in the recap, counted for its first host only.
+      - The hosts of this batch, failed ones too. The task is one item of a loop run once per batch and delegated
+        to each item's host (I(host)) - the batch's hosts first, then the run's hosts after the batch still holding
+        the run's lock. One task per batch in the recap, counted for its first host only.
+      - Each batch host is reported from its own variables, read in one look - the preflight's C(__riskmgr_facts)
+        and C(__riskmgr_plan), the offline unit's C(__riskmgr_migrate), the step roles' results, the recovery's,
+        the watch's C(__riskmgr_watch) and the failure - and its run lock released, unless its watch released it.
+      - The summary is published after the batch's last host; a host after the batch has its lock released only
+        when the rollout stops before it.
     type: list
     elements: str
+    required: true
   max_fail_percentage:
-    description: The play's max_fail_percentage (riskmgr_max_fail_percentage); with I(summary), tells whether
-      this batch's failures stop the play.
+    description: The play's max_fail_percentage (riskmgr_max_fail_percentage); tells whether this batch's failures
+      stop the rollout.
     type: int
     default: 0
 author: [Risk Platform team]
 """
 
 EXAMPLES = r"""
-- name: Report this host
+- name: Report this batch's hosts, then publish the summary
   riskmgr_report:
     dir: "{{ riskmgr_report_dir }}"
     run_id: "{{ __riskmgr_run_id }}"
     action: migrate
-    settings: {db: "{{ riskmgr_db_path }}", migration_mode: "{{ riskmgr_migration_mode }}"}
-    results:
-      facts: "{{ __riskmgr_facts }}"
-      unit: "{{ __riskmgr_migrate | default({}) }}"
-    release: {path: "{{ riskmgr_lock_path }}", run_id: "{{ __riskmgr_run_id }}"}
+    host: "{{ item }}"
+    batch: "{{ ansible_play_batch }}"
+  delegate_to: "{{ item }}"
+  delegate_facts: true
+  loop: "{{ ansible_play_batch }}"
+  run_once: true
 """
 
 RETURN = r"""
-report: {description: The host's report (with I(summary), the summary)., type: dict, returned: always}
-path: {description: The report file written (null in check mode or with I(summary))., type: str, returned: always}
+report: {description: The item's host's report., type: dict, returned: for a batch host}
+path: {description: The report file written (null in check mode)., type: str, returned: always}
 stops:
-  description: With I(summary), whether this batch's failures end the rollout (the caller ends the play).
+  description: After the batch's last host, whether this batch's failures end the rollout.
   type: bool
   returned: always
 untouched:
-  description: With I(summary), the play's hosts the run stops before (empty while the play goes on).
+  description: After the batch's last host, the run's hosts the rollout stops before (empty while it goes on).
   type: list
   elements: str
   returned: always
@@ -118,6 +101,11 @@ display = Display()
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 RESULT_NAMES = ("facts", "plan", "unit", "backup", "migrate", "verify", "stop", "start", "restore", "recover", "watch", "failure")
+# Each raw result's variable, as the role registers it.
+RESULT_VARIABLES = {"facts": "__riskmgr_facts", "plan": "__riskmgr_plan", "unit": "__riskmgr_migrate",
+                    "backup": "backup_result", "migrate": "migrate_result", "verify": "verify_result",
+                    "stop": "daemon_stop_result", "start": "daemon_start_result", "restore": "__riskmgr_restore",
+                    "recover": "__riskmgr_recover", "watch": "__riskmgr_watch"}
 # What Ansible adds to a result (a skipped task's reason, a failed_when's verdict): not the run's record.
 ANSIBLE_KEYS = frozenset(("invocation", "false_condition", "skip_reason", "skipped", "failed_when_result",
                           "changed_when_result", "ansible_facts", "warnings", "deprecations", "exception"))
@@ -132,57 +120,16 @@ class ActionModule(ActionBase):
             "dir": {"type": "path", "required": True},
             "run_id": {"type": "str", "required": True},
             "action": {"type": "str", "required": True, "choices": ["migrate", "rollback"]},
-            "results": {"type": "dict", "default": {}},
-            "settings": {"type": "dict", "default": {}},
-            "summary": {"type": "bool", "default": False},
             "max_fail_percentage": {"type": "int", "default": 0},
-            "release": {"type": "dict"},
-            "host": {"type": "str"},
-            "batch": {"type": "list", "elements": "str"},
+            "host": {"type": "str", "required": True},
+            "batch": {"type": "list", "elements": "str", "required": True},
         })
-        host = task_vars["inventory_hostname"]
         result.update(changed=False, path=None, stops=False, untouched=[])
-        for what, name in (("run_id", args["run_id"]), ("inventory_hostname", host)):
+        for what, name in (("run_id", args["run_id"]), ("host", args["host"])):
             if not SAFE_NAME.match(name):
-                return dict(result, failed=True, msg=f"{host}: {what} {name!r} cannot be a file name; no report written")
-        check_mode = bool(self._task.check_mode)
-        if args["batch"] is not None:
-            return self.batch_item(args, task_vars, result, check_mode)
-        if args["summary"]:
-            hostvars = task_vars["hostvars"]
-            play_hosts = list(task_vars.get("ansible_play_hosts_all", []))
-            # The play's hosts and the run's others: those the preflight reported (they needed nothing) and
-            # those of its other plays.
-            every_host = play_hosts + [h for h in (task_vars.get("groups") or {}).get("all", []) if h not in play_hosts]
-            reports = [r for r in (hostvars[name].get("riskmgr_report") for name in every_host if name in hostvars)
-                       if r and r.get("run_id") == args["run_id"]]
-            summary = build_summary(reports, args["run_id"], args["action"], check_mode, args["dir"])
-            # This batch: the play's hosts reported since the last summary, which marked the hosts of its batch
-            # (ansible_play_batch leaves out the hosts that failed).
-            batch = [r["host"] for r in reports if r["host"] in play_hosts
-                     and hostvars[r["host"]].get("__riskmgr_summarised") != args["run_id"]]
-            stops = play_stops(reports, batch, args["max_fail_percentage"])
-            if stops:
-                summary["untouched"] = untouched_hosts(every_host, batch, reports, hostvars)
-            untouched = [entry["host"] for entry in summary["untouched"]]
-            result.update(report=summary, stops=stops, untouched=untouched,
-                          ansible_facts={"__riskmgr_summarised": args["run_id"], "__riskmgr_stops": stops},
-                          ansible_stats={"data": {"riskmgr_summary": summary}, "per_host": False,
-                                         "aggregate": False})
-            display.display(summary_text(summary))
-            return result
-        fields, unwritten = self.report_host(host, args, check_mode)
-        result.update(fields)
-        if unwritten:
-            result.update(failed=True, msg=unwritten)
-        if args["release"]:
-            # The run lock, released whether or not the report could be written.
-            released = self._execute_module(module_name="riskmgr_lock", task_vars=task_vars, module_args={
-                "path": args["release"]["path"], "state": "absent", "run_id": args["release"]["run_id"]})
-            result["released"] = not released.get("failed")
-            if released.get("failed") and not result.get("failed"):
-                result.update(failed=True, msg=released.get("msg"))
-        return result
+                return dict(result, failed=True, msg=f"{args['host']}: {what} {name!r} cannot be a file name; "
+                                                     "no report written")
+        return self.batch_item(args, task_vars, result, bool(self._task.check_mode))
 
     def batch_item(self, args: dict, task_vars: dict, result: dict, check_mode: bool) -> dict:
         """One item of the batch's report loop (run once, delegated to each item's host): a host of the batch
@@ -193,12 +140,13 @@ class ActionModule(ActionBase):
         kept = _BATCHES.setdefault(run_id, {"reports": {}, "stops": False, "untouched": []})
         warnings = []
         if item in batch:
-            fields, unwritten = self.report_host(item, args, check_mode)
+            settings, results, lock = host_inputs(hostvars[item])
+            fields, unwritten = self.report_host(item, dict(args, settings=settings, results=results), check_mode)
             kept["reports"][item] = fields["report"]
             result.update(fields)
             warnings += [unwritten] if unwritten else []
-            if args["release"]:
-                warnings += self.release(item, args["release"]["path"], run_id, task_vars)
+            if lock:
+                warnings += self.release(item, lock, run_id, task_vars)
             if item == batch[-1]:
                 reported = result["ansible_stats"]["data"]
                 result.update(self.batch_summary(args, task_vars, kept, check_mode))
@@ -210,6 +158,8 @@ class ActionModule(ActionBase):
             lock = next((e["lock"] for e in kept["untouched"] if e["host"] == item and e["lock"]), None)
             if kept["stops"] and lock:
                 warnings += self.release(item, lock, run_id, task_vars)
+                # Read by the host itself when a later batch or play starts (never every host's variables).
+                result["ansible_facts"] = {"__riskmgr_stops": True}
         if warnings:
             result["warnings"] = warnings
         return result
@@ -257,6 +207,19 @@ class ActionModule(ActionBase):
             return [f"{host}: its run lock {path} could not be released ({released.get('msg')}); remove it once no "
                     "run is active there"]
         return []
+
+
+def host_inputs(seen) -> tuple[dict, dict, str | None]:
+    """A batch host's settings, raw results and run lock (None when it holds none, or its watch released it), from
+    its variables (seen: hostvars[host], looked up once)."""
+    plan = seen.get("__riskmgr_plan") or {}
+    settings = {"db": plan.get("db") or seen.get("riskmgr_db_path"),
+                "migration_mode": plan.get("migration_mode") or seen.get("riskmgr_migration_mode")}
+    results = {name: seen.get(variable) or {} for name, variable in RESULT_VARIABLES.items()}
+    results["recover"] = results["recover"] or seen.get("__riskmgr_started_if_down") or {}
+    results["failure"] = seen.get("__riskmgr_failure")
+    held = seen.get("__riskmgr_lock") is not None and not results["watch"].get("released")
+    return settings, results, plan.get("lock") if held else None
 
 
 # The reports of the batch being reported, kept between the items of its loop (one worker runs them all).
@@ -414,7 +377,8 @@ def play_stops(reports: list[dict], batch: list[str], max_fail_percentage: int) 
     """Whether the rollout stops after this batch: its failed hosts are more than max_fail_percentage of it
     (every host of it, at 100). ansible-playbook alone stops only when the whole batch failed (a host
     failed in a rescue counts only once its always section is done), so the caller ends the play."""
-    failed = [host for host in batch if any(r["host"] == host and r["outcome"] == "failed" for r in reports)]
+    failed_hosts = {r["host"] for r in reports if r["outcome"] == "failed"}  # a set: a batch can be thousands
+    failed = [host for host in batch if host in failed_hosts]
     if not batch or not failed:
         return False
     return len(failed) == len(batch) or len(failed) / len(batch) > max_fail_percentage / 100.0

@@ -348,18 +348,12 @@ log_line:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.daemon_watch import SmokeTest, run_smoke, smoke_problems
-from ansible.module_utils.module_glue import DAEMON_SPEC, SMOKE_SPEC, run_module_guarded
+from ansible.module_utils.daemon_watch import SmokeTest, run_smoke
+from ansible.module_utils.module_glue import run_module_guarded
+from ansible.module_utils.preflight_read import DAEMON_MODULE_SPEC, DAEMON_REQUIRED_IF, check_running_daemon
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import (
-    check_daemon, daemon_control, restart_daemon, schema_line, start_daemon, stop_daemon)
-
-ARGUMENT_SPEC = {
-    "expect_version": {"type": "int"},
-    "state": {"type": "str", "required": True, "choices": ["stopped", "started", "restarted", "checked"]},
-    **DAEMON_SPEC,
-    **SMOKE_SPEC,
-}
+    daemon_control, restart_daemon, schema_line, start_daemon, stop_daemon)
 
 
 def expected_line(params: dict, control) -> str | None:
@@ -374,10 +368,7 @@ def run(module: AnsibleModule) -> dict:
     params = module.params
     releases = Releases.from_params(params)
     if params["state"] == "checked":
-        result = check_daemon(daemon_control(params, can_start=bool(params["start_command"])), params["process_match"],
-                              releases)
-        result["problems"] += smoke_problems(SmokeTest.from_params(params), releases.link if releases else None)
-        return result
+        return check_running_daemon(params)
     control = daemon_control(params, can_start=params["state"] != "stopped")
     if params["state"] == "stopped":
         return stop_daemon(control, params["stop_timeout"], stop_force=params["stop_force"],
@@ -405,9 +396,8 @@ def subject(params: dict) -> str:
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_if=[("service_manager", "command", ["pidfile"]),
-                     ("service_manager", "systemd", ["service_name"])],
+        argument_spec=DAEMON_MODULE_SPEC,
+        required_if=DAEMON_REQUIRED_IF,
         mutually_exclusive=[("expect_version", "expect_log_line")],
         supports_check_mode=True,
     )

@@ -107,41 +107,17 @@ broke:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.run_lock import acquire, describe_holder, release
-from ansible.module_utils.module_glue import role_default, run_module_guarded
-
-ARGUMENT_SPEC = {
-    "path": {"type": "path", "required": True},
-    "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-    "run_id": {"type": "str", "required": True},
-    "owner": {"type": "raw"},
-    "break_stale": role_default("riskmgr_break_lock", type="bool"),
-    "stale_after": {"type": "int", "default": 0},
-}
-
-
-def run(module: AnsibleModule) -> dict:
-    params = module.params
-    if params["state"] == "absent":
-        result = release(params["path"], params["run_id"], check_mode=module.check_mode)
-        if result["holder"] and not result["released"]:
-            module.warn(f"{params['path']}: held by {describe_holder(result['holder'])}, not by run "
-                        f"{params['run_id']}; left in place")
-        return result
-    result = acquire(params["path"], params["run_id"], params["owner"], break_stale=params["break_stale"],
-                     stale_after=params["stale_after"], check_mode=module.check_mode)
-    if result["broke"]:
-        module.warn(f"{params['path']}: broke the lock of {describe_holder(result['broke'])}")
-    return result
+from ansible.module_utils.module_glue import run_module_guarded
+from ansible.module_utils.preflight_read import LOCK_SPEC, lock_run
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
+        argument_spec=LOCK_SPEC,
         required_if=[("state", "present", ["owner"])],
         supports_check_mode=True,
     )
-    result = run_module_guarded(module, run, module.params["path"], "the lock was left as it was")
+    result = run_module_guarded(module, lock_run, module.params["path"], "the lock was left as it was")
     module.exit_json(**result)
 
 

@@ -49,6 +49,12 @@ options:
     description: When this poll finds nothing wrong, remove the upgrade's pending record.
     type: bool
     default: false
+  release:
+    description:
+      - C(path) and C(run_id) of the run lock, released by the poll that accepts the upgrade (the run is done with
+        the host), so that the report needs no module process of its own for it. Left held otherwise, for the
+        rescue that puts the host back.
+    type: dict
   from_version:
     description: With I(state=pending), the version the upgrade starts from.
     type: int
@@ -86,6 +92,7 @@ matched_count: {description: How many matched., type: int, returned: when polled
 mark: {description: Where the next poll reads from., type: raw, returned: when polled}
 log: {description: Where the lines are read (null when the daemon has no log to watch)., type: str, returned: when polled}
 accepted: {description: Whether this poll accepted the upgrade (removed its pending record)., type: bool, returned: always}
+released: {description: Whether this poll released the run lock of I(release)., type: bool, returned: when polled}
 upgrade:
   description: The versions of the upgrade being watched, from its pending record (null when there is none).
   type: dict
@@ -98,6 +105,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.daemon_watch import clear_pending, read_pending, watch_poll, write_pending
 from ansible.module_utils.module_glue import DAEMON_SPEC, role_default, run_module_guarded
+from ansible.module_utils.run_lock import release
 from ansible.module_utils.releases import Releases
 from ansible.module_utils.riskmgr_daemon import daemon_control
 from ansible.module_utils.sqlite_common import DaemonError
@@ -121,6 +129,9 @@ def run(module: AnsibleModule) -> dict:
     healthy = result["alive"] and not result["matched_count"]
     result["accepted"] = bool(params["accept"] and healthy and clear_pending(params["path"], module.check_mode))
     result["changed"] = result["accepted"]
+    result["released"] = False
+    if result["accepted"] and params["release"] and not module.check_mode:
+        result["released"] = release(params["release"]["path"], params["release"]["run_id"])["released"]
     return result
 
 
@@ -135,6 +146,8 @@ def main() -> None:
             "mark": {"type": "raw"},
             "fail_regex": role_default("riskmgr_watch_fail_regex", type="str"),
             "accept": {"type": "bool", "default": False},
+            "release": {"type": "dict", "options": {"path": {"type": "path", "required": True},
+                                                    "run_id": {"type": "str", "required": True}}},
             "canary": {"type": "bool", "default": False},
             "from_version": {"type": "int"},
             "to_version": {"type": "int"},

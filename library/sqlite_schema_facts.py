@@ -240,63 +240,15 @@ integrity:
 """
 
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_glue import DATABASE_SPEC, MIGRATION_SOURCE_SPEC, role_default, run_module_guarded
-from ansible.module_utils.releases import Releases
-from ansible.module_utils.sqlite_catalog import catalog_of_params, options_of
-from ansible.module_utils.sqlite_facts import FactsRequest, gather
-
-
-def run(module: AnsibleModule) -> dict:
-    params = module.params
-    request = FactsRequest(
-        backup_dir=params["backup_dir"], options=options_of(params),
-        target_version=params["target_version"], integrity=params["integrity"], count_rows=params["count_rows"],
-        busy_timeout_s=params["busy_timeout"], process_match=params["process_match"], plan=params["plan"],
-        free_space_margin=params["free_space_margin"], require_wal=params["require_wal"],
-        releases=Releases.from_params(params), prove_writes=params["prove_writes"])
-    facts = gather(params["path"], catalog_of_params(params), request)
-    # Not "path": exit_json() overwrites state, mode and size of any result with a "path" key
-    # with the stat of that file (state would always read "file").
-    facts["db_path"] = facts.pop("path")
-    facts["lock_present"] = bool(params["lock_path"]) and os.path.lexists(params["lock_path"])
-    # Said on the screen, never a refusal: what the database had wrong before, what could not be proven.
-    for note in facts.get("baseline_notes") or []:
-        module.warn(f"{params['path']}: {note}")
-    for note in (facts.get("write_proof") or {}).get("notes", []):
-        module.warn(f"{params['path']}: write proof: {note}")
-    if params["fail_on_refusal"] and facts["refusals"]:
-        module.fail_json(msg=" | ".join(facts["refusals"]), changed=False, **facts)
-    return dict(changed=False, **facts)
+from ansible.module_utils.module_glue import run_module_guarded
+from ansible.module_utils.preflight_read import FACTS_MUTUALLY_EXCLUSIVE, FACTS_SPEC, read_facts
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **MIGRATION_SOURCE_SPEC,
-            **DATABASE_SPEC,
-            "backup_dir": {"type": "path"},
-            "target_version": {"type": "int"},
-            "track_unrealized_pnl": role_default("riskmgr_track_unrealized_pnl", type="bool"),
-            "options": {"type": "dict", "default": {}},
-            "integrity": {"type": "str", "choices": ["integrity", "quick", "none"], "default": "none"},
-            "count_rows": {"type": "bool", "default": True},
-            "process_match": {"type": "str"},
-            "lock_path": {"type": "path"},
-            "plan": {"type": "bool", "default": False},
-            "free_space_margin": {"type": "float", "default": 1.1},
-            "require_wal": {"type": "bool", "default": False},
-            "prove_writes": {"type": "bool", "default": False},
-            "fail_on_refusal": {"type": "bool", "default": False},
-            "release_link": {"type": "path"},
-            "release_paths": {"type": "dict"},
-        },
-        supports_check_mode=True,
-        mutually_exclusive=[("migrations_dir", "migrations")],
-    )
-    result = run_module_guarded(module, run, module.params["path"], "nothing was written")
+    module = AnsibleModule(argument_spec=FACTS_SPEC, supports_check_mode=True,
+                           mutually_exclusive=FACTS_MUTUALLY_EXCLUSIVE)
+    result = run_module_guarded(module, read_facts, module.params["path"], "nothing was written")
     module.exit_json(**result)
 
 

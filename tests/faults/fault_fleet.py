@@ -42,7 +42,9 @@ TEARDOWN_STOP_S = 3.0
 V2_FILES = ("005_schema_migration_objects.sql", "010_schema_version.sql", "020_enforcement_log_execution_time.sql", "030_analytics_indexes.sql")
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
                       r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.MULTILINE)
-FATAL_RE = re.compile(r"^fatal: \[(?P<host>[^\]]+)\]: FAILED! => ?(?P<rest>.*)$", re.MULTILINE)
+# A failed task, or a failed item of a loop (the confirmation's and the report's items are about the item's host).
+FATAL_RE = re.compile(r"^(?:fatal: \[(?P<host>[^\]]+)\]: FAILED!|failed: \[[^\]]+\] \(item=(?P<item>[^)]+)\)) "
+                      r"=> ?(?P<rest>.*)$", re.MULTILINE)
 VERSION_LINE = "Database schema version:"
 
 # What every fault test shares: the fleet's first host, the confirmation without a terminal, and
@@ -173,7 +175,8 @@ class PlaybookRun:
         messages = []
         for stream in (self.stdout, self.stderr):
             for match in FATAL_RE.finditer(stream):
-                if match["host"] == host or match["host"].startswith(f"{host} -> "):
+                who = match["host"] or match["item"]
+                if who == host or who.startswith(f"{host} -> "):
                     messages.append(result_msg(match["rest"], stream[match.end():]))
         return messages
 

@@ -139,11 +139,10 @@ def playbook_tasks(path: Path, scenario: dict = SCENARIO) -> list[str]:
 
 
 TASKS = playbook_tasks(ROOT / "migrate_v2.yml")
-# The preflight takes the lock (a kill before it: none yet; after it: held until the report releases it).
+# The preflight takes the lock (a kill before it: none yet; after it: held until the watch accepts the upgrade).
 LOCK_TASK = TASKS.index("riskmgr : Check the host while its daemon runs (settings, daemon, run lock, database, plan)")
 UNIT_TASK = TASKS.index("riskmgr : Stop the daemon, back up, migrate, verify and start it, in one host-side process")
 WATCH_TASK = TASKS.index("riskmgr : Watch the daemon on its new version, then accept the upgrade")
-RELEASE_TASK = TASKS.index("riskmgr : Report this batch's hosts and release them, then publish the summary of the run so far")
 
 
 def boundaries() -> list[tuple[int, str, int]]:
@@ -209,7 +208,7 @@ def kill_at_boundary_then_rerun(root: Path, boundary: tuple[int, str, int]) -> N
             assert fleet.logged_versions(HOST) == [1, 2]
         else:
             assert fleet.pid(HOST) == before.pid, "the daemon was restarted before the unit ran"
-        locked = LOCK_TASK < index <= RELEASE_TASK
+        locked = LOCK_TASK < index <= WATCH_TASK  # the watch's accepting look releases it
         assert fleet.lock(HOST).exists() == locked, \
             f"{fleet.lock(HOST)}: {'missing' if locked else 'left behind'} after the kill before {name!r}"
         pid_after_kill = fleet.pid(HOST)

@@ -5,17 +5,14 @@ itself; these cover every other marker, and the run that may ask.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
-from ansible.errors import AnsibleError
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "action_plugins"))
-import riskmgr_confirm  # noqa: E402  (an action plugin, through sys.path)
-from riskmgr_confirm import plan_lines, why_no_one_can_answer  # noqa: E402
+from riskmgr_confirm import plan_lines, why_no_one_can_answer  # noqa: E402  (an action plugin, through sys.path)
 
 
 @pytest.mark.parametrize("environ, task_vars, reason", [
@@ -54,19 +51,3 @@ def test_the_plan_is_one_short_line_per_host_and_every_step_with_verbose_or_diff
     assert all(step in full for step in PLAN["steps"]) and "/srv/r/releases/2" in full and PLAN["smoke"] in full
 
 
-def test_the_first_hosts_answer_reaches_the_others_through_a_private_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(riskmgr_confirm.tempfile, "tempdir", str(tmp_path))
-    riskmgr_confirm.share_answer("run-1", {"confirmed": True, "asked": True, "answer": "yes"})
-    assert riskmgr_confirm.shared_answer("run-1", timeout=1)["confirmed"] is True
-    private = tmp_path / f"riskmgr-confirm-{os.getuid()}"
-    assert private.stat().st_mode & 0o777 == 0o700
-    # Nobody else may plant a run's yes: a directory others can write to is refused, not used.
-    private.chmod(0o777)
-    with pytest.raises(AnsibleError, match="only this user can read and write; remove it"):
-        riskmgr_confirm.shared_answer("run-2", timeout=1)
-
-
-def test_no_answer_from_the_first_host_is_a_no(tmp_path, monkeypatch):
-    monkeypatch.setattr(riskmgr_confirm.tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(riskmgr_confirm.time, "monotonic", iter([0.0, 0.0, 10_000.0]).__next__)
-    assert riskmgr_confirm.shared_answer("never-asked", timeout=1) == {"asked": True, "timed_out": True}
