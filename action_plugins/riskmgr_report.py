@@ -168,9 +168,12 @@ class ActionModule(ActionBase):
         hostvars = task_vars["hostvars"]
         play_hosts = list(task_vars.get("ansible_play_hosts_all", []))
         every_host = play_hosts + [h for h in (task_vars.get("groups") or {}).get("all", []) if h not in play_hosts]
-        earlier = [r for r in (hostvars[name].get("riskmgr_report") for name in every_host
-                               if name in hostvars and name not in kept["reports"])
-                   if r and r.get("run_id") == args["run_id"]]
+        if check_mode:  # no report file was written: each host's report fact, a look at every host's variables
+            earlier = [r for r in (hostvars[name].get("riskmgr_report") for name in every_host
+                                   if name in hostvars and name not in kept["reports"])
+                       if r and r.get("run_id") == args["run_id"]]
+        else:  # the run's report files: a batch's end costs no look at the variables of the fleet's every host
+            earlier = [r for r in written_reports(args["dir"], args["run_id"]) if r.get("host") not in kept["reports"]]
         reports = earlier + list(kept["reports"].values())
         summary = build_summary(reports, args["run_id"], args["action"], check_mode, args["dir"])
         kept["stops"] = play_stops(reports, list(kept["reports"]), args["max_fail_percentage"])
@@ -445,6 +448,19 @@ def result_line(report: dict) -> str:
     if report.get("kept_files"):
         parts.append(f"kept {', '.join(report['kept_files'])}")
     return f"{report['host']}: " + "; ".join(parts)
+
+
+def written_reports(directory: str, run_id: str) -> list[dict]:
+    """The reports this run has written so far (write_report's files; a report being written is not one yet)."""
+    run_dir = os.path.join(directory, run_id)
+    found = []
+    for entry in sorted(os.scandir(run_dir), key=lambda e: e.name) if os.path.isdir(run_dir) else []:
+        if entry.name.endswith(".json") and not entry.name.startswith("."):
+            with open(entry.path, encoding="utf-8") as handle:
+                report = json.load(handle)
+            if isinstance(report, dict) and report.get("run_id") == run_id:
+                found.append(report)
+    return found
 
 
 def write_report(directory: str, run_id: str, host: str, report: dict) -> str:

@@ -128,6 +128,15 @@ def test_the_summary_counts_the_fleet_so_far():
     assert report_action.build_summary([], "r", "rollback", True, "/r")["report_dir"] is None
 
 
+def test_a_batch_summary_reads_the_reports_the_run_has_written_and_only_those(tmp_path):
+    for host in ("h2", "h1"):
+        report_action.write_report(str(tmp_path), "run-1", host, {"host": host, "run_id": "run-1", "outcome": "changed"})
+    report_action.write_report(str(tmp_path), "run-2", "h3", {"host": "h3", "run_id": "run-2", "outcome": "changed"})
+    (tmp_path / "run-1" / ".h4.json.x1y2").write_text("{partial", encoding="utf-8")  # a report still being written
+    assert [r["host"] for r in report_action.written_reports(str(tmp_path), "run-1")] == ["h1", "h2"]
+    assert report_action.written_reports(str(tmp_path), "run-3") == []  # no report yet: no directory
+
+
 def test_times_are_iso_utc_and_a_skipped_result_is_no_recovery():
     skipped = {"changed": False, "skipped": True, "false_condition": "not (x | bool)",
                "skip_reason": "Conditional result was False"}
