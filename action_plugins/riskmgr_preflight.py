@@ -263,6 +263,7 @@ class ActionModule(ActionBase):
         self._warnings: list = []
         self._lock_held = False
         self._db_given = ""
+        self._given_target: bool | None = None
         host = task_vars["inventory_hostname"]
         db = str(task_vars.get("riskmgr_db_path") or "")
         try:
@@ -406,9 +407,12 @@ class ActionModule(ActionBase):
         return 1  # rollback_v2.yml without a pin: the design card's v1
 
     def _target_given(self) -> bool:
-        """Whether -e gave riskmgr_target_version (it wins over the version the database suggests)."""
-        from ansible.utils.vars import load_extra_vars
-        return "riskmgr_target_version" in load_extra_vars(self._loader)
+        """Whether -e gave riskmgr_target_version (it wins over the version the database suggests); the -e options
+        are parsed once per task, not at every question."""
+        if self._given_target is None:
+            from ansible.utils.vars import load_extra_vars
+            self._given_target = "riskmgr_target_version" in load_extra_vars(self._loader)
+        return self._given_target
 
     def _rehearse(self, s: dict, migration_args: dict, to: int) -> dict:
         """A consistent copy migrated in a private temporary directory and removed: its seconds feed the plan."""

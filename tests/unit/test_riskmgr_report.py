@@ -65,6 +65,23 @@ def test_an_offline_upgrade_reports_its_phases_and_the_downtime_window(host):
     json.dumps(report)  # what is written and published is plain JSON
 
 
+def test_the_facts_the_preflight_keeps_make_the_same_report_as_its_whole_read(host):
+    """The later plays keep only REPORTED_FACTS of the preflight's read: a key the report reads and the list
+    lacks would silently be null in every report."""
+    spec = importlib.util.spec_from_file_location("riskmgr_preflight_action",
+                                                  ROOT / "action_plugins" / "riskmgr_preflight.py")
+    preflight_action = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(preflight_action)
+    facts = preflight(host)
+    facts["release"] = {"link": "/srv/current", "linked": "/srv/releases/1", "version": 1}  # the report names it
+    unit = host.upgrade()
+    kept = {key: facts.get(key) for key in preflight_action.REPORTED_FACTS}
+    whole, slim = (report_action.build_report("h1", "run-1", "migrate", False, SETTINGS,
+                                              {"facts": f, "plan": {"change": True}, "unit": unit})
+                   for f in (facts, kept))
+    assert slim == whole
+
+
 def test_an_online_upgrade_reports_the_restart_as_its_downtime_and_the_longest_lock(host):
     facts = preflight(host)
     backup = backup_database(str(host.db), str(host.backups))
