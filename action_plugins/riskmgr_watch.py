@@ -112,7 +112,7 @@ class ActionModule(ActionBase):
                                           fail_regex, look.get("upgrade")))
             time.sleep(max(0.0, min(poll_interval(seconds), deadline - time.monotonic())))
         result.update(changed=look.get("accepted", False), accepted=look.get("accepted", False), pid=look.get("pid"),
-                      released=look.get("released", False),
+                      released=look.get("released", False), warnings=look.get("warnings") or [],
                       watched_seconds=round(time.monotonic() - began, 1), lines_seen=total_lines, looks=looks,
                       upgrade=look.get("upgrade"),
                       msg=f"{host}: the daemon (pid {look.get('pid')}){on_versions(look.get('upgrade'))} ran {seconds} s "

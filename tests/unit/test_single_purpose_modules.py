@@ -49,3 +49,26 @@ def test_start_if_down_starts_a_stopped_daemon_on_the_database_as_it_is_and_leav
     assert host.pid() and host.pid() != pid and version_of(host.db) == 1
     again = run_module("riskmgr_start_if_down", args)
     assert not again["changed"] and not again["failed"] and again["pid"] == host.pid(), again
+
+
+def test_the_watch_that_accepts_releases_the_run_lock_and_a_lock_it_cannot_remove_fails_no_watch(make_host):
+    host: Host = make_host(rows=50)
+    pid = host.start()
+    daemon = {"service_manager": "command", "pidfile": str(host.pidfile), "log_path": str(host.log),
+              "process_match": host.process_match}
+    lock = Path(f"{host.db}.migrate.lock")
+    for held, unremovable in ((True, False), (False, True)):
+        assert not run_module("riskmgr_pending", {"path": str(host.db), "from_version": 1, "to_version": 2})["failed"]
+        if unremovable:
+            lock.mkdir()  # not a lock file that can be read and removed
+        else:
+            lock.write_text(json.dumps({"run_id": "r1", "owner": "pytest"}), encoding="utf-8")
+        watched = run_module("riskmgr_watch", {"path": str(host.db), "seconds": 0, "pid": pid, **daemon,
+                                               "release": {"path": str(lock), "run_id": "r1"}})
+        # Accepted either way: a lock the watch cannot remove is a warning for the report to act on, not a
+        # failed watch (which would put a healthy upgrade back).
+        assert not watched["failed"] and watched["accepted"] and not pending(host.db).exists(), watched
+        assert watched["released"] is held and lock.exists() is unremovable, watched
+        if unremovable:
+            assert any(str(lock) in warning for warning in watched.get("warnings", [])), watched
+    assert host.pid() == pid  # watched, never restarted
